@@ -1,0 +1,82 @@
+"""Vision Transformer: "An Image is Worth 16x16 Words" (Dosovitskiy et al., 2021),
+https://arxiv.org/abs/2010.11929.
+
+Patch embedding by a strided convolution, a learned class token and learned
+absolute positions, pre-norm blocks whose attention runs through
+``scaled_dot_product_attention`` (flash/efficient kernels on GPUs), a final norm
+and a linear head on the class token (or the mean of all tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hparams import ViTHparams
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, hp: ViTHparams, *, num_classes: int, in_chans: int, img_size: int):
+        super().__init__()
+        self.pool = hp.pool
+        self.patch_embed = nn.Conv2d(in_chans, hp.dim, kernel_size=hp.patch_size, stride=hp.patch_size)
+        num_patches = (img_size // hp.patch_size) ** 2
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hp.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, hp.dim))
+        self.pos_drop = nn.Dropout(hp.dropout)
+        self.blocks = nn.Sequential(*[Block(hp.dim, hp.heads, hp.mlp_dim, hp.dropout) for _ in range(hp.depth)])
+        self.norm = nn.LayerNorm(hp.dim)
+        self.head = nn.Linear(hp.dim, num_classes)
+        self.apply(_init_weights)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, N, dim]
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(self.pos_drop(x)))
+        return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def build(hp: ViTHparams, *, num_classes: int, in_chans: int, img_size: int) -> VisionTransformer:
+    return VisionTransformer(hp, num_classes=num_classes, in_chans=in_chans, img_size=img_size)

@@ -1,0 +1,176 @@
+"""The ``runner`` command line: parse options, call ``runner.commands``, render.
+
+Imports stay inside the commands so that ``runner --help``, ``plan``, ``status``,
+``report`` and ``show`` never load torch, timm or wandb. User mistakes
+(``RunnerError``) print one line on stderr and exit 2; ``RUNNER_DEBUG=1`` adds
+the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import RunnerError
+
+app = typer.Typer(
+    help="Run a whole architecture × dataset × seed study from experiments.toml; get the paper's tables back.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+FileOpt = Annotated[Path, typer.Option("-f", "--file", help="The study file.")]
+MatrixOpt = Annotated[Optional[list[str]], typer.Option("--matrix", "-m", help="Only runs of this [[matrix]] (repeatable).")]
+WhereOpt = Annotated[Optional[list[str]], typer.Option(
+    "--where", "-w", help="KEY=VALUE on an axis (architecture, dataset, seed, matrix) or a dotted config key "
+                          "(architecture.depth, epochs); VALUE may be a,b for any of them. Repeatable.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+DEFAULT_FILE = Path("experiments.toml")
+
+
+@app.command()
+def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None, json_: JsonOpt = False,
+         sync: Annotated[bool, typer.Option("--sync", help="Ingest the run folders into the store first.")] = False):
+    """Validate and expand the study; show each cell and its state in the store (writes nothing without --sync)."""
+    from . import commands as c
+
+    sel = c.load(file, matrix or (), where or ())
+    entries = c.run_entries(sel, c.records_for(sel, ingest=sync), with_config=json_)
+    view = c.overview(entries)
+    if json_:
+        from .render import print_json
+
+        return print_json(view)
+    from .render import _counts_line, console, plan_view
+
+    plan_view(sel.study.name, entries)
+    console.print(_counts_line(view["counts"]))
+
+
+@app.command()
+def launch(
+    file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
+    per_gpu: Annotated[int, typer.Option("--per-gpu", help="Workers sharing each GPU.")] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: half the cores).")] = None,
+    rerun: Annotated[Optional[list[str]], typer.Option(
+        "--rerun", help="Also run again: failed, stale (done at another git commit). Repeatable.")] = None,
+):
+    """Run every selected cell that is not done yet, on local workers; Ctrl-C stops cleanly."""
+    from . import commands as c
+    from .backends.local import make_slots
+    from .errors import SelectionError
+    from .render import LaunchDisplay, console, err_console
+    from .scheduler import RERUNNABLE, launch as do_launch
+
+    bad = set(rerun or ()) - RERUNNABLE
+    if bad:
+        raise SelectionError(f"--rerun {', '.join(sorted(bad))}: choose among {', '.join(sorted(RERUNNABLE))}")
+    sel = c.load(file, matrix or (), where or ())
+    slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
+    store = c.open_store(sel.study, create=True)
+    with LaunchDisplay(total=len(sel.runs)) as display:
+        result = do_launch(sel.study, sel.runs, store, slots, display, rerun=set(rerun or ()))
+    ran = result.done + result.failed + result.cancelled
+    if ran == 0 and not result.interrupted:
+        console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
+                      + (", the rest failed or stale (see --rerun)" if result.already_done < result.selected else ""))
+    else:
+        console.print(f"{result.done} done, {result.failed} failed, {result.cancelled} interrupted "
+                      f"({result.already_done} were already done)")
+    for label, reason in result.failures:
+        err_console.print(f"[red]failed[/] {label}: {reason}")
+    if result.interrupted:
+        raise typer.Exit(130)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None, json_: JsonOpt = False,
+           watch: Annotated[Optional[float], typer.Option("--watch", help="Refresh every N seconds until Ctrl-C.")] = None):
+    """Counts by state, running cells with epoch and ETA, failures with their reason."""
+    from . import commands as c
+    from .scheduler import launcher_running
+
+    sel = c.load(file, matrix or (), where or ())
+    while True:
+        entries = c.run_entries(sel, c.records_for(sel, ingest=True), queued=launcher_running(sel.study.runs_dir))
+        view = c.overview(entries)
+        if json_:
+            from .render import print_json
+
+            print_json(view)
+        else:
+            from .render import console, status_view
+
+            if watch:
+                console.clear()
+            status_view(sel.study.name, view)
+        if not watch:
+            break
+        time.sleep(watch)
+    if view["counts"].get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
+           table: Annotated[Optional[list[str]], typer.Option("--table", "-t", help="Only this [[table]] (repeatable).")] = None,
+           out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the files (default: the study's report_dir).")] = None):
+    """The study's [[table]]s from the store: Markdown on stdout and in the report directory."""
+    from . import commands as c
+
+    sel = c.load(file, matrix or (), where or ())
+    results = c.report(sel, table_names=table or (), out_dir=out)
+    if not results:
+        print(f"{sel.study.file} declares no [[table]] (or none selected)")
+    for _, text in results:
+        print(text)
+    if results:
+        print(f"written to {out or sel.study.report_dir}/", file=sys.stderr)
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+         file: FileOpt = DEFAULT_FILE, json_: JsonOpt = False):
+    """Everything known of one run: config, attempts with provenance, summary, last metrics."""
+    from . import commands as c
+    from .spec import load_study
+
+    info = c.show(load_study(file), run_id)
+    if json_:
+        from .render import print_json
+
+        return print_json(info)
+    from .render import show_view
+
+    show_view(info)
+
+
+@app.command()
+def sync(file: FileOpt = DEFAULT_FILE,
+         rebuild: Annotated[bool, typer.Option("--rebuild", help="Forget the index and rebuild it from the run folders.")] = False):
+    """Ingest the run folders into the store (the folders are the journal, the store its index)."""
+    from . import commands as c
+    from .spec import load_study
+
+    study = load_study(file)
+    store = c.open_store(study, create=True)
+    n = store.rebuild(study.runs_dir) if rebuild else store.ingest(study.runs_dir)
+    print(f"{n} run(s) {'indexed' if rebuild else 'updated'} in {study.store}")
+
+
+def main() -> None:
+    try:
+        app()
+    except RunnerError as e:
+        if os.environ.get("RUNNER_DEBUG"):
+            raise
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)

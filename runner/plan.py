@@ -1,0 +1,316 @@
+"""Expansion of a Study into runs, their ids, selection by ``--where``, and the diff against the store.
+
+A run's resolved config is ``{architecture, dataset, train, seed}``. Its id is a
+short sha256 of the canonical JSON of that config, so anything that changes what
+is trained makes a new run and nothing else does: names of tables and blocks are
+labels, not identity, and ``dataset.root`` (where the data lies, not what it is)
+is left out of the hash. The cell id is the same hash without the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import architectures
+import datasets
+
+from .errors import SelectionError, SpecError, choices
+from .recipe import Recipe
+from .spec import AXES, Study, _show, pydantic_problem, resolve_key
+
+ID_LENGTH = 12
+NOT_IDENTITY = {("dataset", "root")}
+STATES = ("done", "stale", "running", "queued", "failed", "lost", "cancelled", "missing")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    cell: str
+    label: str
+    architecture: str  # the study's name for it, e.g. "vit"
+    dataset: str
+    seed: int
+    matrices: tuple[str, ...]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: Study
+    runs: tuple[Run, ...]
+
+    def by_id(self) -> dict[str, Run]:
+        return {r.id: r for r in self.runs}
+
+
+# ---------------------------------------------------------------- ids
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that defines what is trained."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    for section, key in NOT_IDENTITY:
+        out.get(section, {}).pop(key, None)
+    return out
+
+
+def run_id(config: dict[str, Any]) -> str:
+    return short_hash(canonical_json(identity(config)))
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    return short_hash(canonical_json({k: v for k, v in identity(config).items() if k != "seed"}))
+
+
+# ---------------------------------------------------------------- values and matching
+
+
+def schema_of(section: str, body: dict[str, Any]):
+    """The pydantic class that validates a section (by its model / source), or None if unknown."""
+    if section == "architecture":
+        fam = architectures.get_family(body.get("model", ""))
+        return fam.hparams if fam else None
+    if section == "dataset":
+        src = datasets.get_source(body.get("source", ""))
+        return src.options if src else None
+    return Recipe
+
+
+_MISSING = object()
+
+
+def lookup(axes: dict[str, Any], sections: dict[str, dict], key: str) -> Any:
+    """Value of an axis or dotted key for a cell; defaults of the schema fill unset keys."""
+    if key in AXES:
+        return axes[key]
+    section, name = resolve_key(key, "", "")
+    body = sections[section]
+    if name in body:
+        return body[name]
+    schema = schema_of(section, body)
+    if schema is not None and name in schema.model_fields:
+        return schema.model_fields[name].default
+    return _MISSING
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    return a == b
+
+
+def _holds(axes: dict[str, Any], sections: dict[str, dict], key: str, wanted: list[Any]) -> bool:
+    got = lookup(axes, sections, key)
+    if key == "matrix":  # a run reached from several blocks is in each of them
+        return any(w in got for w in wanted)
+    return got is not _MISSING and any(_equal(got, w) for w in wanted)
+
+
+def matches(axes: dict[str, Any], sections: dict[str, dict], rule: dict[str, Any]) -> bool:
+    """True when every key of a ``match``/``exclude``/``where`` table holds; for axes a list
+    means any of its values (config values may themselves be lists, so not for them)."""
+    return all(
+        _holds(axes, sections, key, want if (key in AXES and isinstance(want, list)) else [want])
+        for key, want in rule.items()
+    )
+
+
+# ---------------------------------------------------------------- expansion
+
+
+class _Resolver:
+    """Validates the sections of each cell once (configs repeat across seeds and datasets)."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.cache: dict[str, dict] = {}
+
+    def resolve(self, sections: dict[str, dict], origin: dict[tuple[str, str], str], label: str) -> dict:
+        key = canonical_json(sections)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = self._validate(sections, origin, label)
+        return hit
+
+    def _fail(self, origin, section, name, message, label):
+        where = origin.get((section, name), "")
+        raise SpecError(self.study.file, where, f"{name}: {message} (cell {label})")
+
+    def _section(self, sections, origin, section, head, label):
+        body = dict(sections[section])
+        schema = schema_of(section, body)
+        if schema is None:
+            kind = "architecture" if section == "architecture" else "dataset"
+            known = architectures.list_models() if section == "architecture" else datasets.list_sources()
+            self._fail(origin, section, head, f'unknown {kind} "{body.get(head)}"; choices: {choices(known)}', label)
+        params = {k: v for k, v in body.items() if k != head}
+        try:
+            obj = schema.model_validate(params)
+        except Exception as e:  # pydantic.ValidationError; imported lazily by spec
+            name, message = pydantic_problem(e.errors()[0], schema)
+            self._fail(origin, section, name, message, label)
+        return obj, ({head: body[head]} if head else {}) | obj.model_dump()
+
+    def _validate(self, sections, origin, label) -> dict:
+        hp, arch = self._section(sections, origin, "architecture", "model", label)
+        opts, data = self._section(sections, origin, "dataset", "source", label)
+        _, train = self._section(sections, origin, "train", None, label)
+        info = opts.info()
+        problem = hp.check(img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
+        if problem:
+            name, message = problem
+            self._fail(origin, "architecture", name, f"{message} for dataset {sections['dataset']['source']}", label)
+        return {"architecture": arch, "dataset": data, "train": train}
+
+
+def _apply(sections, origin, assignments: dict[str, Any], where: str, study: Study) -> None:
+    for key, value in assignments.items():
+        section, name = resolve_key(key, study.file, where, axes=False)
+        sections[section][name] = value
+        origin[(section, name)] = where
+
+
+def expand(study: Study) -> Plan:
+    """Every run the study declares, in file order, each reached once."""
+    resolver = _Resolver(study)
+    runs: dict[str, Run] = {}
+    for m in study.matrices:
+        grid_keys = list(m.grid)
+        for a, d, combo in itertools.product(m.architectures, m.datasets, itertools.product(*m.grid.values())):
+            arch, dset = study.architectures[a], study.datasets[d]
+            sections = {"architecture": {"model": arch.model, **arch.params},
+                        "dataset": {"source": dset.source, **dset.options}, "train": dict(study.defaults)}
+            origin = {("architecture", k): f"[architectures.{a}]" for k in sections["architecture"]}
+            origin |= {("dataset", k): f"[datasets.{d}]" for k in sections["dataset"]}
+            origin |= {("train", k): "[defaults]" for k in sections["train"]}
+            _apply(sections, origin, m.set, f"[[matrix]] {m.name} set", study)
+            _apply(sections, origin, dict(zip(grid_keys, combo)), f"[[matrix]] {m.name} grid", study)
+            tag = ",".join(f"{k.rsplit('.', 1)[-1]}={_show(v).strip(chr(34))}" for k, v in zip(grid_keys, combo))
+            for seed in m.seeds:
+                axes = {"architecture": a, "dataset": d, "seed": seed, "matrix": (m.name,)}
+                if any(matches(axes, sections, rule) for rule in m.exclude):
+                    continue
+                cell_sections, cell_origin = {k: dict(v) for k, v in sections.items()}, dict(origin)
+                for o in study.overrides:
+                    if matches(axes, cell_sections, o.match):
+                        _apply(cell_sections, cell_origin, o.set, f"[[override]] #{o.index} set", study)
+                label = "/".join(p for p in (a, d, tag, f"s{seed}") if p)
+                config = {**resolver.resolve(cell_sections, cell_origin, label), "seed": seed}
+                rid = run_id(config)
+                if rid in runs:
+                    old = runs[rid]
+                    if m.name not in old.matrices:
+                        runs[rid] = Run(**{**old.__dict__, "matrices": old.matrices + (m.name,)})
+                    continue
+                runs[rid] = Run(rid, cell_id(config), label, a, d, seed, (m.name,), config)
+    return Plan(study, tuple(runs.values()))
+
+
+# ---------------------------------------------------------------- selection
+
+
+def parse_where(items: Iterable[str]) -> dict[str, list[Any]]:
+    """``["architecture=vit,san", "architecture.depth=6"]`` -> {key: [values]}; values typed as TOML."""
+    rule: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not eq or not key or not text:
+            raise SelectionError(f"--where {item}: expected KEY=VALUE, e.g. --where architecture=vit")
+        try:
+            resolve_key(key, "--where", "")
+        except SpecError as e:
+            raise SelectionError(f"--where {item}: {e.detail}") from None
+        rule.setdefault(key, []).extend(_typed(v) for v in _split(text))
+    return rule
+
+
+def _split(text: str) -> list[str]:
+    try:
+        tomllib.loads(f"v = {text}")
+        return [text]
+    except tomllib.TOMLDecodeError:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _typed(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def select(plan: Plan, *, matrix: Iterable[str] = (), where: dict[str, list[Any]] | None = None) -> list[Run]:
+    """The runs of the named matrices (all if none) that satisfy every ``where`` key."""
+    names = {m.name for m in plan.study.matrices}
+    wanted = set(matrix)
+    for n in wanted - names:
+        raise SelectionError(f"--matrix {n}: no such matrix in {plan.study.file}; defined: {choices(names)}")
+    rule = where or {}
+    _check_keys(plan, rule)
+    out = []
+    for run in plan.runs:
+        if wanted and not wanted.intersection(run.matrices):
+            continue
+        if all(_holds(_axes(run), run.config, key, values) for key, values in rule.items()):
+            out.append(run)
+    return out
+
+
+def _axes(run: Run) -> dict[str, Any]:
+    return {"architecture": run.architecture, "dataset": run.dataset, "seed": run.seed, "matrix": run.matrices}
+
+
+def _check_keys(plan: Plan, rule: dict[str, list[Any]]) -> None:
+    """A dotted key that no run has is a typo, not an empty selection."""
+    for key in rule:
+        if key in AXES:
+            continue
+        section, name = resolve_key(key, "", "")
+        known = {k for r in plan.runs for k in r.config[section]}
+        if name not in known:
+            raise SelectionError(f"--where {key}: no run has {section}.{name}; {section} keys: {choices(known)}")
+
+
+def value_of(run: Run, key: str) -> Any:
+    """An axis or dotted config key of a run (for table rows and columns)."""
+    v = lookup(_axes(run), run.config, key)
+    if key == "matrix":
+        return v[0]
+    return None if v is _MISSING else v
+
+
+# ---------------------------------------------------------------- diff against the store
+
+
+def state_of(record, commit: str | None) -> str:
+    """The plan's view of a run given its store record: ``stale`` is done at another git commit."""
+    if record is None or record.state == "planned":
+        return "missing"
+    if record.state == "done" and commit and record.git_commit and record.git_commit != commit:
+        return "stale"
+    return record.state
+
+
+def count_states(states: Iterable[str]) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    for s in states:
+        counts[s] = counts.get(s, 0) + 1
+    return {k: v for k, v in counts.items() if v}

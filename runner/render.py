@@ -1,0 +1,184 @@
+"""Terminal rendering with rich: plan and status tables, one run, and the live launch display."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .commands import eta_seconds
+
+STATE_STYLE = {"done": "green", "stale": "yellow", "running": "cyan", "queued": "cyan", "failed": "red",
+               "lost": "magenta", "cancelled": "magenta", "missing": "dim"}
+MAX_ROWS = 40
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = [f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in counts.items()]
+    return f"{total} run(s): " + ", ".join(parts) if parts else "0 runs selected"
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return "—" if v is None else str(v)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def plan_view(study_name: str, entries: list[dict]) -> None:
+    """Runs grouped by cell (the seeds of one configuration), with their states."""
+    cells: dict[str, list[dict]] = defaultdict(list)
+    for e in entries:
+        cells[e["cell"]].append(e)
+    table = Table(title=f"plan of {study_name}", title_justify="left")
+    for col in ("cell", "matrix", "seeds", "states"):
+        table.add_column(col)
+    for i, (cell, runs) in enumerate(cells.items()):
+        if i == MAX_ROWS:
+            table.add_row(f"… {len(cells) - MAX_ROWS} more cells (narrow with --where or --matrix, or use --json)",
+                          "", "", "")
+            break
+        label = runs[0]["label"].rsplit("/", 1)[0]
+        states: dict[str, int] = defaultdict(int)
+        for r in runs:
+            states[r["state"]] += 1
+        table.add_row(f"{label} [dim]{cell}[/]", ",".join(runs[0]["matrix"]),
+                      ",".join(r["label"].rsplit("/s", 1)[-1] for r in runs),
+                      ", ".join(f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in states.items()))
+    console.print(table)
+
+
+def status_view(study_name: str, overview: dict) -> None:
+    console.print(f"[bold]{study_name}[/]: " + _counts_line(overview["counts"]))
+    running = [e for e in overview["runs"] if e["state"] == "running"]
+    if running:
+        t = Table(title="running", title_justify="left")
+        for col in ("run", "label", "epoch", "ETA", "val_acc", "train_loss"):
+            t.add_column(col)
+        for e in running:
+            p = e.get("progress") or {}
+            m = p.get("metrics") or {}
+            t.add_row(e["id"], e["label"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
+                      _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
+        console.print(t)
+    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost")]
+    if failed:
+        t = Table(title="failed or lost", title_justify="left")
+        for col in ("run", "label", "state", "reason"):
+            t.add_column(col, overflow="fold")
+        for e in failed[:MAX_ROWS]:
+            t.add_row(e["id"], e["label"], e["state"], e.get("reason") or "—")
+        console.print(t)
+    done = [e for e in overview["runs"] if e["state"] in ("done", "stale")]
+    if done:
+        t = Table(title="done", title_justify="left")
+        for col in ("run", "label", "test_acc", "best_val_acc", "params", "train time"):
+            t.add_column(col)
+        for e in done[:MAX_ROWS]:
+            s = e.get("summary") or {}
+            t.add_row(e["id"], e["label"] + (" [yellow](stale)[/]" if e["state"] == "stale" else ""),
+                      _fmt(s.get("test_acc")), _fmt(s.get("best_val_acc")), _fmt(s.get("params")),
+                      _duration(s.get("train_time_s")))
+        if len(done) > MAX_ROWS:
+            t.add_row("…", f"{len(done) - MAX_ROWS} more (use --json)", "", "", "", "")
+        console.print(t)
+
+
+def show_view(info: dict) -> None:
+    console.print(f"[bold]{info['label']}[/]  id {info['id']}  cell {info['cell']}  "
+                  f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]" + (f": {info['reason']}" if info["reason"] else ""))
+    console.print(f"folder {info['folder']}")
+    console.print("config " + json.dumps(info["config"], sort_keys=True))
+    for a in info["attempts"]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["started_at"])) if a["started_at"] else "?"
+        console.print(f"attempt {a['number']}: {a.get('status') or 'open'} on {a.get('host')} ({a.get('device')}, "
+                      f"{a.get('gpu_model') or 'no GPU'}), started {started}, git {str(a.get('git_commit'))[:10]}"
+                      f"{' dirty' if a.get('git_dirty') else ''}, torch {a.get('torch')}; command: {a.get('command')}")
+    if info["summary"]:
+        console.print("summary " + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["summary"].items())))
+    if info["last_metrics"]:
+        console.print(f"epoch {info['epochs_logged']}: " +
+                      ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["last_metrics"].items())))
+
+
+class LaunchDisplay:
+    """Live progress on a terminal; one line per finished run elsewhere (logs, CI)."""
+
+    def __init__(self, total: int, already_done: int = 0):
+        self.total, self.already_done, self.finished_n = total, already_done, 0
+        self.slots: dict[str, tuple[Any, str]] = {}  # slot name -> (run, slot)
+        self.records: dict = {}
+        self.start = time.monotonic()
+        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False) \
+            if console.is_terminal else None
+
+    def __enter__(self):
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.update(self._render())
+            self.live.__exit__(*exc)
+
+    def _render(self) -> Table:
+        t = Table(title=f"{self.finished_n}/{self.total} finished, elapsed {_duration(time.monotonic() - self.start)}",
+                  title_justify="left")
+        for col in ("slot", "run", "epoch", "val_acc", "ETA"):
+            t.add_column(col)
+        for slot, (run, _) in sorted(self.slots.items()):
+            rec = self.records.get(run.id)
+            p = (rec.progress if rec else None) or {}
+            m = p.get("metrics") or {}
+            t.add_row(slot, run.label, f"{p.get('epoch', 0)}/{p.get('epochs', run.config['train']['epochs'])}",
+                      _fmt(m.get("val_acc")), _duration(eta_seconds(p)))
+        return t
+
+    def _refresh(self) -> None:
+        if self.live:
+            self.live.update(self._render())
+
+    def started(self, run, slot) -> None:
+        self.slots[slot.name] = (run, slot.name)
+        if not self.live:
+            console.print(f"start  {run.label} [dim]{run.id}[/] on {slot.name}")
+        self._refresh()
+
+    def finished(self, run, state, record, reason) -> None:
+        self.finished_n += 1
+        for name, (r, _) in list(self.slots.items()):
+            if r.id == run.id:
+                del self.slots[name]
+        s = (record.summary if record else None) or {}
+        detail = (f"test_acc={_fmt(s.get('test_acc'))} in {_duration(s.get('train_time_s'))}" if state == "done"
+                  else (reason or ""))
+        console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {run.label} [dim]{run.id}[/] {detail}")
+        self._refresh()
+
+    def progress(self, records: dict) -> None:
+        self.records.update(records)
+        self._refresh()
+
+    def message(self, text: str) -> None:
+        err_console.print(text)

@@ -1,0 +1,230 @@
+"""The run folder: the journal of one run, ``runs_dir/<run id>/``.
+
+Every file is either replaced atomically (temp file, fsync, rename) or appended
+one JSON line at a time, so a crash, a kill or a full disk leaves each file
+either as it was or complete; a torn last line is ignored on read.
+
+    run.json        id, cell, label, matrices, resolved config   (written by the launcher)
+    attempts.jsonl  {"event": "start", attempt, provenance} / {"event": "end", attempt, status, reason}
+    metrics.jsonl   one line per epoch: {attempt, epoch, step, time, <metric>: value, ...}
+    heartbeat.json  {time, pid, host, attempt, epoch, epochs, metrics}, replaced every few seconds
+    model.pt        the selected weights (``weights_only`` loadable)
+    error.json      {attempt, reason, traceback}: the failed mark
+    summary.json    the summary metrics: the done mark, written last
+
+Workers write folders, never the database; ``state()`` derives the run's state
+from the files alone, so the store can always be rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HEARTBEAT_EVERY_S = 5.0
+LOST_AFTER_S = 90.0  # a heartbeat older than this means the worker is gone
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as JSON, all or nothing (also on a full disk)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    """Append one JSON line and flush it to disk."""
+    line = json.dumps(obj, sort_keys=True, allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete line; a line torn by a crash (only ever the last) is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What the files of a run folder say, read once."""
+
+    run: dict | None
+    state: str  # planned, running, done, failed, lost, cancelled
+    attempts: list[dict]  # merged start/end events, one dict per attempt
+    summary: dict | None
+    error: dict | None
+    heartbeat: dict | None
+    reason: str | None
+
+
+class RunFolder:
+    FILES = ("run.json", "attempts.jsonl", "metrics.jsonl", "heartbeat.json", "error.json", "summary.json")
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ------------------------------------------------ writing (launcher: create; worker: the rest)
+
+    def create(self, run: dict) -> None:
+        """Write run.json unless it already says the same (labels and matrices may change)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if read_json(self.file("run.json")) != run:
+            write_json_atomic(self.file("run.json"), run)
+
+    def start_attempt(self, provenance: dict) -> int:
+        """Open a new attempt; clears the failed mark of an earlier one (its story stays in attempts.jsonl)."""
+        number = 1 + sum(1 for e in read_jsonl(self.file("attempts.jsonl")) if e.get("event") == "start")
+        try:
+            os.unlink(self.file("error.json"))
+        except FileNotFoundError:
+            pass
+        append_jsonl(self.file("attempts.jsonl"), {"event": "start", "attempt": number, "time": time.time(),
+                                                   "pid": os.getpid(), "host": socket.gethostname(),
+                                                   "provenance": provenance})
+        return number
+
+    def end_attempt(self, attempt: int, status: str, reason: str | None = None) -> None:
+        append_jsonl(self.file("attempts.jsonl"), {"event": "end", "attempt": attempt, "time": time.time(),
+                                                   "status": status, "reason": reason})
+
+    def log_metrics(self, attempt: int, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        append_jsonl(self.file("metrics.jsonl"), {"attempt": attempt, "epoch": epoch, "step": step,
+                                                  "time": time.time(), **metrics})
+
+    def heartbeat(self, attempt: int, **progress: Any) -> None:
+        write_json_atomic(self.file("heartbeat.json"), {"time": time.time(), "pid": os.getpid(),
+                                                        "host": socket.gethostname(), "attempt": attempt, **progress})
+
+    def fail(self, attempt: int, reason: str, traceback: str) -> None:
+        write_json_atomic(self.file("error.json"), {"attempt": attempt, "reason": reason,
+                                                    "traceback": traceback, "time": time.time()})
+        self.end_attempt(attempt, "failed", reason)
+
+    def finish(self, attempt: int, summary: dict) -> None:
+        """Mark the run done: summary.json is the last file a successful run writes."""
+        write_json_atomic(self.file("summary.json"), summary)
+        self.end_attempt(attempt, "done")
+
+    # ------------------------------------------------ reading
+
+    def signature(self) -> str:
+        """Changes whenever any journal file changes; lets ingestion skip untouched folders."""
+        parts = []
+        for name in self.FILES:
+            try:
+                st = os.stat(self.path / name)
+                parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+            except FileNotFoundError:
+                parts.append("-")
+        return "|".join(parts)
+
+    def metrics(self) -> list[dict]:
+        """Metric lines of the run's history: for each epoch, the line of the latest attempt
+        (a restarted run overwrites the epochs it repeats)."""
+        latest: dict[int, dict] = {}
+        for line in read_jsonl(self.file("metrics.jsonl")):
+            e = line.get("epoch")
+            if e is not None and (e not in latest or line.get("attempt", 0) >= latest[e].get("attempt", 0)):
+                latest[e] = line
+        last_attempt = max((m.get("attempt", 0) for m in latest.values()), default=0)
+        # epochs beyond where the latest attempt got belong to an abandoned attempt
+        last_epoch = max((e for e, m in latest.items() if m.get("attempt", 0) == last_attempt), default=-1)
+        return [latest[e] for e in sorted(latest) if e <= last_epoch]
+
+    def read(self, *, now: float | None = None) -> FolderState:
+        now = time.time() if now is None else now
+        run = read_json(self.file("run.json"))
+        attempts = _merge_attempts(read_jsonl(self.file("attempts.jsonl")))
+        summary, error = read_json(self.file("summary.json")), read_json(self.file("error.json"))
+        heartbeat = read_json(self.file("heartbeat.json"))
+        last = attempts[-1] if attempts else None
+        reason = None
+        if summary is not None:
+            state = "done"
+        elif error is not None:
+            state, reason = "failed", error.get("reason")
+        elif last is None:
+            state = "planned"
+        elif last.get("status") == "interrupted":
+            state, reason = "cancelled", last.get("reason")
+        elif last.get("status") in ("done", "failed"):  # its mark file was removed by hand
+            state, reason = "lost", "attempt ended but its summary.json/error.json is missing"
+        elif _alive(last, heartbeat, now):
+            state = "running"
+        else:
+            state, reason = "lost", "the worker stopped without finishing (killed or crashed)"
+        return FolderState(run, state, attempts, summary, error, heartbeat, reason)
+
+
+def _merge_attempts(events: list[dict]) -> list[dict]:
+    by_number: dict[int, dict] = {}
+    for e in events:
+        a = by_number.setdefault(e.get("attempt", 0), {"attempt": e.get("attempt", 0)})
+        if e.get("event") == "start":
+            a.update(started_at=e.get("time"), pid=e.get("pid"), host=e.get("host"),
+                     provenance=e.get("provenance") or {})
+        elif e.get("event") == "end":
+            a.update(ended_at=e.get("time"), status=e.get("status"), reason=e.get("reason"))
+    return [by_number[k] for k in sorted(by_number)]
+
+
+def _alive(attempt: dict, heartbeat: dict | None, now: float) -> bool:
+    """A started attempt is alive while its heartbeat is fresh; on this host a dead pid settles it at once."""
+    beat = heartbeat if heartbeat and heartbeat.get("attempt") == attempt["attempt"] else None
+    last_sign = (beat or {}).get("time") or attempt.get("started_at") or 0.0
+    if attempt.get("host") == socket.gethostname() and attempt.get("pid") and not _pid_alive(attempt["pid"]):
+        return False
+    return now - last_sign < LOST_AFTER_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped by its parent) is not running
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,397 @@
+"""``experiments.toml`` -> a typed, validated ``Study``.
+
+Every user mistake becomes a ``SpecError`` whose message is one line naming the
+file, the table and key, and the fix, e.g.
+``experiments.toml: [architectures.vit] heads: expected an integer, got "8"``.
+Per-cell checks (hyperparameters after ``set``/``grid``/``[[override]]``) happen
+in ``plan.py`` with the same messages; this module validates each table alone.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+import architectures
+import datasets
+
+from .errors import SpecError, choices
+from .recipe import Recipe
+
+AXES = ("architecture", "dataset", "seed", "matrix")
+SECTIONS = ("architecture", "dataset", "train")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+MAX_SEED = 2**32 - 1
+
+
+# ---------------------------------------------------------------- the typed study
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    model: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    source: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    architectures: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    set: dict[str, Any]
+    grid: dict[str, list[Any]]
+    exclude: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Override:
+    index: int  # 1-based position in the file, for messages
+    match: dict[str, Any]
+    set: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    rows: str
+    columns: str
+    metric: str
+    where: dict[str, Any]
+    scale: float
+    decimals: int
+
+
+@dataclass(frozen=True)
+class Study:
+    file: str  # as the user named it, for messages
+    dir: Path
+    name: str
+    store: str  # SQLAlchemy URL, sqlite paths made absolute
+    runs_dir: Path
+    report_dir: Path
+    seeds: tuple[int, ...]
+    defaults: dict[str, Any]
+    architectures: dict[str, Architecture]
+    datasets: dict[str, Dataset]
+    matrices: tuple[Matrix, ...]
+    overrides: tuple[Override, ...]
+    tables: tuple[Table, ...]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+# ---------------------------------------------------------------- table schemas
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _StudySection(_Strict):
+    name: str = Field(min_length=1)
+    store: str = "sqlite:///results/runner.db"
+    runs_dir: str = "results/runs"
+    report_dir: str = "results/report"
+    seeds: list[int] = Field([0], min_length=1)
+
+
+class _MatrixBlock(_Strict):
+    name: str = Field(min_length=1)
+    architectures: list[str] = Field(min_length=1)
+    datasets: list[str] = Field(min_length=1)
+    seeds: list[int] | None = Field(None, min_length=1)
+    set: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    exclude: list[dict[str, Any]] = []
+
+
+class _OverrideBlock(_Strict):
+    match: dict[str, Any] = Field(min_length=1)
+    set: dict[str, Any] = Field(min_length=1)
+
+
+class _TableBlock(_Strict):
+    name: str = Field(min_length=1)
+    title: str | None = None
+    rows: str = "architecture"
+    columns: str = "dataset"
+    metric: str = "test_acc"
+    where: dict[str, Any] = {}
+    scale: float | None = None
+    decimals: int | None = Field(None, ge=0, le=8)
+
+
+TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table")
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in TOML: strings quoted, booleans lower-case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+_EXPECTED = {
+    "int_type": "expected an integer", "int_from_float": "expected an integer",
+    "float_type": "expected a number", "bool_type": "expected true or false",
+    "string_type": "expected a string", "list_type": "expected a list", "dict_type": "expected a table",
+    "model_type": "expected a table",
+}
+
+
+def pydantic_problem(err: dict, model: type[BaseModel] | None = None) -> tuple[str, str]:
+    """Turn the first pydantic error into ``(key, message)`` in the user's words."""
+    loc = ".".join(str(p) for p in err["loc"])
+    kind, got, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind in _EXPECTED:
+        return loc, f"{_EXPECTED[kind]}, got {_show(got)}"
+    if kind == "extra_forbidden":
+        valid = list(model.model_fields) if model is not None else []
+        return loc, f"unknown key; valid keys: {choices(valid)}"
+    if kind == "literal_error":
+        return loc, f"expected one of {ctx.get('expected', '').replace(chr(39), chr(34))}, got {_show(got)}"
+    if kind == "missing":
+        return loc, "required key is missing"
+    if kind == "too_short":
+        return loc, "must not be empty"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return loc, f"must be {bounds[kind]} {limit}, got {_show(got)}"
+    return loc, f"{err['msg'].lower()}, got {_show(got)}"
+
+
+def validate(model: type[BaseModel], data: Any, file: str, where: str) -> BaseModel:
+    """Validate ``data`` against ``model``; the first problem becomes a one-line SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(file, where, f"expected a table, got {_show(data)}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        key, message = pydantic_problem(e.errors()[0], model)
+        raise SpecError(file, where, f"{key}: {message}" if key else message) from None
+
+
+# ---------------------------------------------------------------- dotted keys
+
+
+def resolve_key(key: str, file: str, where: str, *, axes: bool = True) -> tuple[str, str | None]:
+    """``"epochs"`` -> ("train", "epochs"); ``"architecture.depth"`` -> ("architecture", "depth");
+    ``"seed"`` -> ("seed", None). Bare names are recipe keys, as in ``[defaults]``."""
+    if key in AXES:
+        if not axes:
+            raise SpecError(file, where, f"{key}: an axis cannot be set here; use a [[matrix]] block's {key}s list")
+        return key, None
+    section, dot, rest = key.partition(".")
+    if dot and section in SECTIONS and rest:
+        if section == "train" and rest not in Recipe.model_fields:
+            raise SpecError(file, where, f"{key}: unknown recipe key; valid keys: {choices(Recipe.model_fields)}")
+        return section, rest
+    if not dot and key in Recipe.model_fields:
+        return "train", key
+    raise SpecError(
+        file, where,
+        f"{key}: unknown key; use an axis ({', '.join(AXES)}), a recipe key ({choices(Recipe.model_fields)}), "
+        "or a dotted key architecture.NAME / dataset.NAME / train.NAME",
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; raise SpecError with one line on any mistake."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(file, "", "no such file; pass the study with -f FILE or create experiments.toml") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(file, "", f"cannot read: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        if m:
+            raise SpecError(f"{file}:{m.group(1)}:{m.group(2)}", "", f"TOML syntax error: {msg}") from None
+        raise SpecError(file, "", f"TOML syntax error: {msg}") from None
+    return parse_study(raw, file=file, base=path.resolve().parent)
+
+
+def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise SpecError(file, f"[{key}]", f"unknown section; valid sections: {choices(TOP_LEVEL)}")
+    if "study" not in raw:
+        raise SpecError(file, "[study]", 'required section is missing; add [study] with name = "..."')
+    st = validate(_StudySection, raw["study"], file, "[study]")
+    _check_seeds(st.seeds, file, "[study] seeds")
+
+    defaults = raw.get("defaults", {})
+    validate(Recipe, defaults, file, "[defaults]")
+
+    archs = {name: _architecture(name, body, file) for name, body in _tables(raw, "architectures", file).items()}
+    dsets = {name: _dataset(name, body, file) for name, body in _tables(raw, "datasets", file).items()}
+
+    matrices = tuple(_matrix(i, b, file, archs, dsets, tuple(st.seeds)) for i, b in enumerate(_blocks(raw, "matrix", file), 1))
+    _unique([m.name for m in matrices], file, "[[matrix]]")
+    if not matrices:
+        raise SpecError(file, "[[matrix]]", "no [[matrix]] block; add one with name, architectures and datasets")
+    overrides = tuple(_override(i, b, file) for i, b in enumerate(_blocks(raw, "override", file), 1))
+    tables = tuple(_table(i, b, file, matrices) for i, b in enumerate(_blocks(raw, "table", file), 1))
+    _unique([t.name for t in tables], file, "[[table]]")
+
+    return Study(
+        file=file, dir=base, name=st.name, store=_store_url(st.store, base),
+        runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
+        seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
+        matrices=matrices, overrides=overrides, tables=tables, raw=raw,
+    )
+
+
+def _tables(raw, section, file) -> dict[str, dict]:
+    body = raw.get(section, {})
+    if not isinstance(body, dict):
+        raise SpecError(file, f"[{section}]", f"expected tables [{section}.NAME], got {_show(body)}")
+    for name, table in body.items():
+        if not NAME_RE.match(name):
+            raise SpecError(file, f"[{section}.{name}]", "names use letters, digits, '_', '-' and '.'")
+        if not isinstance(table, dict):
+            raise SpecError(file, f"[{section}]", f"{name}: expected a table [{section}.{name}], got {_show(table)}")
+    return body
+
+
+def _blocks(raw, section, file) -> list[dict]:
+    body = raw.get(section, [])
+    if not isinstance(body, list) or not all(isinstance(b, dict) for b in body):
+        raise SpecError(file, f"[[{section}]]", f"write it as an array of tables: [[{section}]]")
+    return body
+
+
+def _architecture(name, body, file) -> Architecture:
+    where = f"[architectures.{name}]"
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise SpecError(file, where, f"model: required, one of {choices(architectures.list_models())} or timm:<model>")
+    family = architectures.get_family(model)
+    if family is None:
+        raise SpecError(file, where, f'model: unknown architecture "{model}"; choices: '
+                                     f"{choices(architectures.list_models())}, or timm:<model>")
+    params = {k: v for k, v in body.items() if k != "model"}
+    validate(family.hparams, params, file, where)
+    return Architecture(name, model, params)
+
+
+def _dataset(name, body, file) -> Dataset:
+    where = f"[datasets.{name}]"
+    source = body.get("source")
+    if not isinstance(source, str):
+        raise SpecError(file, where, f"source: required, one of {choices(datasets.list_sources())}")
+    src = datasets.get_source(source)
+    if src is None:
+        raise SpecError(file, where, f'source: unknown dataset "{source}"; choices: {choices(datasets.list_sources())}')
+    options = {k: v for k, v in body.items() if k != "source"}
+    validate(src.options, options, file, where)
+    return Dataset(name, source, options)
+
+
+def _matrix(i, body, file, archs, dsets, study_seeds) -> Matrix:
+    where = f"[[matrix]] #{i}" if not isinstance(body.get("name"), str) else f"[[matrix]] {body['name']}"
+    m = validate(_MatrixBlock, body, file, where)
+    if not NAME_RE.match(m.name):
+        raise SpecError(file, where, "name: use letters, digits, '_', '-' and '.'")
+    for kind, names, known in (("architectures", m.architectures, archs), ("datasets", m.datasets, dsets)):
+        for n in names:
+            if n not in known:
+                raise SpecError(file, where, f'{kind}: unknown name "{n}"; defined: {choices(known)}')
+        _unique(names, file, f"{where} {kind}")
+    seeds = tuple(m.seeds) if m.seeds is not None else study_seeds
+    _check_seeds(list(seeds), file, f"{where} seeds")
+    for key in m.set:
+        resolve_key(key, file, f"{where} set", axes=False)
+    for key, values in m.grid.items():
+        resolve_key(key, file, f"{where} grid", axes=False)
+        if not values:
+            raise SpecError(file, f"{where} grid", f"{key}: empty list; give at least one value")
+    for rule in m.exclude:
+        if not rule:
+            raise SpecError(file, f"{where} exclude", "an empty rule would exclude every cell")
+        for key in rule:
+            resolve_key(key, file, f"{where} exclude")
+    return Matrix(m.name, tuple(m.architectures), tuple(m.datasets), seeds, m.set, m.grid, tuple(m.exclude))
+
+
+def _override(i, body, file) -> Override:
+    where = f"[[override]] #{i}"
+    o = validate(_OverrideBlock, body, file, where)
+    for key in o.match:
+        resolve_key(key, file, f"{where} match")
+    for key in o.set:
+        resolve_key(key, file, f"{where} set", axes=False)
+    return Override(i, o.match, o.set)
+
+
+def _table(i, body, file, matrices) -> Table:
+    where = f"[[table]] {body['name']}" if isinstance(body.get("name"), str) else f"[[table]] #{i}"
+    t = validate(_TableBlock, body, file, where)
+    for what, key in (("rows", t.rows), ("columns", t.columns)):
+        resolve_key(key, file, f"{where} {what}")
+    for key in t.where:
+        resolve_key(key, file, f"{where} where")
+    if t.where.get("matrix") is not None:
+        names = t.where["matrix"] if isinstance(t.where["matrix"], list) else [t.where["matrix"]]
+        for n in names:
+            if n not in {m.name for m in matrices}:
+                raise SpecError(file, f"{where} where", f'matrix: unknown matrix "{n}"; defined: {choices(m.name for m in matrices)}')
+    is_acc = t.metric.endswith("_acc")
+    scale = t.scale if t.scale is not None else (100.0 if is_acc else 1.0)
+    decimals = t.decimals if t.decimals is not None else (1 if is_acc else 3)
+    return Table(t.name, t.title or t.name, t.rows, t.columns, t.metric, t.where, scale, decimals)
+
+
+def _check_seeds(seeds: list[int], file: str, where: str) -> None:
+    for s in seeds:
+        if not 0 <= s <= MAX_SEED:
+            raise SpecError(file, where, f"seed {s} out of range; seeds are integers from 0 to {MAX_SEED}")
+    _unique(seeds, file, where)
+
+
+def _unique(names, file, where) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise SpecError(file, where, f"{_show(n)} appears twice; each entry must be unique")
+        seen.add(n)
+
+
+def _store_url(url: str, base: Path) -> str:
+    """Make a relative SQLite path relative to the study file, not to the current directory."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str((base / url[len(prefix):]).resolve())
+    return url

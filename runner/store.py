@@ -1,0 +1,303 @@
+"""The store: an index of the run folders in a SQL database (SQLAlchemy 2; SQLite by default).
+
+Only the ``runner`` process the user runs writes it, by ingesting run folders:
+idempotently (a folder whose files did not change is skipped), under a file lock
+(two launchers never interleave), in short transactions. Everything in it comes
+from the folders, so ``rebuild`` can always recreate it. Callers get frozen
+``RunRecord`` objects, never rows. Table names carry the ``mr_`` prefix so they
+never collide with Optuna's tables in the same database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlalchemy as sa
+
+from .errors import StoreError
+from .runfolder import RunFolder
+
+SCHEMA_VERSION = 1
+
+meta = sa.MetaData()
+
+runs_table = sa.Table(
+    "mr_runs", meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("cell", sa.String(32), index=True, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("study", sa.Text),
+    sa.Column("matrices", sa.JSON),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), index=True, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("summary", sa.JSON),
+    sa.Column("progress", sa.JSON),  # the heartbeat: epoch, epochs, last metrics
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("folder_sig", sa.Text),
+    sa.Column("ingested_at", sa.Float),
+)
+
+attempts_table = sa.Table(
+    "mr_attempts", meta,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("host", sa.Text), sa.Column("pid", sa.Integer),
+    sa.Column("device", sa.Text), sa.Column("gpu_model", sa.Text), sa.Column("gpu_count", sa.Integer),
+    sa.Column("gpu_mem_mb", sa.Float),
+    sa.Column("python", sa.Text), sa.Column("torch", sa.Text), sa.Column("cuda", sa.Text),
+    sa.Column("cudnn", sa.Text), sa.Column("timm", sa.Text),
+    sa.Column("git_commit", sa.String(64)), sa.Column("git_dirty", sa.Boolean), sa.Column("git_diff_hash", sa.Text),
+    sa.Column("command", sa.Text),
+    sa.Column("slurm_job_id", sa.Text), sa.Column("slurm_array_task_id", sa.Text),
+    sa.Column("started_at", sa.Float), sa.Column("ended_at", sa.Float),
+    sa.Column("status", sa.String(16)), sa.Column("reason", sa.Text), sa.Column("traceback", sa.Text),
+    sa.Column("provenance", sa.JSON),
+)
+
+metrics_table = sa.Table(
+    "mr_metrics", meta,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("epoch", sa.Integer),
+    sa.Column("value", sa.Float),
+    sa.Column("time", sa.Float),
+)
+
+meta_table = sa.Table(
+    "mr_meta", meta,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text),
+)
+
+_ATTEMPT_FIELDS = ("device", "gpu_model", "gpu_count", "gpu_mem_mb", "python", "torch", "cuda", "cudnn", "timm",
+                   "git_commit", "git_dirty", "git_diff_hash", "command", "slurm_job_id", "slurm_array_task_id")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    cell: str
+    label: str
+    matrices: tuple[str, ...]
+    config: dict
+    state: str
+    reason: str | None
+    summary: dict | None
+    progress: dict | None
+    attempts: int
+    git_commit: str | None
+    started_at: float | None
+    finished_at: float | None
+    folder: str
+
+
+def _record(row) -> RunRecord:
+    return RunRecord(row.id, row.cell, row.label, tuple(row.matrices or ()), row.config, row.state, row.reason,
+                     row.summary, row.progress, row.attempts, row.git_commit, row.started_at, row.finished_at,
+                     row.folder)
+
+
+class Store:
+    def __init__(self, url: str, *, lock_dir: Path):
+        self.url = url
+        self.engine = _engine(url)
+        self.lock_path = lock_dir / ".ingest.lock"
+        self._check_schema()
+
+    # ------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, url: str, lock_dir: Path, *, create: bool = True) -> "Store | None":
+        """Open (and create) the store; with ``create=False`` a SQLite file that does not exist gives None,
+        so read-only commands never create files."""
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            if not create:
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True)
+        lock_dir.mkdir(parents=True, exist_ok=True) if create else None
+        return cls(url, lock_dir=lock_dir)
+
+    def _check_schema(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                meta.create_all(conn)
+                row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row.value) != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.url}: results index has schema version {row.value}, this runner uses {SCHEMA_VERSION}; "
+                        "rebuild it from the run folders with `runner sync --rebuild`")
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"{self.url}: cannot open the results database: {e.orig}") from None
+
+    # ------------------------------------------------ reading
+
+    def runs(self, ids: Iterable[str] | None = None) -> dict[str, RunRecord]:
+        q = sa.select(runs_table)
+        if ids is not None:
+            ids = list(ids)
+            out: dict[str, RunRecord] = {}
+            with self.engine.connect() as conn:
+                for i in range(0, len(ids), 500):
+                    for row in conn.execute(q.where(runs_table.c.id.in_(ids[i:i + 500]))):
+                        out[row.id] = _record(row)
+            return out
+        with self.engine.connect() as conn:
+            return {row.id: _record(row) for row in conn.execute(q)}
+
+    def attempts(self, run_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(attempts_table).where(attempts_table.c.run_id == run_id)
+                                .order_by(attempts_table.c.number))
+            return [dict(r._mapping) for r in rows]
+
+    def metrics(self, run_ids: Iterable[str]) -> list[dict]:
+        """Metric series rows ``{run_id, name, step, epoch, value, time}`` of the given runs."""
+        ids, out = list(run_ids), []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(metrics_table).where(metrics_table.c.run_id.in_(ids[i:i + 500]))
+                out.extend(dict(r._mapping) for r in conn.execute(q.order_by(metrics_table.c.run_id,
+                                                                             metrics_table.c.step)))
+        return out
+
+    def find(self, prefix: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r.id for r in conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id.like(prefix + "%")))]
+
+    # ------------------------------------------------ ingestion
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.lock_path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def ingest(self, runs_dir: Path, ids: Iterable[str] | None = None) -> int:
+        """Bring the index up to date with the run folders (all, or the given ids); returns rows changed."""
+        runs_dir = Path(runs_dir)
+        if ids is None:
+            folders = [RunFolder(p) for p in _subdirs(runs_dir)]
+        else:
+            folders = [RunFolder(runs_dir / i) for i in ids if (runs_dir / i / "run.json").exists()]
+        if not folders:
+            return 0
+        changed = 0
+        with self._lock():
+            with self.engine.connect() as conn:
+                known = {r.id: (r.folder_sig, r.state) for r in conn.execute(
+                    sa.select(runs_table.c.id, runs_table.c.folder_sig, runs_table.c.state))}
+            todo = []
+            for f in folders:
+                sig, (old_sig, old_state) = f.signature(), known.get(f.path.name, (None, None))
+                # a running run can turn lost with no file changing, so it is always looked at
+                if sig != old_sig or old_state == "running":
+                    todo.append((f, sig))
+            for i in range(0, len(todo), 200):  # short transactions: readers never wait long
+                with self.engine.begin() as conn:
+                    for f, sig in todo[i:i + 200]:
+                        changed += _ingest_one(conn, f, sig)
+        return changed
+
+    def rebuild(self, runs_dir: Path) -> int:
+        """Forget the index and recreate it from the run folders."""
+        with self._lock(), self.engine.begin() as conn:
+            for t in (metrics_table, attempts_table, runs_table):
+                conn.execute(t.delete())
+        return self.ingest(runs_dir)
+
+
+def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
+    fs = folder.read()
+    if fs.run is None or fs.run.get("id") != folder.path.name:
+        return 0
+    rid = folder.path.name
+    attempts = fs.attempts
+    last_prov = (attempts[-1].get("provenance") or {}) if attempts else {}
+    done_prov = last_prov if fs.state == "done" else {}
+    row = dict(
+        id=rid, cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
+        matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state, reason=fs.reason,
+        summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
+        git_commit=(done_prov.get("git") or {}).get("commit"),
+        started_at=attempts[0].get("started_at") if attempts else None,
+        finished_at=attempts[-1].get("ended_at") if attempts and fs.state in ("done", "failed") else None,
+        folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),
+    )
+    for t in (metrics_table, attempts_table):
+        conn.execute(t.delete().where(t.c.run_id == rid))
+    conn.execute(runs_table.delete().where(runs_table.c.id == rid))
+    conn.execute(runs_table.insert().values(**row))
+    if attempts:
+        conn.execute(attempts_table.insert(), [_attempt_row(rid, a, fs) for a in attempts])
+    series = [
+        dict(run_id=rid, name=k, step=m.get("step", m["epoch"]), epoch=m["epoch"], value=float(v), time=m.get("time"))
+        for m in folder.metrics() for k, v in m.items()
+        if k not in ("attempt", "epoch", "step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    if series:
+        conn.execute(metrics_table.insert(), series)
+    return 1
+
+
+def _attempt_row(rid: str, a: dict, fs) -> dict:
+    prov = a.get("provenance") or {}
+    flat = {**(prov.get("host") or {}), **(prov.get("torch") or {}), **{f"git_{k}": v for k, v in (prov.get("git") or {}).items()},
+            "command": prov.get("command"), **(prov.get("slurm") or {})}
+    row = {k: flat.get(k) for k in _ATTEMPT_FIELDS}
+    tb = fs.error.get("traceback") if fs.error and fs.error.get("attempt") == a["attempt"] else None
+    return dict(run_id=rid, number=a["attempt"], host=a.get("host"), pid=a.get("pid"), started_at=a.get("started_at"),
+                ended_at=a.get("ended_at"), status=a.get("status"), reason=a.get("reason"), traceback=tb,
+                provenance=prov, **row)
+
+
+def _subdirs(runs_dir: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        return Path(url[len(prefix):])
+    return None
+
+
+def _engine(url: str) -> sa.Engine:
+    if sqlite_path(url) is None:
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_dumps)
+    engine = sa.create_engine(url, connect_args={"timeout": 60}, json_serializer=_dumps)
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the one writer
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=True)

@@ -1,0 +1,184 @@
+"""A long-lived worker process: runs the cells it is handed, one after another.
+
+torch is imported once per worker, not once per run. Two ways to feed it:
+
+* ``--control-fd N`` (the local launcher): run folders arrive as lines on stdin;
+  events go back as JSON lines on fd N. End of stdin while a run is in progress
+  means the launcher is gone (even ``kill -9``): the run is marked interrupted
+  and the worker exits at once, so no orphan keeps training behind a new launcher.
+* ``--runs DIR...`` (a batch job, e.g. a SLURM array task): runs those folders in order.
+
+A run whose ``summary.json`` exists is skipped. SIGTERM stops the current run at
+the next batch (marked interrupted, not failed); SIGINT is left to the launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from .runfolder import HEARTBEAT_EVERY_S, RunFolder
+
+_stop = threading.Event()
+_busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
+
+
+def _on_sigterm(signum, frame) -> None:
+    _stop.set()
+
+
+def one_line(exc: BaseException) -> str:
+    """The reason shown by ``runner status``: exception type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+class _Heartbeat:
+    """Rewrites heartbeat.json every few seconds, also during long epochs."""
+
+    def __init__(self, folder: RunFolder, attempt: int, progress: dict):
+        self.folder, self.attempt, self.progress = folder, attempt, progress
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def beat(self) -> None:
+        try:
+            self.folder.heartbeat(self.attempt, **self.progress)
+        except OSError:  # a full disk must not kill the run; the next beat tries again
+            pass
+
+    def _loop(self) -> None:
+        while not self.done.wait(HEARTBEAT_EVERY_S):
+            self.beat()
+
+    def __enter__(self):
+        self.beat()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str | None]:
+    """Train one run into its folder; returns (state, reason)."""
+    from .train import Interrupted, train
+
+    state = folder.read()
+    if state.summary is not None:
+        return "done", None
+    config = state.run["config"]
+    attempt = folder.start_attempt(provenance)
+    _busy.update(folder=folder, attempt=attempt)
+    progress = {"epoch": 0, "epochs": config["train"]["epochs"], "metrics": {}}
+
+    def on_epoch(epoch: int, step: int, metrics: dict) -> None:
+        folder.log_metrics(attempt, epoch, step, metrics)
+        progress.update(epoch=epoch, step=step, metrics=metrics)
+        beat.beat()
+
+    try:
+        with _Heartbeat(folder, attempt, progress) as beat:
+            summary = train(config, device=device, on_epoch=on_epoch, should_stop=_stop.is_set,
+                            weights_path=folder.file("model.pt"))
+        folder.finish(attempt, summary)
+        return "done", None
+    except Interrupted:
+        folder.end_attempt(attempt, "interrupted", "stopped before it finished (SIGTERM or Ctrl-C)")
+        return "cancelled", "interrupted"
+    except Exception as e:  # the run failed, the worker goes on with the next one
+        reason = one_line(e)
+        folder.fail(attempt, reason, traceback.format_exc())
+        return "failed", reason
+    finally:
+        _busy.clear()
+
+
+def _setup(device: str, threads: int | None) -> str:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("worker: --device cuda but no CUDA device is visible")
+        return "cuda:0"  # CUDA_VISIBLE_DEVICES pins the worker to its GPU
+    return device
+
+
+def _read_stdin(tasks: queue.Queue) -> None:
+    for line in sys.stdin:
+        if line.strip():
+            tasks.put(line.strip())
+    # stdin closed: a normal shutdown when idle, the launcher's death when a run is in progress
+    if _busy:
+        try:
+            _busy["folder"].end_attempt(_busy["attempt"], "interrupted", "the launcher exited")
+        finally:
+            os._exit(75)
+    tasks.put(None)
+
+
+def _next_task(tasks: queue.Queue) -> str | None:
+    """Wait for a run folder; None on shutdown (stdin closed or SIGTERM while idle)."""
+    while not _stop.is_set():
+        try:
+            return tasks.get(timeout=0.5)
+        except queue.Empty:
+            continue
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    p = argparse.ArgumentParser(prog="runner.worker", description=__doc__.splitlines()[0])
+    p.add_argument("--study-dir", required=True, type=Path, help="where git provenance is read")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (pinned by CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--control-fd", type=int, default=None)
+    p.add_argument("--runs", nargs="*", type=Path, default=[])
+    args = p.parse_args(argv)
+
+    from . import provenance
+
+    device = _setup(args.device, args.threads)
+    prov = provenance.collect(args.study_dir, device)
+
+    if args.control_fd is None:
+        failed = 0
+        for path in args.runs:
+            if _stop.is_set():
+                break
+            failed += run_one(RunFolder(path), device, prov)[0] == "failed"
+        return 1 if failed else 0
+
+    control = os.fdopen(args.control_fd, "w", buffering=1)
+
+    def tell(**event) -> None:
+        control.write(json.dumps(event) + "\n")
+
+    tasks: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_stdin, args=(tasks,), daemon=True).start()
+    while not _stop.is_set():
+        tell(event="ready", pid=os.getpid())
+        path = _next_task(tasks)
+        if path is None:
+            break
+        folder = RunFolder(path)
+        tell(event="started", run=folder.path.name)
+        state, reason = run_one(folder, device, prov)
+        tell(event="finished", run=folder.path.name, state=state, reason=reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
