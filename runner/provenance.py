@@ -44,7 +44,11 @@ def git_info(path: Path) -> dict:
 
 def command_line() -> str:
     """The command the user typed (a worker reports its launcher's)."""
-    return os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
+    program = Path(sys.argv[0]).name
+    prefix = ["python", "-m", "runner"] if program == "__main__.py" else [program]
+    return shlex.join([*prefix, *sys.argv[1:]])
 
 
 def cpu_model() -> str:

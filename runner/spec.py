@@ -250,7 +250,7 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
     if "study" not in raw:
         raise SpecError(file, "[study]", 'required section is missing; add [study] with name = "..."')
     st = validate(_StudySection, raw["study"], file, "[study]")
-    _check_seeds(st.seeds, file, "[study] seeds")
+    _check_seeds(st.seeds, file, "[study]")
 
     defaults = raw.get("defaults", {})
     validate(Recipe, defaults, file, "[defaults]")
@@ -259,12 +259,12 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
     dsets = {name: _dataset(name, body, file) for name, body in _tables(raw, "datasets", file).items()}
 
     matrices = tuple(_matrix(i, b, file, archs, dsets, tuple(st.seeds)) for i, b in enumerate(_blocks(raw, "matrix", file), 1))
-    _unique([m.name for m in matrices], file, "[[matrix]]")
+    _unique([m.name for m in matrices], file, "[[matrix]]", "name")
     if not matrices:
         raise SpecError(file, "[[matrix]]", "no [[matrix]] block; add one with name, architectures and datasets")
     overrides = tuple(_override(i, b, file) for i, b in enumerate(_blocks(raw, "override", file), 1))
     tables = tuple(_table(i, b, file, matrices) for i, b in enumerate(_blocks(raw, "table", file), 1))
-    _unique([t.name for t in tables], file, "[[table]]")
+    _unique([t.name for t in tables], file, "[[table]]", "name")
 
     return Study(
         file=file, dir=base, name=st.name, store=_store_url(st.store, base),
@@ -329,9 +329,9 @@ def _matrix(i, body, file, archs, dsets, study_seeds) -> Matrix:
         for n in names:
             if n not in known:
                 raise SpecError(file, where, f'{kind}: unknown name "{n}"; defined: {choices(known)}')
-        _unique(names, file, f"{where} {kind}")
+        _unique(names, file, where, kind)
     seeds = tuple(m.seeds) if m.seeds is not None else study_seeds
-    _check_seeds(list(seeds), file, f"{where} seeds")
+    _check_seeds(list(seeds), file, where)
     for key in m.set:
         resolve_key(key, file, f"{where} set", axes=False)
     for key, values in m.grid.items():
@@ -377,15 +377,15 @@ def _table(i, body, file, matrices) -> Table:
 def _check_seeds(seeds: list[int], file: str, where: str) -> None:
     for s in seeds:
         if not 0 <= s <= MAX_SEED:
-            raise SpecError(file, where, f"seed {s} out of range; seeds are integers from 0 to {MAX_SEED}")
-    _unique(seeds, file, where)
+            raise SpecError(file, where, f"seeds: {s} is out of range; seeds are integers from 0 to {MAX_SEED}")
+    _unique(seeds, file, where, "seeds")
 
 
-def _unique(names, file, where) -> None:
+def _unique(names, file, where, key) -> None:
     seen = set()
     for n in names:
         if n in seen:
-            raise SpecError(file, where, f"{_show(n)} appears twice; each entry must be unique")
+            raise SpecError(file, where, f"{key}: {_show(n)} appears twice; each entry must be unique")
         seen.add(n)
 
 

@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs the project (torch 2.14.1 from the configured index) first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RUNNER := $(VENV)/bin/runner
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(RUNNER) launch --matrix demo
+	$(RUNNER) report --table demo_accuracy
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/cli_speed.py
+
+clean:
+	rm -rf results

@@ -1,0 +1,98 @@
+"""The slice end to end, as a user types it: plan -> launch -> status -> report -> launch again."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_plan_launch_status_report_relaunch(tiny):
+    plan = run_cli("plan", cwd=tiny)
+    assert plan.returncode == 0, plan.stderr
+    assert "vit/digits" in plan.stdout and "cnn/digits" in plan.stdout and "4 missing" in plan.stdout
+    assert not (tiny / "results").exists()  # plan writes nothing
+
+    launch = run_cli("launch", "--workers", "2", cwd=tiny)
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    assert "4 done, 0 failed" in launch.stdout
+
+    status = run_cli("status", "--json", cwd=tiny)
+    assert status.returncode == 0, status.stderr
+    view = json.loads(status.stdout)
+    assert view["counts"] == {"done": 4}
+    assert {r["label"] for r in view["runs"]} == {"vit/digits/s0", "vit/digits/s1", "cnn/digits/s0", "cnn/digits/s1"}
+    for r in view["runs"]:
+        assert set(r) >= {"id", "label", "state", "matrix", "summary", "reason"}
+        assert 0.0 <= r["summary"]["test_acc"] <= 1.0 and r["matrix"] == ["main"]
+
+    report = run_cli("report", cwd=tiny)
+    assert report.returncode == 0, report.stderr
+    accs = {r["label"]: r["summary"]["test_acc"] for r in view["runs"]}
+    import statistics
+
+    vit = [accs["vit/digits/s0"] * 100, accs["vit/digits/s1"] * 100]
+    expected = f"| vit | {statistics.mean(vit):.1f} ± {statistics.stdev(vit):.1f} |"
+    assert expected in report.stdout, report.stdout
+    assert (tiny / "results" / "report" / "accuracy.md").read_text() in report.stdout + "\n"
+
+    summaries = {p: p.stat().st_mtime_ns for p in (tiny / "results" / "runs").glob("*/summary.json")}
+    again = run_cli("launch", "--workers", "2", cwd=tiny)
+    assert again.returncode == 0 and "nothing to run: 4 of 4" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
+
+    plan = run_cli("plan", "--json", cwd=tiny)
+    runs = json.loads(plan.stdout)["runs"]
+    assert all(r["state"] == "done" and "config" in r and r["cell"] for r in runs)
+
+    rid = runs[0]["id"]
+    show = run_cli("show", rid[:6], "--json", cwd=tiny)
+    info = json.loads(show.stdout)
+    assert info["id"] == rid and info["attempts"][0]["status"] == "done"
+    prov = info["attempts"][0]
+    assert prov["torch"].startswith("2.14") and prov["python"] and prov["host"] and "runner" in prov["command"]
+    assert info["last_metrics"]["val_acc"] == info["summary"]["val_acc"]
+
+
+def test_where_restricts_launch_and_report(tiny):
+    launch = run_cli("launch", "--workers", "1", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny)
+    assert launch.returncode == 0 and "1 done" in launch.stdout, launch.stdout + launch.stderr
+    view = json.loads(run_cli("status", "--json", cwd=tiny).stdout)
+    assert view["counts"] == {"done": 1, "missing": 3}
+    report = run_cli("report", cwd=tiny).stdout
+    assert "| vit | — |" in report and "(n=1/2)" in report and "1 cell(s) with no finished run yet" in report
+
+
+def test_a_failing_run_is_reported_and_the_rest_continue(tiny):
+    text = (tiny / "experiments.toml").read_text()
+    text = text.replace('model = "resnet18_cifar"\nwidth = 4', 'model = "timm:no_such_model_anywhere"')
+    (tiny / "experiments.toml").write_text(text)
+    launch = run_cli("launch", "--workers", "1", cwd=tiny)
+    assert launch.returncode == 1
+    assert "2 done, 2 failed" in launch.stdout
+    assert "no_such_model_anywhere" in launch.stderr
+    status = run_cli("status", "--json", cwd=tiny)
+    assert status.returncode == 1
+    view = json.loads(status.stdout)
+    assert view["counts"] == {"done": 2, "failed": 2}
+    failed = [r for r in view["runs"] if r["state"] == "failed"]
+    assert all("no_such_model_anywhere" in r["reason"] and "\n" not in r["reason"] for r in failed)
+    # a plain relaunch leaves failures alone; --rerun failed tries them again
+    assert "nothing to run" in run_cli("launch", "--workers", "1", cwd=tiny).stdout
+    again = run_cli("launch", "--workers", "1", "--rerun", "failed", cwd=tiny)
+    assert "0 done, 2 failed" in again.stdout
+    info = json.loads(run_cli("show", failed[0]["id"], "--json", cwd=tiny).stdout)
+    assert [a["status"] for a in info["attempts"]] == ["failed", "failed"]
+    assert "Traceback" in info["attempts"][-1]["traceback"]
+
+
+def test_sync_rebuild_restores_the_index(tiny):
+    assert run_cli("launch", "--workers", "2", "--where", "seed=0", cwd=tiny).returncode == 0
+    before = json.loads(run_cli("status", "--json", cwd=tiny).stdout)
+    (tiny / "results" / "runner.db").unlink()
+    for extra in ("-wal", "-shm"):
+        (tiny / "results" / f"runner.db{extra}").unlink(missing_ok=True)
+    rebuilt = run_cli("sync", "--rebuild", cwd=tiny)
+    assert rebuilt.returncode == 0 and "2 run(s) indexed" in rebuilt.stdout
+    after = json.loads(run_cli("status", "--json", cwd=tiny).stdout)
+    assert after == before

@@ -1,0 +1,53 @@
+"""Commands that do not train never import torch, torchvision, timm or wandb (3-5 s each here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_study
+
+HEAVY = ("torch", "torchvision", "timm", "wandb")
+
+PROBE = """
+import sys
+from runner.cli import app
+sys.argv = ["runner", *{args!r}]
+try:
+    app()
+except SystemExit:
+    pass
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print("HEAVY:" + ",".join(heavy))
+"""
+
+
+@pytest.fixture(scope="module")
+def study_with_results(tmp_path_factory):
+    """A study whose store holds a finished run, so status/report/show have real work to do."""
+    d = tmp_path_factory.mktemp("imports")
+    write_study(d)
+    from runner.commands import load
+    from runner.runfolder import RunFolder
+    from runner.scheduler import run_json
+
+    sel = load(d / "experiments.toml")
+    run = sel.runs[0]
+    f = RunFolder(sel.study.runs_dir / run.id)
+    f.create(run_json(run, sel.study))
+    f.finish(f.start_attempt({}), {"test_acc": 0.5})
+    return d, run.id
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plan"], ["plan", "--json"], ["status"], ["status", "--json"],
+                                  ["report"], ["show", "RUN"], ["sync"]], ids=" ".join)
+def test_command_does_not_import_heavy_libraries(study_with_results, args):
+    d, rid = study_with_results
+    args = [rid if a == "RUN" else a for a in args]
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)], cwd=d, capture_output=True,
+                         text=True, timeout=120)
+    assert "Traceback" not in out.stderr, out.stderr
+    line = [l for l in out.stdout.splitlines() if l.startswith("HEAVY:")]
+    assert line == ["HEAVY:"], out.stdout[-2000:]

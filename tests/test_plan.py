@@ -1,0 +1,102 @@
+"""Expansion of [[matrix]] blocks, [[override]] order, ids, labels and --where selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY_STUDY, write_study
+from runner.errors import SelectionError
+from runner.plan import expand, parse_where, run_id, select, state_of
+from runner.spec import load_study
+
+BASE = TINY_STUDY.replace("{epochs}", "2")
+
+
+def plan_of(tmp_path, text):
+    return expand(load_study(write_study(tmp_path, text)))
+
+
+def test_cartesian_product_of_axes(tmp_path):
+    p = plan_of(tmp_path, BASE)
+    assert [r.label for r in p.runs] == ["vit/digits/s0", "vit/digits/s1", "cnn/digits/s0", "cnn/digits/s1"]
+    assert len({r.id for r in p.runs}) == 4
+    # the runs of one cell differ only in the seed
+    assert len({r.cell for r in p.runs}) == 2
+    assert p.runs[0].config["train"]["epochs"] == 2 and p.runs[0].config["architecture"]["pool"] == "cls"
+
+
+def test_grid_exclude_and_set(tmp_path):
+    text = BASE.replace('datasets = ["digits"]\n', 'datasets = ["digits"]\nset = { lr = 1e-3 }\n'
+                        'grid = { "architecture.depth" = [1, 2] }\n'
+                        'exclude = [{ architecture = "cnn" }, { "architecture.depth" = 2, seed = 1 }]\n', 1)
+    text = text.replace('model = "resnet18_cifar"\nwidth = 4', 'model = "vit"\ndepth = 3')
+    p = plan_of(tmp_path, text)
+    assert [r.label for r in p.runs] == ["vit/digits/depth=1/s0", "vit/digits/depth=1/s1", "vit/digits/depth=2/s0"]
+    assert all(r.config["train"]["lr"] == 1e-3 for r in p.runs)
+    assert [r.config["architecture"]["depth"] for r in p.runs] == [1, 1, 2]
+
+
+def test_overrides_apply_in_order_and_match_on_config(tmp_path):
+    text = BASE + """
+[[override]]
+match = { architecture = "vit" }
+set = { epochs = 5 }
+
+[[override]]
+match = { epochs = 5, seed = 1 }
+set = { epochs = 7 }
+"""
+    p = plan_of(tmp_path, text)
+    assert {r.label: r.config["train"]["epochs"] for r in p.runs} == {
+        "vit/digits/s0": 5, "vit/digits/s1": 7, "cnn/digits/s0": 2, "cnn/digits/s1": 2}
+
+
+def test_a_cell_reached_twice_is_one_run(tmp_path):
+    text = BASE + '\n[[matrix]]\nname = "again"\narchitectures = ["vit"]\ndatasets = ["digits"]\nseeds = [1, 2]\n'
+    p = plan_of(tmp_path, text)
+    assert len(p.runs) == 5
+    both = [r for r in p.runs if r.label == "vit/digits/s1"]
+    assert len(both) == 1 and both[0].matrices == ("main", "again")
+    assert len(select(p, matrix=["again"])) == 2
+
+
+def test_ids_follow_what_is_trained_not_names_or_data_location(tmp_path):
+    a = plan_of(tmp_path / "a", BASE)
+    renamed = BASE.replace("[architectures.vit]", "[architectures.transformer]").replace('["vit", "cnn"]', '["transformer", "cnn"]')
+    moved = BASE.replace('source = "digits"', 'source = "digits"\nroot = "/elsewhere"')
+    explicit_default = BASE.replace("depth = 1", "depth = 1\npool = \"cls\"")
+    changed = BASE.replace("depth = 1", "depth = 2")
+    ids = [r.id for r in a.runs]
+    assert [r.id for r in plan_of(tmp_path / "b", renamed).runs] == ids
+    assert [r.id for r in plan_of(tmp_path / "c", moved).runs] == ids
+    assert [r.id for r in plan_of(tmp_path / "d", explicit_default).runs] == ids
+    assert [r.id for r in plan_of(tmp_path / "e", changed).runs][:2] != ids[:2]
+    assert plan_of(tmp_path / "c", moved).runs[0].config["dataset"]["root"] == "/elsewhere"
+    # int and float spellings of the same number are the same run
+    assert plan_of(tmp_path / "f", BASE.replace("lr = 3e-3", "lr = 3.0e-3")).runs[0].id == ids[0]
+    assert run_id(a.runs[0].config) == ids[0]
+
+
+def test_where_filters_axes_and_dotted_keys(tmp_path):
+    p = plan_of(tmp_path, BASE)
+    assert [r.label for r in select(p, where=parse_where(["architecture=vit"]))] == ["vit/digits/s0", "vit/digits/s1"]
+    assert [r.label for r in select(p, where=parse_where(["seed=1", "architecture=vit,cnn"]))] == ["vit/digits/s1", "cnn/digits/s1"]
+    assert [r.label for r in select(p, where=parse_where(["architecture.width=4"]))] == ["cnn/digits/s0", "cnn/digits/s1"]
+    assert len(select(p, where=parse_where(["epochs=2"]))) == 4
+    assert len(select(p, where=parse_where(["train.lr=0.003"]))) == 4
+    assert select(p, where=parse_where(["epochs=3"])) == []
+    with pytest.raises(SelectionError, match="no run has architecture.widht"):
+        select(p, where=parse_where(["architecture.widht=4"]))
+
+
+def test_state_of_marks_runs_done_at_another_commit_stale():
+    class Rec:
+        def __init__(self, state, commit):
+            self.state, self.git_commit = state, commit
+
+    assert state_of(None, "abc") == "missing"
+    assert state_of(Rec("planned", None), "abc") == "missing"
+    assert state_of(Rec("done", "abc"), "abc") == "done"
+    assert state_of(Rec("done", "old"), "abc") == "stale"
+    assert state_of(Rec("done", "old"), None) == "done"  # outside git nothing is stale
+    assert state_of(Rec("failed", "abc"), "abc") == "failed"

@@ -1,0 +1,166 @@
+"""A catalogue of malformed study files and selections: each gives one line on stderr naming
+the file, the key and the fix, exit code 2, no traceback, and leaves the store untouched."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from conftest import TINY_STUDY, run_cli, write_study
+from runner.errors import SpecError
+from runner.spec import load_study
+
+BASE = TINY_STUDY.replace("{epochs}", "2")
+
+
+def edit(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new, 1)
+
+
+CATALOGUE = [
+    ("syntax", edit("[study]", "[study"), "experiments.toml:2:7: TOML syntax error"),
+    ("duplicate toml key", edit('name = "tiny"', 'name = "tiny"\nname = "again"'), "TOML syntax error"),
+    ("unknown section", BASE + "\n[studdy]\nx = 1\n", "[studdy] unknown section; valid sections:"),
+    ("missing study", BASE.replace('[study]\nname = "tiny"\nseeds = [0, 1]\n', ""), "[study] required section is missing"),
+    ("unknown study key", edit('name = "tiny"', 'name = "tiny"\nnmae = 1'), "[study] nmae: unknown key; valid keys:"),
+    ("wrong type", edit("heads = 2", 'heads = "8"'),
+     'experiments.toml: [architectures.vit] heads: expected an integer, got "8"'),
+    ("float for int", edit("depth = 1", "depth = 1.5"), "[architectures.vit] depth: expected an integer, got 1.5"),
+    ("unknown architecture", edit('model = "vit"', 'model = "vitt"'),
+     '[architectures.vit] model: unknown architecture "vitt"; choices: resnet18_cifar, vit, or timm:<model>'),
+    ("missing model", edit('model = "vit"\n', ""), "[architectures.vit] model: required"),
+    ("unknown hparam", edit("depth = 1", "dpeth = 1"), "[architectures.vit] dpeth: unknown key; valid keys:"),
+    ("unknown dataset source", edit('source = "digits"', 'source = "cifar11"'),
+     '[datasets.digits] source: unknown dataset "cifar11"; choices: digits'),
+    ("empty axis", edit('architectures = ["vit", "cnn"]', "architectures = []"),
+     "[[matrix]] main architectures: must not be empty"),
+    ("unknown name in matrix", edit('architectures = ["vit", "cnn"]', 'architectures = ["vit", "vit2"]'),
+     '[[matrix]] main architectures: unknown name "vit2"; defined: cnn, vit'),
+    ("duplicate matrix", BASE + '\n[[matrix]]\nname = "main"\narchitectures = ["vit"]\ndatasets = ["digits"]\n',
+     '[[matrix]] name: "main" appears twice'),
+    ("duplicate table", BASE + '\n[[table]]\nname = "accuracy"\n', '[[table]] name: "accuracy" appears twice'),
+    ("negative seed", edit("seeds = [0, 1]", "seeds = [0, -1]"), "[study] seeds: -1 is out of range"),
+    ("string seed", edit("seeds = [0, 1]", 'seeds = [0, "1"]'), '[study] seeds.1: expected an integer, got "1"'),
+    ("duplicate seed", edit("seeds = [0, 1]", "seeds = [1, 1]"), "[study] seeds: 1 appears twice"),
+    ("empty seeds", edit("seeds = [0, 1]", "seeds = []"), "[study] seeds: must not be empty"),
+    ("unknown recipe key", edit("epochs = 2", "epoch = 2"), "[defaults] epoch: unknown key; valid keys:"),
+    ("recipe wrong type", edit("lr = 3e-3", 'lr = "fast"'), '[defaults] lr: expected a number, got "fast"'),
+    ("recipe bad choice", edit("lr = 3e-3", 'lr = 3e-3\noptimizer = "adam"'),
+     '[defaults] optimizer: expected one of "adamw" or "sgd", got "adam"'),
+    ("recipe bound", edit("epochs = 2", "epochs = 0"), "[defaults] epochs: must be >= 1, got 0"),
+    ("heads do not divide dim", edit("heads = 2", "heads = 3"),
+     "[architectures.vit] heads: 3 heads do not divide dim 16; choose heads among 1, 2, 4, 8, 16"),
+    ("patch does not divide image", edit("patch_size = 4", "patch_size = 3"),
+     "[architectures.vit] patch_size: patch size 3 does not divide the image size 8"),
+    ("bad key in set", edit('datasets = ["digits"]', 'datasets = ["digits"]\nset = { "architecture.dpeth" = 2 }'),
+     "[[matrix]] main set dpeth: unknown key; valid keys:"),
+    ("bad type in grid", edit('datasets = ["digits"]', 'datasets = ["digits"]\ngrid = { "architecture.depth" = [1, "2"] }'),
+     '[[matrix]] main grid depth: expected an integer, got "2"'),
+    ("empty grid", edit('datasets = ["digits"]', 'datasets = ["digits"]\ngrid = { lr = [] }'),
+     "[[matrix]] main grid lr: empty list"),
+    ("empty exclude rule", edit('datasets = ["digits"]', 'datasets = ["digits"]\nexclude = [{}]'),
+     "[[matrix]] main exclude an empty rule"),
+    ("set an axis", edit('datasets = ["digits"]', 'datasets = ["digits"]\nset = { seed = 3 }'),
+     "[[matrix]] main set seed: an axis cannot be set here"),
+    ("unknown override key", BASE + '\n[[override]]\nmatch = { architecture = "vit" }\nset = { epocs = 1 }\n',
+     "[[override]] #1 set epocs: unknown key"),
+    ("matrix without name", edit('name = "main"\n', ""), "[[matrix]] #1 name: required key is missing"),
+    ("table where unknown key", edit('metric = "test_acc"', 'metric = "test_acc"\nwhere = { foo = 1 }'),
+     "[[table]] accuracy where foo: unknown key"),
+    ("table where unknown matrix", edit('metric = "test_acc"', 'metric = "test_acc"\nwhere = { matrix = "mian" }'),
+     '[[table]] accuracy where matrix: unknown matrix "mian"; defined: main'),
+    ("architectures not tables", BASE.replace("[architectures.cnn]", "[architectures.cnn2]") + "\n[datasets.x]\nsource = 3\n",
+     "[datasets.x] source: required, one of digits"),
+]
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    """A study folder whose store already exists, to prove bad input never touches it."""
+    d = tmp_path_factory.mktemp("bad")
+    f = write_study(d)
+    from runner.store import Store
+
+    study = load_study(f)
+    Store.open(study.store, study.runs_dir, create=True).engine.dispose()  # closed: its files stay as they are
+    return d
+
+
+def _digest(d):
+    return {p.relative_to(d): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((d / "results").rglob("*")) if p.is_file()}
+
+
+def _assert_one_line_error(proc, expected: str) -> None:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0], lines[0]
+
+
+def test_catalogue_is_large_enough():
+    assert len(CATALOGUE) >= 20
+
+
+@pytest.mark.parametrize("name,text,expected", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_malformed_study_gives_one_line_and_exit_2(store_dir, name, text, expected):
+    before = _digest(store_dir)
+    (store_dir / "experiments.toml").write_text(text)
+    from runner.plan import expand
+
+    with pytest.raises(SpecError) as e:  # the library raises the same message the CLI prints
+        expand(load_study(store_dir / "experiments.toml"))
+    assert expected.replace("experiments.toml: ", "").replace("experiments.toml:", "") in str(e.value)
+    # the real command a user types, which would otherwise write the store
+    proc = run_cli("launch", "--workers", "1", cwd=store_dir)
+    _assert_one_line_error(proc, expected)
+    assert _digest(store_dir) == before
+
+
+BAD_SELECTIONS = [
+    (["--where", "architecture"], "--where architecture: expected KEY=VALUE"),
+    (["--where", "foo=1"], "--where foo=1: foo: unknown key"),
+    (["--where", "architecture.dpeth=2"], "--where architecture.dpeth: no run has architecture.dpeth"),
+    (["--matrix", "mian"], "--matrix mian: no such matrix in experiments.toml; defined: main"),
+    (["--rerun", "everything"], "--rerun everything: choose among failed, stale"),
+    (["--workers", "0"], "--workers 0: must be at least 1"),
+    (["--gpus", "2"], "--gpus 2: this machine has 0 NVIDIA GPU(s)"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_SELECTIONS, ids=[" ".join(a) for a, _ in BAD_SELECTIONS])
+def test_bad_selection_gives_one_line_and_exit_2(store_dir, args, expected):
+    if args[0] == "--gpus":
+        from runner.backends.local import visible_gpus
+
+        if visible_gpus():
+            pytest.skip("this machine has a GPU")
+    write_study(store_dir)
+    before = _digest(store_dir)
+    proc = run_cli("launch", *args, cwd=store_dir)
+    _assert_one_line_error(proc, expected)
+    assert _digest(store_dir) == before
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    proc = run_cli("plan", "-f", "nope.toml", cwd=tmp_path)
+    _assert_one_line_error(proc, "nope.toml: no such file")
+
+
+def test_valid_study_parses_with_paths_relative_to_the_file(tmp_path):
+    study = load_study(write_study(tmp_path / "sub"))
+    assert study.runs_dir == (tmp_path / "sub" / "results" / "runs").resolve()
+    assert study.store == f"sqlite:///{(tmp_path / 'sub' / 'results' / 'runner.db').resolve()}"
+    assert [m.name for m in study.matrices] == ["main"]
+    assert study.tables[0].scale == 100.0 and study.tables[0].decimals == 1
+
+
+def test_the_projects_own_study_file_validates():
+    from conftest import ROOT
+    from runner.plan import expand
+
+    plan = expand(load_study(ROOT / "experiments.toml"))
+    assert any("demo" in r.matrices for r in plan.runs)

@@ -1,0 +1,55 @@
+"""The training loop: reproducible under a seed, summary with the design's metric names."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from runner.train import Interrupted, lr_at, train
+from runner.recipe import Recipe
+
+CONFIG = {
+    "architecture": {"model": "vit", "patch_size": 4, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32,
+                     "dropout": 0.0, "pool": "cls"},
+    "dataset": {"source": "digits", "root": None, "subset": None, "val_fraction": 0.1, "test_fraction": 0.2},
+    "train": Recipe(epochs=3, batch_size=128, lr=3e-3).model_dump(),
+    "seed": 0,
+}
+SUMMARY_NAMES = {"test_acc", "test_loss", "best_val_acc", "val_acc", "val_loss", "train_acc", "train_loss", "epochs",
+                 "params", "flops", "train_time_s", "train_images_per_s", "infer_images_per_s", "infer_latency_ms",
+                 "peak_mem_mb"}
+
+
+def test_summary_has_every_metric_name_and_learns(tmp_path):
+    torch.set_num_threads(1)
+    epochs = []
+    s = train(CONFIG, on_epoch=lambda e, step, m: epochs.append((e, step, m)), weights_path=tmp_path / "model.pt")
+    assert SUMMARY_NAMES <= set(s)
+    assert 0.0 <= s["test_acc"] <= 1.0 and s["test_acc"] > 0.3  # well above chance (0.1) after 3 epochs
+    assert s["params"] == sum(p.numel() for p in torch.load(tmp_path / "model.pt", weights_only=True).values())
+    assert s["flops"] > 0 and s["epochs"] == 3
+    assert [e for e, _, _ in epochs] == [1, 2, 3] and epochs[-1][1] == s["steps"]
+    assert {"train_loss", "val_acc", "lr", "epoch_time_s"} <= set(epochs[0][2])
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    torch.set_num_threads(1)
+    a, b = train(CONFIG), train(CONFIG)
+    c = train({**copy.deepcopy(CONFIG), "seed": 1})
+    assert a["test_loss"] == b["test_loss"] and a["val_acc"] == b["val_acc"]
+    assert c["test_loss"] != a["test_loss"]
+
+
+def test_stop_request_interrupts():
+    with pytest.raises(Interrupted):
+        train(CONFIG, should_stop=lambda: True)
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    r = Recipe(lr=1.0, min_lr=0.1)
+    assert lr_at(0, 100, 10, r) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, r) == pytest.approx(1.0)
+    assert lr_at(100, 100, 10, r) == pytest.approx(0.1)
+    assert lr_at(55, 100, 10, r) == pytest.approx(0.55)
