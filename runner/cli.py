@@ -40,7 +40,7 @@ def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt
     from . import commands as c
 
     sel = c.load(file, matrix or (), where or ())
-    entries = c.run_entries(sel, c.records_for(sel, ingest=sync), with_config=json_)
+    entries = c.run_entries(sel, c.records_for(sel, ingest=sync, details=json_), with_config=json_)
     view = c.overview(entries)
     if json_:
         from .render import print_json
@@ -57,7 +57,7 @@ def launch(
     file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
     per_gpu: Annotated[int, typer.Option("--per-gpu", help="Workers sharing each GPU.")] = 1,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: half the cores).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: one per core, at most 8).")] = None,
     rerun: Annotated[Optional[list[str]], typer.Option(
         "--rerun", help="Also run again: failed, stale (done at another git commit). Repeatable.")] = None,
 ):

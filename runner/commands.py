@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import SelectionError
 from .plan import Plan, Run, count_states, expand, parse_where, select, state_of, value_of
 from .provenance import git_info
-from .spec import Study, load_study, resolve_key
-from .store import RunRecord, Store
+from .spec import Study, load_study
+
+if TYPE_CHECKING:  # sqlalchemy costs 0.25 s to import: only commands that touch a store pay it
+    from .store import RunRecord, Store
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,12 @@ def load(file: str | Path, matrix: Iterable[str] = (), where: Iterable[str] = ()
     return Selection(study, plan, select(plan, matrix=list(matrix), where=parse_where(where)))
 
 
-def open_store(study: Study, *, create: bool) -> Store | None:
+def open_store(study: Study, *, create: bool) -> "Store | None":
+    from .store import Store, sqlite_path
+
+    path = sqlite_path(study.store)
+    if path is not None and not path.exists() and not create:
+        return None
     return Store.open(study.store, study.runs_dir, create=create)
 
 
@@ -39,7 +46,7 @@ def _has_folders(study: Study) -> bool:
     return study.runs_dir.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in study.runs_dir.iterdir())
 
 
-def records_for(sel: Selection, *, ingest: bool) -> dict[str, RunRecord]:
+def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[str, RunRecord]":
     """Store records of the selected runs; with ``ingest`` the run folders are read into the store first."""
     create = ingest and _has_folders(sel.study)
     store = open_store(sel.study, create=create)
@@ -47,7 +54,7 @@ def records_for(sel: Selection, *, ingest: bool) -> dict[str, RunRecord]:
         return {}
     if ingest:
         store.ingest(sel.study.runs_dir)
-    return store.runs([r.id for r in sel.runs])
+    return store.runs([r.id for r in sel.runs], details=details)
 
 
 def run_entries(sel: Selection, records: dict[str, RunRecord], *, queued: bool = False,
@@ -90,8 +97,6 @@ def eta_seconds(progress: dict | None) -> float | None:
 def table_runs(sel: Selection, table, records: dict[str, RunRecord]) -> list[dict]:
     """Rows for one ``[[table]]``: every planned run its ``where`` selects, with the metric if done."""
     rows_key, cols_key = table.rows, table.columns
-    for k in (rows_key, cols_key):
-        resolve_key(k, sel.study.file, f"[[table]] {table.name}")
     rule = {k: (v if isinstance(v, list) else [v]) for k, v in table.where.items()}
     selected = {r.id for r in sel.runs}
     runs = [r for r in select(sel.plan, where=rule) if r.id in selected]
@@ -145,7 +150,7 @@ def show(study: Study, run_id: str) -> dict[str, Any]:
     series = store.metrics(ids)
     last_epoch = max((m["epoch"] for m in series), default=None)
     return {"id": rec.id, "cell": rec.cell, "label": rec.label, "state": rec.state, "reason": rec.reason,
-            "matrix": list(rec.matrices), "config": rec.config, "summary": rec.summary, "folder": rec.folder,
+            "matrix": list(rec.matrices), "config": store.config(rec.id), "summary": rec.summary, "folder": rec.folder,
             "attempts": store.attempts(rec.id),
             "last_metrics": {m["name"]: m["value"] for m in series if m["epoch"] == last_epoch},
             "epochs_logged": last_epoch}

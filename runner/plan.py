@@ -22,7 +22,7 @@ import datasets
 
 from .errors import SelectionError, SpecError, choices
 from .recipe import Recipe
-from .spec import AXES, Study, _show, pydantic_problem, resolve_key
+from .spec import AXES, Study, show_value, pydantic_problem, resolve_key
 
 ID_LENGTH = 12
 NOT_IDENTITY = {("dataset", "root")}
@@ -136,25 +136,48 @@ def matches(axes: dict[str, Any], sections: dict[str, dict], rule: dict[str, Any
 
 
 class _Resolver:
-    """Validates the sections of each cell once (configs repeat across seeds and datasets)."""
+    """Validates each distinct section once and keeps its canonical JSON: configs repeat across
+    seeds, datasets and grid points, so a 10,000-run plan validates a few dozen sections."""
 
     def __init__(self, study: Study):
         self.study = study
-        self.cache: dict[str, dict] = {}
+        self.sections: dict[Any, tuple[Any, dict, str]] = {}
+        self.checked: set[tuple[int, int]] = set()
 
-    def resolve(self, sections: dict[str, dict], origin: dict[tuple[str, str], str], label: str) -> dict:
-        key = canonical_json(sections)
-        hit = self.cache.get(key)
+    def resolve(self, sections: dict[str, dict], origin: dict[tuple[str, str], str], label: str):
+        """-> (resolved sections, canonical JSON of each section's identity part)."""
+        (hp, arch, arch_json), (opts, data, data_json), (_, train, train_json) = (
+            self._cached(sections, origin, name, head, label)
+            for name, head in (("architecture", "model"), ("dataset", "source"), ("train", None)))
+        pair = (id(hp), id(opts))
+        if pair not in self.checked:
+            info = opts.info()
+            problem = hp.check(img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
+            if problem:
+                name, message = problem
+                self._fail(origin, "architecture", name, f"{message} for dataset {data['source']}", label)
+            self.checked.add(pair)
+        return {"architecture": arch, "dataset": data, "train": train}, (arch_json, data_json, train_json)
+
+    def _cached(self, sections, origin, section, head, label):
+        body = sections[section]
+        try:
+            key = (section, tuple(sorted(body.items())))
+            hash(key)
+        except TypeError:  # a list or table value: fall back to its JSON
+            key = (section, canonical_json(body))
+        hit = self.sections.get(key)
         if hit is None:
-            hit = self.cache[key] = self._validate(sections, origin, label)
+            obj, resolved = self._section(body, origin, section, head, label)
+            ident = {k: v for k, v in resolved.items() if (section, k) not in NOT_IDENTITY}
+            hit = self.sections[key] = (obj, resolved, canonical_json(ident))
         return hit
 
     def _fail(self, origin, section, name, message, label):
         where = origin.get((section, name), "")
         raise SpecError(self.study.file, where, f"{name}: {message} (cell {label})")
 
-    def _section(self, sections, origin, section, head, label):
-        body = dict(sections[section])
+    def _section(self, body, origin, section, head, label):
         schema = schema_of(section, body)
         if schema is None:
             kind = "architecture" if section == "architecture" else "dataset"
@@ -163,21 +186,10 @@ class _Resolver:
         params = {k: v for k, v in body.items() if k != head}
         try:
             obj = schema.model_validate(params)
-        except Exception as e:  # pydantic.ValidationError; imported lazily by spec
+        except Exception as e:  # pydantic.ValidationError
             name, message = pydantic_problem(e.errors()[0], schema)
             self._fail(origin, section, name, message, label)
         return obj, ({head: body[head]} if head else {}) | obj.model_dump()
-
-    def _validate(self, sections, origin, label) -> dict:
-        hp, arch = self._section(sections, origin, "architecture", "model", label)
-        opts, data = self._section(sections, origin, "dataset", "source", label)
-        _, train = self._section(sections, origin, "train", None, label)
-        info = opts.info()
-        problem = hp.check(img_size=info.img_size, in_chans=info.in_chans, num_classes=info.num_classes)
-        if problem:
-            name, message = problem
-            self._fail(origin, "architecture", name, f"{message} for dataset {sections['dataset']['source']}", label)
-        return {"architecture": arch, "dataset": data, "train": train}
 
 
 def _apply(sections, origin, assignments: dict[str, Any], where: str, study: Study) -> None:
@@ -202,7 +214,7 @@ def expand(study: Study) -> Plan:
             origin |= {("train", k): "[defaults]" for k in sections["train"]}
             _apply(sections, origin, m.set, f"[[matrix]] {m.name} set", study)
             _apply(sections, origin, dict(zip(grid_keys, combo)), f"[[matrix]] {m.name} grid", study)
-            tag = ",".join(f"{k.rsplit('.', 1)[-1]}={_show(v).strip(chr(34))}" for k, v in zip(grid_keys, combo))
+            tag = ",".join(f"{k.rsplit('.', 1)[-1]}={show_value(v).strip(chr(34))}" for k, v in zip(grid_keys, combo))
             for seed in m.seeds:
                 axes = {"architecture": a, "dataset": d, "seed": seed, "matrix": (m.name,)}
                 if any(matches(axes, sections, rule) for rule in m.exclude):
@@ -212,14 +224,17 @@ def expand(study: Study) -> Plan:
                     if matches(axes, cell_sections, o.match):
                         _apply(cell_sections, cell_origin, o.set, f"[[override]] #{o.index} set", study)
                 label = "/".join(p for p in (a, d, tag, f"s{seed}") if p)
-                config = {**resolver.resolve(cell_sections, cell_origin, label), "seed": seed}
-                rid = run_id(config)
+                resolved, (aj, dj, tj) = resolver.resolve(cell_sections, cell_origin, label)
+                config = {**resolved, "seed": seed}
+                # the canonical JSON of identity(config), assembled from the cached section JSONs
+                rid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"seed":{seed},"train":{tj}}}')
                 if rid in runs:
                     old = runs[rid]
                     if m.name not in old.matrices:
                         runs[rid] = Run(**{**old.__dict__, "matrices": old.matrices + (m.name,)})
                     continue
-                runs[rid] = Run(rid, cell_id(config), label, a, d, seed, (m.name,), config)
+                cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
+                runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config)
     return Plan(study, tuple(runs.values()))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class Study:
     matrices: tuple[Matrix, ...]
     overrides: tuple[Override, ...]
     tables: tuple[Table, ...]
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
 # ---------------------------------------------------------------- table schemas
@@ -141,7 +140,7 @@ TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "overri
 # ---------------------------------------------------------------- messages
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value as the user wrote it in TOML: strings quoted, booleans lower-case."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -150,7 +149,7 @@ def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -167,12 +166,12 @@ def pydantic_problem(err: dict, model: type[BaseModel] | None = None) -> tuple[s
     loc = ".".join(str(p) for p in err["loc"])
     kind, got, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     if kind in _EXPECTED:
-        return loc, f"{_EXPECTED[kind]}, got {_show(got)}"
+        return loc, f"{_EXPECTED[kind]}, got {show_value(got)}"
     if kind == "extra_forbidden":
         valid = list(model.model_fields) if model is not None else []
         return loc, f"unknown key; valid keys: {choices(valid)}"
     if kind == "literal_error":
-        return loc, f"expected one of {ctx.get('expected', '').replace(chr(39), chr(34))}, got {_show(got)}"
+        return loc, f"expected one of {ctx.get('expected', '').replace(chr(39), chr(34))}, got {show_value(got)}"
     if kind == "missing":
         return loc, "required key is missing"
     if kind == "too_short":
@@ -180,14 +179,14 @@ def pydantic_problem(err: dict, model: type[BaseModel] | None = None) -> tuple[s
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return loc, f"must be {bounds[kind]} {limit}, got {_show(got)}"
-    return loc, f"{err['msg'].lower()}, got {_show(got)}"
+        return loc, f"must be {bounds[kind]} {limit}, got {show_value(got)}"
+    return loc, f"{err['msg'].lower()}, got {show_value(got)}"
 
 
 def validate(model: type[BaseModel], data: Any, file: str, where: str) -> BaseModel:
     """Validate ``data`` against ``model``; the first problem becomes a one-line SpecError."""
     if not isinstance(data, dict):
-        raise SpecError(file, where, f"expected a table, got {_show(data)}")
+        raise SpecError(file, where, f"expected a table, got {show_value(data)}")
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -270,19 +269,19 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
         file=file, dir=base, name=st.name, store=_store_url(st.store, base),
         runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
         seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
-        matrices=matrices, overrides=overrides, tables=tables, raw=raw,
+        matrices=matrices, overrides=overrides, tables=tables,
     )
 
 
 def _tables(raw, section, file) -> dict[str, dict]:
     body = raw.get(section, {})
     if not isinstance(body, dict):
-        raise SpecError(file, f"[{section}]", f"expected tables [{section}.NAME], got {_show(body)}")
+        raise SpecError(file, f"[{section}]", f"expected tables [{section}.NAME], got {show_value(body)}")
     for name, table in body.items():
         if not NAME_RE.match(name):
             raise SpecError(file, f"[{section}.{name}]", "names use letters, digits, '_', '-' and '.'")
         if not isinstance(table, dict):
-            raise SpecError(file, f"[{section}]", f"{name}: expected a table [{section}.{name}], got {_show(table)}")
+            raise SpecError(file, f"[{section}]", f"{name}: expected a table [{section}.{name}], got {show_value(table)}")
     return body
 
 
@@ -385,7 +384,7 @@ def _unique(names, file, where, key) -> None:
     seen = set()
     for n in names:
         if n in seen:
-            raise SpecError(file, where, f"{key}: {_show(n)} appears twice; each entry must be unique")
+            raise SpecError(file, where, f"{key}: {show_value(n)} appears twice; each entry must be unique")
         seen.add(n)
 
 

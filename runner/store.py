@@ -92,7 +92,6 @@ class RunRecord:
     cell: str
     label: str
     matrices: tuple[str, ...]
-    config: dict
     state: str
     reason: str | None
     summary: dict | None
@@ -105,9 +104,10 @@ class RunRecord:
 
 
 def _record(row) -> RunRecord:
-    return RunRecord(row.id, row.cell, row.label, tuple(row.matrices or ()), row.config, row.state, row.reason,
-                     row.summary, row.progress, row.attempts, row.git_commit, row.started_at, row.finished_at,
-                     row.folder)
+    m = row._mapping
+    return RunRecord(row.id, row.cell, row.label, tuple(row.matrices or ()), row.state, row.reason,
+                     m.get("summary"), m.get("progress"), row.attempts, row.git_commit, row.started_at,
+                     row.finished_at, row.folder)
 
 
 class Store:
@@ -128,7 +128,8 @@ class Store:
             if not create:
                 return None
             path.parent.mkdir(parents=True, exist_ok=True)
-        lock_dir.mkdir(parents=True, exist_ok=True) if create else None
+        if create:
+            lock_dir.mkdir(parents=True, exist_ok=True)
         return cls(url, lock_dir=lock_dir)
 
     def _check_schema(self) -> None:
@@ -147,18 +148,21 @@ class Store:
 
     # ------------------------------------------------ reading
 
-    def runs(self, ids: Iterable[str] | None = None) -> dict[str, RunRecord]:
-        q = sa.select(runs_table)
-        if ids is not None:
-            ids = list(ids)
-            out: dict[str, RunRecord] = {}
-            with self.engine.connect() as conn:
-                for i in range(0, len(ids), 500):
-                    for row in conn.execute(q.where(runs_table.c.id.in_(ids[i:i + 500]))):
-                        out[row.id] = _record(row)
-            return out
+    def runs(self, ids: Iterable[str] | None = None, *, details: bool = True) -> dict[str, RunRecord]:
+        """Records by id (all, or the given ids). Configs stay in the database: the plan has them.
+        Without ``details`` the summary and progress are left out (``plan`` needs only states)."""
+        skip = {"config"} if details else {"config", "summary", "progress"}
+        q = sa.select(*(c for c in runs_table.c if c.name not in skip))
+        ids = None if ids is None else list(ids)
         with self.engine.connect() as conn:
-            return {row.id: _record(row) for row in conn.execute(q)}
+            if ids is not None and len(ids) <= 500:
+                return {row.id: _record(row) for row in conn.execute(q.where(runs_table.c.id.in_(ids)))}
+            rows = {row.id: _record(row) for row in conn.execute(q)}
+        return rows if ids is None else {i: rows[i] for i in ids if i in rows}
+
+    def config(self, run_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs_table.c.config).where(runs_table.c.id == run_id)).scalar()
 
     def attempts(self, run_id: str) -> list[dict]:
         with self.engine.connect() as conn:

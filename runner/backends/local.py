@@ -48,7 +48,8 @@ def make_slots(*, gpus: str | None, per_gpu: int, workers: int | None) -> list[S
     if per_gpu < 1:
         raise BackendError(f"--per-gpu {per_gpu}: must be at least 1")
     if gpus is None:
-        n = workers if workers is not None else max(1, (os.cpu_count() or 2) // 2)
+        # one single-threaded worker per core beats fewer multi-threaded ones for the small models run on CPUs
+        n = workers if workers is not None else max(1, min(8, os.cpu_count() or 1))
         if n < 1:
             raise BackendError(f"--workers {n}: must be at least 1")
         threads = max(1, (os.cpu_count() or 1) // n)
