@@ -219,9 +219,11 @@ def expand(study: Study) -> Plan:
                 axes = {"architecture": a, "dataset": d, "seed": seed, "matrix": (m.name,)}
                 if any(matches(axes, sections, rule) for rule in m.exclude):
                     continue
-                cell_sections, cell_origin = {k: dict(v) for k, v in sections.items()}, dict(origin)
+                cell_sections, cell_origin = sections, origin
                 for o in study.overrides:
                     if matches(axes, cell_sections, o.match):
+                        if cell_sections is sections:  # copy on the first override that applies
+                            cell_sections, cell_origin = {k: dict(v) for k, v in sections.items()}, dict(origin)
                         _apply(cell_sections, cell_origin, o.set, f"[[override]] #{o.index} set", study)
                 label = "/".join(p for p in (a, d, tag, f"s{seed}") if p)
                 resolved, (aj, dj, tj) = resolver.resolve(cell_sections, cell_origin, label)

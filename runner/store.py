@@ -103,13 +103,6 @@ class RunRecord:
     folder: str
 
 
-def _record(row) -> RunRecord:
-    m = row._mapping
-    return RunRecord(row.id, row.cell, row.label, tuple(row.matrices or ()), row.state, row.reason,
-                     m.get("summary"), m.get("progress"), row.attempts, row.git_commit, row.started_at,
-                     row.finished_at, row.folder)
-
-
 class Store:
     def __init__(self, url: str, *, lock_dir: Path):
         self.url = url
@@ -151,13 +144,16 @@ class Store:
     def runs(self, ids: Iterable[str] | None = None, *, details: bool = True) -> dict[str, RunRecord]:
         """Records by id (all, or the given ids). Configs stay in the database: the plan has them.
         Without ``details`` the summary and progress are left out (``plan`` needs only states)."""
-        skip = {"config"} if details else {"config", "summary", "progress"}
-        q = sa.select(*(c for c in runs_table.c if c.name not in skip))
+        c = runs_table.c
+        summary, progress = (c.summary, c.progress) if details else (sa.null(), sa.null())
+        # columns in RunRecord's field order, so a row becomes a record without lookups
+        q = sa.select(c.id, c.cell, c.label, c.matrices, c.state, c.reason, summary, progress, c.attempts,
+                      c.git_commit, c.started_at, c.finished_at, c.folder)
         ids = None if ids is None else list(ids)
         with self.engine.connect() as conn:
             if ids is not None and len(ids) <= 500:
-                return {row.id: _record(row) for row in conn.execute(q.where(runs_table.c.id.in_(ids)))}
-            rows = {row.id: _record(row) for row in conn.execute(q)}
+                q = q.where(c.id.in_(ids))
+            rows = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), *r[4:]) for r in conn.execute(q)}
         return rows if ids is None else {i: rows[i] for i in ids if i in rows}
 
     def config(self, run_id: str) -> dict | None:
