@@ -138,6 +138,16 @@ class RunFolder:
                                                     "traceback": traceback, "time": time.time()})
         self.end_attempt(attempt, "failed", reason)
 
+    def supersede(self) -> None:
+        """Lift the done mark so the run trains again (``--rerun stale``); the old summary is kept
+        beside it as ``summary.superseded-<attempt>.json``."""
+        attempts = _merge_attempts(read_jsonl(self.file("attempts.jsonl")))
+        n = attempts[-1]["attempt"] if attempts else 0
+        try:
+            os.replace(self.file("summary.json"), self.file(f"summary.superseded-{n}.json"))
+        except FileNotFoundError:
+            pass
+
     def finish(self, attempt: int, summary: dict) -> None:
         """Mark the run done: summary.json is the last file a successful run writes."""
         write_json_atomic(self.file("summary.json"), summary)

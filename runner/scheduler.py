@@ -119,7 +119,10 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
         if not todo:
             return result
         for run in todo:
-            RunFolder(study.runs_dir / run.id).create(run_json(run, study))
+            folder = RunFolder(study.runs_dir / run.id)
+            folder.create(run_json(run, study))
+            if records.get(run.id) and records[run.id].state == "done":  # stale, rerun on request
+                folder.supersede()
         store.ingest(study.runs_dir, [r.id for r in todo])
         _drive(study, deque(todo), store, slots, display, result, stop_grace_s)
         store.ingest(study.runs_dir, [r.id for r in todo])

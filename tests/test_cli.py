@@ -96,3 +96,32 @@ def test_sync_rebuild_restores_the_index(tiny):
     assert rebuilt.returncode == 0 and "2 run(s) indexed" in rebuilt.stdout
     after = json.loads(run_cli("status", "--json", cwd=tiny).stdout)
     assert after == before
+
+
+def test_runs_done_at_another_commit_are_stale_and_rerun_on_request(tiny):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tiny, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+
+    (tiny / ".gitignore").write_text("results/\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "study")
+    assert run_cli("launch", "--workers", "1", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny).returncode == 0
+    (tiny / "notes.txt").write_text("the code changed\n")
+    git("add", ".")
+    git("commit", "-qm", "change")
+    view = json.loads(run_cli("status", "--json", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny).stdout)
+    assert view["counts"] == {"stale": 1}
+    rid = view["runs"][0]["id"]
+    assert "nothing to run" in run_cli("launch", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny).stdout
+    again = run_cli("launch", "--workers", "1", "--rerun", "stale", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny)
+    assert "1 done" in again.stdout, again.stdout + again.stderr
+    info = json.loads(run_cli("show", rid, "--json", cwd=tiny).stdout)
+    assert info["state"] == "done" and len(info["attempts"]) == 2
+    assert info["attempts"][0]["git_commit"] != info["attempts"][1]["git_commit"]
+    assert not info["attempts"][1]["git_dirty"]
+    assert list((tiny / "results" / "runs" / rid).glob("summary.superseded-*.json"))
