@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/cli_speed.py
+	$(PY) bench/arch_speed.py
 
 clean:
 	rm -rf results

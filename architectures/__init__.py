@@ -33,8 +33,18 @@ def register(name: str, hparams: type, builder: str, summary: str) -> None:
 
 
 register("vit", _hp.ViTHparams, "architectures.vit:build", "Vision Transformer, cls token, pre-norm, SDPA")
+register("dual_attention", _hp.DualAttentionHparams, "architectures.dual_attention:build",
+         "dual-attention transformer: self-attention + relational-attention heads (Altabaa et al.)")
+register("san_pairwise", _hp.SANPairwiseHparams, "architectures.san:build_pairwise",
+         "SAN with pairwise self-attention (Zhao, Jia, Koltun 2020)")
+register("san_patchwise", _hp.SANPatchwiseHparams, "architectures.san:build_patchwise",
+         "SAN with patchwise self-attention (Zhao, Jia, Koltun 2020)")
+register("conv_attention", _hp.ConvAttentionHparams, "architectures.conv_attention:build",
+         "full-pixel attention with quadratic or learned 2-D relative encoding (Cordonnier et al. 2020)")
 register("resnet18_cifar", _hp.ResNetCifarHparams, "architectures.cnn:build_resnet18_cifar",
          "ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images")
+register("resnet34_cifar", _hp.ResNetCifarHparams, "architectures.cnn:build_resnet34_cifar",
+         "ResNet-34 with a 3x3 stride-1 stem and no max-pool, for small images")
 
 TIMM_PREFIX = "timm:"
 

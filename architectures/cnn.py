@@ -1,9 +1,10 @@
 """Convolutional baselines.
 
-ResNet-18 for small images ("Deep Residual Learning", He et al., 2016,
-https://arxiv.org/abs/1512.03385) as used on CIFAR: a 3x3 stride-1 stem and no
-max-pool, so 32x32 inputs keep their resolution in the first stage. With
-``width = 64`` and 10 classes it has 11,173,962 parameters.
+ResNet-18 and ResNet-34 for small images ("Deep Residual Learning", He et al.,
+2016, https://arxiv.org/abs/1512.03385) as used on CIFAR: a 3x3 stride-1 stem and
+no max-pool, so 32x32 inputs keep their resolution in the first stage. With
+``width = 64`` and 10 classes ResNet-18 has 11,173,962 parameters and ResNet-34
+21,282,122.
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class ResNetCifar(nn.Module):
 
 def build_resnet18_cifar(hp: ResNetCifarHparams, *, num_classes: int, in_chans: int, img_size: int) -> ResNetCifar:
     return ResNetCifar([2, 2, 2, 2], width=hp.width, num_classes=num_classes, in_chans=in_chans)
+
+
+def build_resnet34_cifar(hp: ResNetCifarHparams, *, num_classes: int, in_chans: int, img_size: int) -> ResNetCifar:
+    return ResNetCifar([3, 4, 6, 3], width=hp.width, num_classes=num_classes, in_chans=in_chans)

@@ -2,9 +2,11 @@
 https://arxiv.org/abs/2010.11929.
 
 Patch embedding by a strided convolution, a learned class token and learned
-absolute positions, pre-norm blocks whose attention runs through
-``scaled_dot_product_attention`` (flash/efficient kernels on GPUs), a final norm
-and a linear head on the class token (or the mean of all tokens).
+absolute positions, pre-norm blocks (or post-norm with ``norm_first = false``)
+whose attention runs through ``scaled_dot_product_attention`` (flash/efficient
+kernels on GPUs), a final norm and a linear head on the class token (or the mean
+of all tokens). With the defaults it is timm's ``VisionTransformer``, parameter
+for parameter.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hparams import ViTHparams
+from .layers import activation, trunc_normal_init
 
 
 class Attention(nn.Module):
@@ -32,20 +35,24 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm: x + attn(norm(x)), then x + mlp(norm(x)). Post-norm: norm(x + attn(x)), ..."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, act: str, norm_first: bool):
         super().__init__()
+        self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, mlp_dim), activation(act), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        if self.norm_first:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attn(x))
+        return self.norm2(x + self.mlp(x))
 
 
 class VisionTransformer(nn.Module):
@@ -57,10 +64,11 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hp.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, hp.dim))
         self.pos_drop = nn.Dropout(hp.dropout)
-        self.blocks = nn.Sequential(*[Block(hp.dim, hp.heads, hp.mlp_dim, hp.dropout) for _ in range(hp.depth)])
-        self.norm = nn.LayerNorm(hp.dim)
+        self.blocks = nn.Sequential(*[Block(hp.dim, hp.heads, hp.hidden(), hp.dropout, hp.activation, hp.norm_first)
+                                      for _ in range(hp.depth)])
+        self.norm = nn.LayerNorm(hp.dim) if hp.norm_first else nn.Identity()  # post-norm blocks end normalized
         self.head = nn.Linear(hp.dim, num_classes)
-        self.apply(_init_weights)
+        self.apply(trunc_normal_init)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -71,12 +79,5 @@ class VisionTransformer(nn.Module):
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-
 def build(hp: ViTHparams, *, num_classes: int, in_chans: int, img_size: int) -> VisionTransformer:
-    return VisionTransformer(hp, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+    return VisionTransformer(hp, num_classes=num_classes, in_chans=hp.in_chans or in_chans, img_size=img_size)

@@ -51,18 +51,20 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
     for e in entries:
         cells[e["cell"]].append(e)
     table = Table(title=f"plan of {study_name}", title_justify="left")
-    for col in ("cell", "matrix", "seeds", "states"):
-        table.add_column(col)
+    table.add_column("cell", overflow="fold", ratio=3)
+    table.add_column("id", style="dim", no_wrap=True)
+    for col in ("matrix", "seeds", "states"):
+        table.add_column(col, overflow="fold")
     for i, (cell, runs) in enumerate(cells.items()):
         if i == MAX_ROWS:
             table.add_row(f"… {len(cells) - MAX_ROWS} more cells (narrow with --where or --matrix, or use --json)",
-                          "", "", "")
+                          "", "", "", "")
             break
         label = runs[0]["label"].rsplit("/", 1)[0]
         states: dict[str, int] = defaultdict(int)
         for r in runs:
             states[r["state"]] += 1
-        table.add_row(f"{label} [dim]{cell}[/]", ",".join(runs[0]["matrix"]),
+        table.add_row(label, cell, ",".join(runs[0]["matrix"]),
                       ",".join(r["label"].rsplit("/s", 1)[-1] for r in runs),
                       ", ".join(f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in states.items()))
     console.print(table)

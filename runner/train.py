@@ -202,6 +202,7 @@ def train(config: dict, *, device: str = "cpu", on_epoch: Callable[[int, int, di
 
     # model
     arch = dict(config["architecture"])
+    arch.pop("in_chans", None)  # a family's optional in_chans was checked against the dataset at plan time
     model = create_model(arch.pop("model"), num_classes=info.num_classes, in_chans=info.in_chans,
                          img_size=info.img_size, **arch).to(dev)
     params = sum(p.numel() for p in model.parameters())

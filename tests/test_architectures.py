@@ -1,43 +1,97 @@
-"""Every registered architecture gets the same checks; parameter counts match the papers' references."""
+"""Every registered architecture gets the same checks at the study's geometries; reference
+parameter counts of the baselines. Family-specific equation tests live in test_<family>.py."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import architectures
-from architectures.hparams import ViTHparams
+
+GEOMETRIES = [(1, 8), (1, 28), (3, 32), (3, 64)]
+PATCH = {8: 2, 28: 7, 32: 4, 64: 8, 224: 16}
+
+
+def small(name: str, img: int) -> dict:
+    """A small configuration of each family that fits the image size (CPU-fast)."""
+    return {
+        "vit": {"patch_size": PATCH[img], "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64},
+        "dual_attention": {"patch_size": PATCH[img], "d_model": 32, "n_layers": 2, "sa": 2, "ra": 2, "dff": 64},
+        "san_pairwise": {"widths": [32, 32, 64, 64, 64], "stem_width": 16},
+        "san_patchwise": {"widths": [32, 32, 64, 64, 64], "stem_width": 16},
+        "conv_attention": {"d_model": 32, "n_layers": 2, "heads": 4, "dff": 64,
+                           "downsample": {8: 2, 28: 2, 32: 2, 64: 4, 224: 16}[img]},
+        "resnet18_cifar": {"width": 8},
+        "resnet34_cifar": {"width": 8},
+    }[name]
+
+
+def build(name, in_chans, img, seed=0, num_classes=7):
+    hp = small(name, img)
+    family = architectures.get_family(name)
+    assert family.hparams(**hp).check(img_size=img, in_chans=in_chans, num_classes=num_classes) is None
+    torch.manual_seed(seed)
+    return architectures.create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img, **hp)
 
 
 @pytest.mark.parametrize("name", architectures.list_models())
-@pytest.mark.parametrize("in_chans,img_size", [(1, 8), (3, 32)])
-def test_forward_backward(name, in_chans, img_size):
-    torch.manual_seed(0)
-    small = {"vit": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 4}, "resnet18_cifar": {"width": 8}}
-    model = architectures.create_model(name, num_classes=7, in_chans=in_chans, img_size=img_size, **small[name])
-    x = torch.randn(3, in_chans, img_size, img_size)
-    out = model(x)
-    assert out.shape == (3, 7) and torch.isfinite(out).all()
-    out.sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+@pytest.mark.parametrize("in_chans,img", GEOMETRIES, ids=[f"{c}x{s}x{s}" for c, s in GEOMETRIES])
+def test_forward_backward_every_parameter_learns(name, in_chans, img):
+    model = build(name, in_chans, img)
+    out = model(torch.randn(2, in_chans, img, img))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not no_grad, no_grad
+
+
+@pytest.mark.parametrize("name", architectures.list_models())
+def test_imagenet_geometry_forward(name):
+    model = build(name, 3, 224).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", architectures.list_models())
+def test_same_seed_same_weights_and_output(name):
+    a, b, c = build(name, 3, 32, seed=1).eval(), build(name, 3, 32, seed=1).eval(), build(name, 3, 32, seed=2)
+    for (na, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), na
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(a(x), b(x))
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def count(name, **hp):
+    m = architectures.create_model(name, num_classes=10, in_chans=3, img_size=32, **hp)
+    return sum(p.numel() for p in m.parameters())
 
 
 def test_vit_matches_timm_parameter_count():
     """Seed 004's ViT (image 32, patch 4, dim 256, depth 12, heads 8, MLP 512, 10 classes)."""
-    m = architectures.create_model("vit", num_classes=10, in_chans=3, img_size=32, patch_size=4, dim=256, depth=12,
-                                   heads=8, mlp_dim=512)
-    assert sum(p.numel() for p in m.parameters()) == 6_357_770
+    import timm
+
+    ours = count("vit", patch_size=4, dim=256, depth=12, heads=8, mlp_dim=512)
+    theirs = timm.models.VisionTransformer(img_size=32, patch_size=4, embed_dim=256, depth=12, num_heads=8,
+                                           mlp_ratio=2.0, num_classes=10)
+    assert ours == sum(p.numel() for p in theirs.parameters()) == 6_357_770
+    assert count("vit", patch_size=4, dim=256, depth=12, heads=8, mlp_dim=None, mlp_ratio=2.0) == ours
 
 
-def test_vit_mean_pool_uses_every_token():
-    m = architectures.create_model("vit", num_classes=2, in_chans=1, img_size=8, patch_size=4, dim=8, depth=1,
-                                   heads=2, mlp_dim=8, pool="mean")
-    assert m(torch.randn(2, 1, 8, 8)).shape == (2, 2)
+def test_vit_options():
+    post = architectures.create_model("vit", num_classes=3, in_chans=1, img_size=8, patch_size=4, dim=8, depth=1,
+                                      heads=2, mlp_dim=8, norm_first=False, activation="relu", pool="mean")
+    assert isinstance(post.norm, torch.nn.Identity) and isinstance(post.blocks[0].mlp[1], torch.nn.ReLU)
+    assert post(torch.randn(2, 1, 8, 8)).shape == (2, 3)
 
 
-def test_resnet18_cifar_parameter_count():
-    m = architectures.create_model("resnet18_cifar", num_classes=10, in_chans=3, img_size=32)
-    assert sum(p.numel() for p in m.parameters()) == 11_173_962
+def test_resnet_cifar_parameter_counts():
+    assert count("resnet18_cifar") == 11_173_962
+    assert count("resnet34_cifar") == 21_282_122
 
 
 def test_timm_models_by_name():
@@ -47,7 +101,24 @@ def test_timm_models_by_name():
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 5)
 
 
+def test_timm_pretrained_without_weights_is_a_clear_error():
+    code = ("import architectures\n"
+            "architectures.create_model('timm:resnet18', num_classes=5, in_chans=3, img_size=32, pretrained=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode != 0
+    assert "pretrained weights could not be loaded" in out.stderr and "set pretrained = false" in out.stderr
+
+
 def test_impossible_hparams_are_named():
-    assert ViTHparams(dim=16, heads=3).check(img_size=8, in_chans=1, num_classes=10)[0] == "heads"
-    assert ViTHparams(patch_size=3, dim=16, heads=2).check(img_size=8, in_chans=1, num_classes=10)[0] == "patch_size"
-    assert ViTHparams(patch_size=4, dim=16, heads=2).check(img_size=8, in_chans=1, num_classes=10) is None
+    from architectures.hparams import DualAttentionHparams, ViTHparams
+
+    geo = {"img_size": 8, "in_chans": 1, "num_classes": 10}
+    assert ViTHparams(dim=16, heads=3).check(**geo)[0] == "heads"
+    assert ViTHparams(patch_size=3, dim=16, heads=2).check(**geo)[0] == "patch_size"
+    assert ViTHparams(patch_size=4, dim=16, heads=2, in_chans=3).check(**geo)[0] == "in_chans"
+    assert ViTHparams(patch_size=4, dim=16, heads=2).check(**geo) is None
+    assert DualAttentionHparams(ra=0, patch_size=4).check(**geo)[0] == "ra_type"
+    assert DualAttentionHparams(ra=0, ra_type="NA", symbol_type="NA", patch_size=4).check(**geo) is None
+    assert DualAttentionHparams(ra_type="NA", patch_size=4).check(**geo)[0] == "ra_type"
+    assert DualAttentionHparams(sa=5, ra=2, patch_size=4).check(**geo)[0] == "d_model"

@@ -10,13 +10,21 @@ import torch
 from runner.train import Interrupted, lr_at, train
 from runner.recipe import Recipe
 
-CONFIG = {
-    "architecture": {"model": "vit", "patch_size": 4, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32,
-                     "dropout": 0.0, "pool": "cls"},
-    "dataset": {"source": "digits", "root": None, "subset": None, "val_fraction": 0.1, "test_fraction": 0.2},
-    "train": Recipe(epochs=3, batch_size=128, lr=3e-3).model_dump(),
-    "seed": 0,
-}
+def _resolved_config() -> dict:
+    """A config exactly as the plan resolves it (every default filled in), so seams show."""
+    import tempfile
+    from pathlib import Path
+
+    from conftest import write_study
+    from runner.plan import expand
+    from runner.spec import load_study
+
+    with tempfile.TemporaryDirectory() as d:
+        plan = expand(load_study(write_study(Path(d), epochs=3)))
+    return next(r.config for r in plan.runs if r.architecture == "vit" and r.seed == 0)
+
+
+CONFIG = _resolved_config()
 SUMMARY_NAMES = {"test_acc", "test_loss", "best_val_acc", "val_acc", "val_loss", "train_acc", "train_loss", "epochs",
                  "params", "flops", "train_time_s", "train_images_per_s", "infer_images_per_s", "infer_latency_ms",
                  "peak_mem_mb"}
@@ -53,3 +61,34 @@ def test_schedule_warms_up_then_decays_to_min_lr():
     assert lr_at(9, 100, 10, r) == pytest.approx(1.0)
     assert lr_at(100, 100, 10, r) == pytest.approx(0.1)
     assert lr_at(55, 100, 10, r) == pytest.approx(0.55)
+
+
+def _every_family_study(tmp_path):
+    import architectures
+    from test_architectures import small
+
+    from conftest import write_study
+
+    def toml_value(v):
+        return str(v).lower() if isinstance(v, bool) else (f'"{v}"' if isinstance(v, str) else str(v))
+
+    text = ['[study]\nname = "zoo"\nseeds = [0]\n', "[defaults]\nepochs = 1\nbatch_size = 32\n",
+            '[datasets.digits]\nsource = "digits"\nsubset = 5\n']
+    for name in architectures.list_models():
+        params = "".join(f"{k} = {toml_value(v)}\n" for k, v in small(name, 8).items())
+        text.append(f'[architectures.{name}]\nmodel = "{name}"\n{params}')
+    names = ", ".join(f'"{n}"' for n in architectures.list_models())
+    text.append(f'[[matrix]]\nname = "all"\narchitectures = [{names}]\ndatasets = ["digits"]\n')
+    return write_study(tmp_path, "\n".join(text))
+
+
+def test_every_registered_family_trains_from_a_planned_config(tmp_path):
+    """The seam between plan, registry and loop: each family's resolved config trains one epoch."""
+    from runner.plan import expand
+    from runner.spec import load_study
+
+    torch.set_num_threads(1)
+    plan = expand(load_study(_every_family_study(tmp_path)))
+    for run in plan.runs:
+        s = train(run.config)
+        assert SUMMARY_NAMES <= set(s) and 0.0 <= s["test_acc"] <= 1.0, run.label
