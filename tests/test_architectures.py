@@ -122,3 +122,22 @@ def test_impossible_hparams_are_named():
     assert DualAttentionHparams(ra=0, ra_type="NA", symbol_type="NA", patch_size=4).check(**geo) is None
     assert DualAttentionHparams(ra_type="NA", patch_size=4).check(**geo)[0] == "ra_type"
     assert DualAttentionHparams(sa=5, ra=2, patch_size=4).check(**geo)[0] == "d_model"
+
+
+def test_vit_attention_equals_the_loop_of_its_formula():
+    """softmax(q k^T / sqrt(hd)) v per head, heads concatenated, then the output projection."""
+    from architectures.vit import Attention
+
+    torch.manual_seed(0)
+    att = Attention(dim=8, heads=2, dropout=0.0).double().eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    q, k, v = att.qkv(x).split(8, dim=-1)
+    out = torch.zeros(2, 5, 8, dtype=torch.float64)
+    for b in range(2):
+        for h in range(2):
+            s = slice(4 * h, 4 * h + 4)
+            for i in range(5):
+                scores = torch.stack([q[b, i, s] @ k[b, j, s] / 2.0 for j in range(5)])
+                weights = torch.softmax(scores, 0)
+                out[b, i, s] = sum(weights[j] * v[b, j, s] for j in range(5))
+    torch.testing.assert_close(att(x), att.proj(out), atol=1e-10, rtol=0)
