@@ -29,7 +29,8 @@ CATALOGUE = [
      'experiments.toml: [architectures.vit] heads: expected an integer, got "8"'),
     ("float for int", edit("depth = 1", "depth = 1.5"), "[architectures.vit] depth: expected an integer, got 1.5"),
     ("unknown architecture", edit('model = "vit"', 'model = "vitt"'),
-     '[architectures.vit] model: unknown architecture "vitt"; choices: resnet18_cifar, vit, or timm:<model>'),
+     '[architectures.vit] model: unknown architecture "vitt"; choices: conv_attention, dual_attention, '
+     'resnet18_cifar, resnet34_cifar, san_pairwise, san_patchwise, vit, or timm:<model>'),
     ("missing model", edit('model = "vit"\n', ""), "[architectures.vit] model: required"),
     ("unknown hparam", edit("depth = 1", "dpeth = 1"), "[architectures.vit] dpeth: unknown key; valid keys:"),
     ("unknown dataset source", edit('source = "digits"', 'source = "cifar11"'),
