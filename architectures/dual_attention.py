@@ -51,8 +51,6 @@ from torch import nn
 from .hparams import DualAttentionHparams
 from .layers import activation, trunc_normal_init
 
-REL_ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
-
 
 # --- tensor helpers --------------------------------------------------------------------------
 
@@ -212,7 +210,7 @@ class RelationalAttention(_SymbolHeads):
         self.proj = nn.Linear(d_model, sum(self.splits), bias=False)
         self.wr = nn.Parameter(torch.empty(heads, head_dim, n_relations))  # W_r^h: R^{n_r} -> R^{hd}
         nn.init.trunc_normal_(self.wr, std=0.02)
-        self.rel_act = REL_ACTIVATIONS[rel_activation]()
+        self.rel_act = activation(rel_activation)
 
     def _relations(self, qr: torch.Tensor, kr: torch.Tensor) -> torch.Tensor:
         qr, kr = split_heads(qr, self.n_relations), split_heads(kr, self.n_relations)
@@ -265,7 +263,7 @@ class DisentangledRelationalCrossAttention(_SymbolHeads):
         self.symmetric = symmetric
         self.splits = [heads * head_dim, kv_heads * head_dim, heads * head_dim] + ([] if symmetric else [kv_heads * head_dim])
         self.proj = nn.Linear(d_model, sum(self.splits), bias=False)
-        self.rel_act = REL_ACTIVATIONS[rel_activation]()
+        self.rel_act = activation(rel_activation)
 
     def _relations(self, qr: torch.Tensor, kr: torch.Tensor) -> torch.Tensor:
         qr = split_heads(qr, self.heads)

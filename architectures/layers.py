@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "identity": nn.Identity, "sigmoid": nn.Sigmoid,
+               "tanh": nn.Tanh}
 
 
 def activation(name: str) -> nn.Module:
-    """``"gelu"`` -> ``nn.GELU()``; the names are those ``hparams.Activation`` allows."""
+    """``"gelu"`` -> ``nn.GELU()``; hparams restrict each option to the names that make sense there."""
     return ACTIVATIONS[name]()
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import SelectionError
 from .plan import Plan, Run, count_states, expand, parse_where, select, state_of, value_of
-from .provenance import git_info
+from .provenance import git_commit
 from .spec import Study, load_study
 
 if TYPE_CHECKING:  # sqlalchemy costs 0.25 s to import: only commands that touch a store pay it
@@ -60,7 +60,7 @@ def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[
 def run_entries(sel: Selection, records: dict[str, RunRecord], *, queued: bool = False,
                 with_config: bool = False) -> list[dict[str, Any]]:
     """One dict per selected run in the shape of ``status --json``."""
-    commit = git_info(sel.study.dir)["commit"]
+    commit = git_commit(sel.study.dir)
     out = []
     for run in sel.runs:
         rec = records.get(run.id)
@@ -94,13 +94,12 @@ def eta_seconds(progress: dict | None) -> float | None:
 # ---------------------------------------------------------------- report
 
 
-def table_runs(sel: Selection, table, records: dict[str, RunRecord]) -> list[dict]:
+def table_runs(sel: Selection, table, records: "dict[str, RunRecord]", commit: str | None) -> list[dict]:
     """Rows for one ``[[table]]``: every planned run its ``where`` selects, with the metric if done."""
     rows_key, cols_key = table.rows, table.columns
     rule = {k: (v if isinstance(v, list) else [v]) for k, v in table.where.items()}
     selected = {r.id for r in sel.runs}
     runs = [r for r in select(sel.plan, where=rule) if r.id in selected]
-    commit = git_info(sel.study.dir)["commit"]
     out = []
     for r in runs:
         rec = records.get(r.id)
@@ -123,12 +122,13 @@ def report(sel: Selection, *, table_names: Iterable[str] = (), out_dir: Path | N
             raise SelectionError(f"--table {n}: no such [[table]] in {sel.study.file}; defined: {', '.join(sorted(known)) or '(none)'}")
     records = records_for(sel, ingest=True)
     out_dir = Path(out_dir) if out_dir is not None else sel.study.report_dir
+    commit = git_commit(sel.study.dir)
     results = []
     for t in sel.study.tables:
         if wanted and t.name not in wanted:
             continue
         result = build_table(name=t.name, title=t.title, metric=t.metric, rows_key=t.rows, columns_key=t.columns,
-                             runs=table_runs(sel, t, records), scale=t.scale, decimals=t.decimals)
+                             runs=table_runs(sel, t, records, commit), scale=t.scale, decimals=t.decimals)
         text = to_markdown(result)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{t.name}.md").write_text(text, encoding="utf-8")

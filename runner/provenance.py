@@ -26,17 +26,23 @@ def _git(cwd: Path, *args: str) -> str | None:
     return out.stdout.decode(errors="replace")
 
 
+def git_commit(path: Path) -> str | None:
+    """HEAD of the repository holding ``path`` (None outside one): what decides whether a run is stale."""
+    commit = _git(path, "rev-parse", "HEAD")
+    return commit.strip() if commit else None
+
+
 def git_info(path: Path) -> dict:
     """Commit, dirty flag and a hash of the uncommitted diff of the repository holding ``path``.
 
     Outside a repository every field is None (and no run is ever called stale)."""
-    commit = _git(path, "rev-parse", "HEAD")
+    commit = git_commit(path)
     if commit is None:
         return {"commit": None, "dirty": None, "diff_hash": None}
     status = _git(path, "status", "--porcelain", "--untracked-files=no") or ""
     diff = (_git(path, "diff", "HEAD", "--binary") or "") if status.strip() else ""
     return {
-        "commit": commit.strip(),
+        "commit": commit,
         "dirty": bool(status.strip()),
         "diff_hash": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None,
     }

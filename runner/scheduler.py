@@ -24,7 +24,7 @@ from typing import Iterator, Protocol
 from .backends.local import Slot, Worker, WorkerPool
 from .errors import BackendError
 from .plan import Run, state_of
-from .provenance import command_line, git_info
+from .provenance import command_line, git_commit
 from .runfolder import RunFolder
 from .spec import Study
 from .store import RunRecord, Store
@@ -114,7 +114,7 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
     with launch_lock(study.runs_dir):
         store.ingest(study.runs_dir)
         records = store.runs([r.id for r in runs])
-        todo = runs_to_do(runs, records, git_info(study.dir)["commit"], rerun)
+        todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
         result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
         if not todo:
             return result
