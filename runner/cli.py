@@ -41,15 +41,20 @@ def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt
 
     sel = c.load(file, matrix or (), where or ())
     entries = c.run_entries(sel, c.records_for(sel, ingest=sync, details=json_), with_config=json_)
-    view = c.overview(entries)
+    view = c.overview(entries) | {"missing_data": c.data_warnings(sel, entries)}
     if json_:
         from .render import print_json
 
         return print_json(view)
-    from .render import _counts_line, console, plan_view
+    from rich.markup import escape
+
+    from .render import _counts_line, console, err_console, plan_view
 
     plan_view(sel.study.name, entries)
     console.print(_counts_line(view["counts"]))
+    for m in view["missing_data"]:
+        err_console.print(f"[yellow]warning[/]: dataset {m['dataset']} is missing for {m['runs']} run(s): "
+                          + escape(m["problem"]), soft_wrap=True)
 
 
 @app.command()
@@ -164,6 +169,65 @@ def sync(file: FileOpt = DEFAULT_FILE,
     store = c.open_store(study, create=True)
     n = store.rebuild(study.runs_dir) if rebuild else store.ingest(study.runs_dir)
     print(f"{n} run(s) {'indexed' if rebuild else 'updated'} in {study.store}")
+
+
+data_app = typer.Typer(help="Datasets of the study: where they are, fetch them, check them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+NamesArg = Annotated[Optional[list[str]], typer.Argument(
+    help="Dataset names of the study, or sources (every dataset of that source); default all.")]
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Act on sources placed here instead of the study's datasets.")]
+
+
+def _data_targets(file: Path, names, root):
+    from . import commands as c
+    from .spec import load_study
+
+    return c.data_targets(load_study(file) if root is None else None, names or (), root)
+
+
+@data_app.command("list")
+def data_list(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None, json_: JsonOpt = False):
+    """Each dataset with its source, root and whether its files are in place (reads no image)."""
+    from . import commands as c
+
+    rows = [{"dataset": t.name, "source": t.source, "root": t.options.get("root"), "problem": c.data_state(t)}
+            for t in _data_targets(file, names, root)]
+    if json_:
+        from .render import print_json
+
+        return print_json(rows)
+    from .render import data_view
+
+    data_view(rows)
+
+
+@data_app.command("download")
+def data_download(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None):
+    """Fetch datasets with torchvision's downloaders into their roots (the only command that downloads)."""
+    from . import commands as c
+
+    for t in _data_targets(file, names, root):
+        if c.data_state(t) is None:
+            print(f"{t.name}: already in place at {t.options.get('root') or '(bundled)'}")
+            continue
+        c.require_downloadable(t)
+        print(f"{t.name}: downloading {t.source} into {t.options['root']} ...", flush=True)
+        c.data_download(t)
+        print(f"{t.name}: done")
+
+
+@data_app.command("verify")
+def data_verify(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None):
+    """Check official checksums (where known) and read every split; exit 1 if anything is wrong."""
+    from . import commands as c
+
+    bad = 0
+    for t in _data_targets(file, names, root):
+        for what, result, ok in c.data_verify(t):
+            print(f"{t.name}: {what}: {'ok' if ok else 'FAILED'}, {result}")
+            bad += not ok
+    if bad:
+        raise typer.Exit(1)
 
 
 def main() -> None:

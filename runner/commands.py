@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import SelectionError
-from .plan import Plan, Run, count_states, expand, parse_where, select, state_of, value_of
+from .errors import DataError, SelectionError, choices
+from .plan import Plan, Run, count_states, expand, missing_data, parse_where, select, state_of, value_of
 from .provenance import git_commit
 from .spec import Study, load_study
 
@@ -79,6 +79,12 @@ def run_entries(sel: Selection, records: dict[str, RunRecord], *, queued: bool =
 
 def overview(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"counts": count_states(e["state"] for e in entries), "runs": entries}
+
+
+def data_warnings(sel: Selection, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Datasets missing on disk for runs not done yet: ``{dataset, problem, runs}`` each."""
+    pending = {e["id"] for e in entries if e["state"] != "done"}
+    return [m.__dict__ for m in missing_data(r for r in sel.runs if r.id in pending)]
 
 
 def eta_seconds(progress: dict | None) -> float | None:
@@ -154,3 +160,78 @@ def show(study: Study, run_id: str) -> dict[str, Any]:
             "attempts": store.attempts(rec.id),
             "last_metrics": {m["name"]: m["value"] for m in series if m["epoch"] == last_epoch},
             "epochs_logged": last_epoch}
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataTarget:
+    name: str  # the study's name, or the source when given with --root
+    source: str
+    options: dict[str, Any]  # root made absolute
+
+
+def data_targets(study: Study | None, names: Iterable[str], root: Path | None = None) -> list[DataTarget]:
+    """The datasets ``runner data`` acts on: names of the study's ``[datasets.*]`` (all if none),
+    or sources, meaning every study dataset of that source; with ``--root``, sources placed there."""
+    import datasets
+
+    names = list(names)
+    if root is not None:
+        for n in names:
+            if datasets.get_source(n) is None:
+                raise SelectionError(f"{n}: with --root give a source; choices: {choices(datasets.list_sources())}")
+        return [DataTarget(n, n, {"root": str(root.resolve())}) for n in names]
+    if study is None:
+        raise SelectionError("no study file: give --root DIR, or -f FILE")
+    defined = study.datasets
+    out: dict[str, DataTarget] = {}
+    for n in names or list(defined):
+        matched = [d for d in defined.values() if d.name == n or d.source == n]
+        if not matched:
+            raise SelectionError(f"{n}: not a dataset of {study.file} nor the source of one; defined: "
+                                 f"{choices(defined)} (or give a source with --root DIR)")
+        for d in matched:
+            options = dict(d.options)
+            if options.get("root"):
+                options["root"] = str(study.dir / options["root"])
+            out[d.name] = DataTarget(d.name, d.source, options)
+    return list(out.values())
+
+
+def data_state(target: DataTarget) -> str | None:
+    import datasets
+
+    return datasets.data_problem(target.source, **target.options)
+
+
+def require_downloadable(target: DataTarget) -> None:
+    import datasets
+
+    if not datasets.get_source(target.source).downloadable:
+        raise DataError(f"dataset {target.name} ({target.source}) is not downloadable by runner: "
+                        f"{data_state(target) or 'its files are in place'}")
+
+
+def data_download(target: DataTarget) -> None:
+    import datasets
+    from datasets.download import download
+
+    require_downloadable(target)
+    src = datasets.get_source(target.source)
+    try:
+        download(src.options(**target.options))
+    except datasets.DataError as e:
+        raise DataError(f"dataset {target.name}: {e}") from None
+
+
+def data_verify(target: DataTarget) -> list[tuple[str, str, bool]]:
+    import datasets
+    from datasets.download import verify
+
+    src = datasets.get_source(target.source)
+    options = dict(target.options)
+    root = options.pop("root", None)
+    return verify(src.options(**target.options),
+                  lambda split: datasets.build_dataset(target.source, root=root, split=split, **options))

@@ -61,12 +61,26 @@ def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
 
+def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The keys of one resolved section that define what is trained: not ``NOT_IDENTITY``, and
+    not those at their schema default, so a new option whose default keeps the old behaviour
+    leaves every id as it was (``tests/test_identity.py`` pins the defaults for that reason)."""
+    schema = schema_of(section, body)
+    fields = schema.model_fields if schema is not None else {}
+    out = {}
+    for key, value in body.items():
+        if (section, key) in NOT_IDENTITY:
+            continue
+        field = fields.get(key)
+        if field is not None and not field.is_required() and _equal(value, field.get_default(call_default_factory=True)):
+            continue
+        out[key] = value
+    return out
+
+
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that defines what is trained."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
-    for section, key in NOT_IDENTITY:
-        out.get(section, {}).pop(key, None)
-    return out
+    return {k: (identity_section(k, v) if isinstance(v, dict) else v) for k, v in config.items()}
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -169,8 +183,7 @@ class _Resolver:
         hit = self.sections.get(key)
         if hit is None:
             obj, resolved = self._section(body, origin, section, head, label)
-            ident = {k: v for k, v in resolved.items() if (section, k) not in NOT_IDENTITY}
-            hit = self.sections[key] = (obj, resolved, canonical_json(ident))
+            hit = self.sections[key] = (obj, resolved, canonical_json(identity_section(section, resolved)))
         return hit
 
     def _fail(self, origin, section, name, message, label):
@@ -189,7 +202,10 @@ class _Resolver:
         except Exception as e:  # pydantic.ValidationError
             name, message = pydantic_problem(e.errors()[0], schema)
             self._fail(origin, section, name, message, label)
-        return obj, ({head: body[head]} if head else {}) | obj.model_dump()
+        resolved = ({head: body[head]} if head else {}) | obj.model_dump()
+        if section == "dataset" and resolved.get("root"):  # relative to the study file, like the store
+            resolved["root"] = str(self.study.dir / resolved["root"])
+        return obj, resolved
 
 
 def _apply(sections, origin, assignments: dict[str, Any], where: str, study: Study) -> None:
@@ -238,6 +254,30 @@ def expand(study: Study) -> Plan:
                 cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
                 runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config)
     return Plan(study, tuple(runs.values()))
+
+
+# ---------------------------------------------------------------- data on disk
+
+
+@dataclass(frozen=True)
+class MissingData:
+    dataset: str  # the study's name for it
+    problem: str  # one line: path, layout expected, how to get it
+    runs: int
+
+
+def missing_data(runs: Iterable[Run]) -> list[MissingData]:
+    """Datasets of these runs whose files are not in place, each checked once (torch-free)."""
+    checked: dict[str, str | None] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for run in runs:
+        key = canonical_json(run.config["dataset"])
+        if key not in checked:
+            options = dict(run.config["dataset"])
+            checked[key] = datasets.data_problem(options.pop("source"), **options)
+        if checked[key] is not None:
+            counts[(run.dataset, checked[key])] = counts.get((run.dataset, checked[key]), 0) + 1
+    return [MissingData(name, problem, n) for (name, problem), n in counts.items()]
 
 
 # ---------------------------------------------------------------- selection

@@ -6,10 +6,12 @@ import json
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .commands import eta_seconds
@@ -184,3 +186,26 @@ class LaunchDisplay:
 
     def message(self, text: str) -> None:
         err_console.print(text)
+
+
+def data_view(rows: list[dict]) -> None:
+    """A short table of states; what is missing and how to get it follows, one line per dataset."""
+    table = Table(title="datasets", title_justify="left")
+    for col in ("dataset", "source", "root", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["dataset"], r["source"], escape(_relative(r["root"]) or "(bundled)"),
+                      "[green]in place[/]" if r["problem"] is None else "[red]missing[/]")
+    console.print(table)
+    for r in rows:
+        if r["problem"] is not None:
+            console.print(f"{r['dataset']}: " + escape(r["problem"]), soft_wrap=True, highlight=False)
+
+
+def _relative(path: str | None) -> str | None:
+    if not path:
+        return path
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path

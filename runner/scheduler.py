@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from .backends.local import Slot, Worker, WorkerPool
-from .errors import BackendError
-from .plan import Run, state_of
+from .errors import BackendError, DataError
+from .plan import Run, missing_data, state_of
 from .provenance import command_line, git_commit
 from .runfolder import RunFolder
 from .spec import Study
@@ -108,6 +108,20 @@ def launcher_running(runs_dir: Path) -> bool:
         return False
 
 
+def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
+    """Before any worker starts: every dataset the runs to do need must be on disk, or the
+    launch stops with what is missing and how to leave those cells out."""
+    missing = missing_data(todo)
+    if not missing:
+        return
+    absent = {m.dataset for m in missing}
+    present = sorted({r.dataset for r in selected} - absent)
+    lines = [f"dataset {m.dataset} ({m.runs} run(s) to do): {m.problem}" for m in missing]
+    hint = (f"or leave those cells out: --where dataset={','.join(present)}" if present else
+            "nothing else selected can run without it")
+    raise DataError("\n".join(lines + [hint]))
+
+
 def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], display: Display, *,
            rerun: set[str] = frozenset(), stop_grace_s: float = 30.0) -> LaunchResult:
     result = LaunchResult(selected=len(runs))
@@ -118,6 +132,7 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
         result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
         if not todo:
             return result
+        refuse_missing_data(todo, runs)
         for run in todo:
             folder = RunFolder(study.runs_dir / run.id)
             folder.create(run_json(run, study))

@@ -174,6 +174,12 @@ def pydantic_problem(err: dict, model: type[BaseModel] | None = None) -> tuple[s
         return loc, f"expected one of {ctx.get('expected', '').replace(chr(39), chr(34))}, got {show_value(got)}"
     if kind == "missing":
         return loc, "required key is missing"
+    if kind == "value_error":  # our validators' own words; a model validator's start with "key: "
+        text = str(ctx.get("error", err["msg"]))
+        if loc:
+            return loc, text
+        key, sep, rest = text.partition(": ")
+        return (key, rest) if sep else ("", text)
     if kind == "too_short":
         return loc, "must not be empty"
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}

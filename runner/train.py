@@ -24,10 +24,12 @@ from torch import nn
 
 from architectures import create_model
 from datasets import SPLITS, build_dataset
+from datasets.batches import make_batches, make_mixer
 
 from .recipe import Recipe
 
 INFER_BATCH = 64  # fixed batch size of the inference-speed figures, so runs compare
+EVAL_BATCH = 512
 
 
 class Interrupted(Exception):
@@ -38,45 +40,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-# ---------------------------------------------------------------- data
-
-
-class TensorBatches:
-    """Batches by index from tensors already on the device: no DataLoader, no worker processes.
-
-    Used whenever a dataset is a ``TensorDataset`` (digits, and later MNIST/CIFAR held
-    on the GPU); shuffling comes from a generator seeded by (seed, epoch), so a run is
-    reproducible whatever ran before it in the same worker."""
-
-    def __init__(self, dataset, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0):
-        x, y = dataset.tensors
-        self.x, self.y = x.to(device), y.to(device)
-        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.y)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g).to(self.x.device)
-        else:
-            order = torch.arange(n, device=self.x.device)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-
-def make_batches(dataset, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0):
-    if isinstance(dataset, torch.utils.data.TensorDataset):
-        return TensorBatches(dataset, batch_size, device, shuffle=shuffle, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                       num_workers=min(8, os.cpu_count() or 1), pin_memory=device.type == "cuda",
-                                       persistent_workers=True)
 
 
 # ---------------------------------------------------------------- optimization
@@ -190,15 +153,17 @@ def train(config: dict, *, device: str = "cpu", on_epoch: Callable[[int, int, di
     seed_everything(config["seed"])
     reset_peak_memory(dev)
 
-    # data: the split is fixed by the dataset, the order of batches by the seed
+    # data: the split is fixed by the dataset; the order of batches and the augmentation by the seed
     data_opts = dict(config["dataset"])
     source, root = data_opts.pop("source"), data_opts.pop("root", None)
     splits = {s: build_dataset(source, root=root, split=s, **data_opts) for s in SPLITS}
     info = splits["train"][1]
-    train_batches = make_batches(splits["train"][0], r.batch_size, dev, shuffle=True, seed=config["seed"])
-    val_batches = make_batches(splits["val"][0], 512, dev, shuffle=False)
-    test_batches = make_batches(splits["test"][0], 512, dev, shuffle=False)
-    n_train = len(splits["train"][0])
+    train_batches = make_batches(splits["train"][0], r.batch_size, dev, shuffle=True, seed=config["seed"],
+                                 augmentation=r.augmentation())
+    val_batches = make_batches(splits["val"][0], EVAL_BATCH, dev, shuffle=False)
+    test_batches = make_batches(splits["test"][0], EVAL_BATCH, dev, shuffle=False)
+    sizes = {f"n_{s}": len(splits[s][0]) for s in SPLITS}
+    mixer = make_mixer(r.mixup, r.cutmix, r.mix_prob, r.mix_switch_prob, r.label_smoothing, info.num_classes)
 
     # model
     arch = dict(config["architecture"])
@@ -216,8 +181,7 @@ def train(config: dict, *, device: str = "cpu", on_epoch: Callable[[int, int, di
     metrics: dict[str, float] = {}
     for epoch in range(1, r.epochs + 1):
         model.train()
-        if isinstance(train_batches, TensorBatches):
-            train_batches.epoch = epoch
+        train_batches.set_epoch(epoch)
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
         for x, y in train_batches:
             if should_stop():
@@ -225,8 +189,17 @@ def train(config: dict, *, device: str = "cpu", on_epoch: Callable[[int, int, di
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, r)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
+            if mixer is not None:  # soft targets (label smoothing folded in); accuracy against the unmixed labels
+                if len(y) % 2:
+                    x, y = x[:-1], y[:-1]
+                if len(y) == 0:
+                    continue
+                x, target = mixer(x, y)
+                logits = model(x)
+                loss = F.cross_entropy(logits, target)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if r.grad_clip is not None:
@@ -274,7 +247,8 @@ def train(config: dict, *, device: str = "cpu", on_epoch: Callable[[int, int, di
         "train_acc": metrics["train_acc"], "train_loss": metrics["train_loss"],
         "epochs": r.epochs, "steps": step, "params": params,
         "flops": count_flops(model, torch.randn(1, *sample_shape, device=dev)),
-        "train_time_s": train_time, "train_images_per_s": n_train * r.epochs / train_time,
+        "train_time_s": train_time, "train_images_per_s": sizes["n_train"] * r.epochs / train_time,
         "infer_images_per_s": infer_ips, "infer_latency_ms": infer_ms, "infer_batch_size": INFER_BATCH,
-        "peak_mem_mb": peak_mb, "peak_mem_kind": peak_kind, "device": str(dev),
+        "peak_mem_mb": peak_mb, "peak_mem_kind": peak_kind, "device": str(dev), "data_path": train_batches.path,
+        **sizes,
     }

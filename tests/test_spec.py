@@ -34,7 +34,7 @@ CATALOGUE = [
     ("missing model", edit('model = "vit"\n', ""), "[architectures.vit] model: required"),
     ("unknown hparam", edit("depth = 1", "dpeth = 1"), "[architectures.vit] dpeth: unknown key; valid keys:"),
     ("unknown dataset source", edit('source = "digits"', 'source = "cifar11"'),
-     '[datasets.digits] source: unknown dataset "cifar11"; choices: digits'),
+     '[datasets.digits] source: unknown dataset "cifar11"; choices: cifar10, cifar100, digits, fashion_mnist, imagefolder, mnist'),
     ("empty axis", edit('architectures = ["vit", "cnn"]', "architectures = []"),
      "[[matrix]] main architectures: must not be empty"),
     ("unknown name in matrix", edit('architectures = ["vit", "cnn"]', 'architectures = ["vit", "vit2"]'),
@@ -73,7 +73,7 @@ CATALOGUE = [
     ("table where unknown matrix", edit('metric = "test_acc"', 'metric = "test_acc"\nwhere = { matrix = "mian" }'),
      '[[table]] accuracy where matrix: unknown matrix "mian"; defined: main'),
     ("architectures not tables", BASE.replace("[architectures.cnn]", "[architectures.cnn2]") + "\n[datasets.x]\nsource = 3\n",
-     "[datasets.x] source: required, one of digits"),
+     "[datasets.x] source: required, one of cifar10, cifar100, digits, fashion_mnist, imagefolder, mnist"),
 ]
 
 

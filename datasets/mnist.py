@@ -1,0 +1,50 @@
+"""MNIST and Fashion-MNIST from their IDX files (raw or gzipped), as distributed by LeCun et al.
+and Zalando, or as torchvision's downloader leaves them in ROOT/MNIST/raw.
+
+IDX: a big-endian header (two zero bytes, a type code, the number of dimensions, then each
+dimension as uint32) followed by the values. Images are uint8 (type 0x08) with 3 dimensions,
+labels uint8 with 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from .arrays import ImageArray, carve
+from .errors import DataError
+from .options import MNISTOptions
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] != ndim:
+        raise DataError(f"{path}: not an IDX file of uint8 with {ndim} dimension(s) (bad header {data[:4].hex()})")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {dims} but holds {body.size} values (truncated download?)")
+    return body.reshape(dims)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(opts: MNISTOptions) -> tuple[np.ndarray, ...]:
+    files = opts.locate()
+    if files is None:
+        raise DataError(opts.missing())
+    x_train, y_train, x_test, y_test = (read_idx(files[name], 3 if "images" in name else 1) for name in opts.FILES)
+    for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
+        if len(x) != len(y):
+            raise DataError(f"{opts.root}: {part} has {len(x)} images but {len(y)} labels")
+    return x_train[:, None], y_train.astype(np.int64), x_test[:, None], y_test.astype(np.int64)
+
+
+def build(opts: MNISTOptions, split: str) -> ImageArray:
+    x_train, y_train, x_test, y_test = _load(opts.model_copy(update={"subset": None, "img_size": None,
+                                                                      "mean": None, "std": None}))
+    return carve(x_train, y_train, split, opts, test=(x_test, y_test))
