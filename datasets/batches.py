@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -120,7 +122,45 @@ class LoaderBatches:
 
     def __iter__(self):
         self.generator.manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(self.loader)
+        if self.loader.num_workers:  # each worker process is seeded from the generator
+            yield from self.loader
+            return
+        # In this process the per-image transforms draw from the global RNGs (torch, random,
+        # numpy): give them a private state seeded by (seed, epoch), swapped in around each batch,
+        # so the epoch replays exactly and the model's own randomness is left alone.
+        private = _seeded_rng_states(self.seed * 100_003 + self.epoch)
+        batches = iter(self.loader)
+        while True:
+            outer = _rng_states()
+            _set_rng_states(private)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                private = _rng_states()
+                _set_rng_states(outer)
+            yield batch
+
+
+def _rng_states() -> tuple:
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()
+
+
+def _set_rng_states(states: tuple) -> None:
+    torch.set_rng_state(states[0])
+    random.setstate(states[1])
+    np.random.set_state(states[2])
+
+
+def _seeded_rng_states(seed: int) -> tuple:
+    outer = _rng_states()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    states = _rng_states()
+    _set_rng_states(outer)
+    return states
 
 
 def loader_workers() -> int:

@@ -25,6 +25,8 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
             entry = pickle.load(f, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
         raise DataError(f"{path}: not a CIFAR python pickle ({e})") from None
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: not a CIFAR batch (a pickled {type(entry).__name__}, expected a dict)")
     entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
     if "data" not in entry or label_key not in entry:
         raise DataError(f"{path}: expected keys 'data' and '{label_key}', found {sorted(entry)}")

@@ -33,7 +33,8 @@ def download(opts: Options) -> None:
             for train in (True, False):
                 getattr(tvd, name)(opts.root, train=train, download=True)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
-        raise DataError(f"could not download {name} into {opts.root}: {e}; without network, copy the files "
+        reason = " ".join(str(e).split())  # torchvision lists every mirror it tried over several lines
+        raise DataError(f"could not download {name} into {opts.root}: {reason}; without network, copy the files "
                         f"there by hand ({opts.missing() or 'see the layout in README'})") from None
 
 

@@ -21,8 +21,11 @@ from .options import MNISTOptions
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError) as e:  # gzip.BadGzipFile is an OSError; EOFError: a cut-off download
+        raise DataError(f"{path}: cannot read ({e}); download it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] != ndim:
         raise DataError(f"{path}: not an IDX file of uint8 with {ndim} dimension(s) (bad header {data[:4].hex()})")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))

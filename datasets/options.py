@@ -212,7 +212,11 @@ class ImageFolderOptions(Options):
 
 # timm's auto-augment config strings: "rand-m9-mstd0.5-inc1" (RandAugment), "augmix-m5-w4-d2",
 # "original" / "originalr" / "v0" / "v0r" (AutoAugment policies, e.g. "original-mstd0.5"), "3a" (3-Augment).
-_AUTO_AUGMENT = re.compile(r"^(?:rand|augmix|original|originalr|v0|v0r|3a)(?:-[a-z]+[0-9.]*)*$")
+_NUM = r"\d[\d.]*"
+_AUTO_AUGMENT = re.compile(  # the sections timm's parsers accept; anything else would fail in the worker
+    rf"^(?:rand(?:-(?:(?:mstd|mmax|inc|m|n|p){_NUM}|t[a-z_]+))*"
+    rf"|augmix(?:-(?:mstd|m|w|d|a|b){_NUM})*"
+    rf"|(?:original|originalr|v0|v0r|3a)(?:-mstd{_NUM})*)$")
 
 
 def check_auto_augment(text: str) -> str | None:

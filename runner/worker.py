@@ -114,8 +114,8 @@ def _setup(device: str, threads: int | None) -> str:
     return device
 
 
-def _read_stdin(tasks: queue.Queue) -> None:
-    for line in sys.stdin:
+def _read_stdin(tasks: queue.Queue, feed) -> None:
+    for line in feed:
         if line.strip():
             tasks.put(line.strip())
     # stdin closed: a normal shutdown when idle, the launcher's death when a run is in progress
@@ -166,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     def tell(**event) -> None:
         control.write(json.dumps(event) + "\n")
 
+    # Read the feed from a private copy of stdin and leave /dev/null as sys.stdin: a process forked
+    # while this thread blocks in a read (DataLoader workers) closes sys.stdin first, and would
+    # wait forever for the lock that the thread held at the fork.
+    feed = os.fdopen(os.dup(0), "r")
+    sys.stdin = open(os.devnull)
     tasks: queue.Queue = queue.Queue()
-    threading.Thread(target=_read_stdin, args=(tasks,), daemon=True).start()
+    threading.Thread(target=_read_stdin, args=(tasks, feed), daemon=True).start()
     while not _stop.is_set():
         tell(event="ready", pid=os.getpid())
         path = _next_task(tasks)

@@ -42,7 +42,7 @@ def study_with_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["plan"], ["plan", "--json"], ["status"], ["status", "--json"],
-                                  ["report"], ["show", "RUN"], ["sync"]], ids=" ".join)
+                                  ["report"], ["show", "RUN"], ["sync"], ["data", "list"]], ids=" ".join)
 def test_command_does_not_import_heavy_libraries(study_with_results, args):
     d, rid = study_with_results
     args = [rid if a == "RUN" else a for a in args]
