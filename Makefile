@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/cli_speed.py
 	$(PY) bench/arch_speed.py
+	$(PY) bench/data_speed.py
 
 clean:
 	rm -rf results

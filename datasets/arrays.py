@@ -41,7 +41,13 @@ class ImageArray(Dataset):
                               align_corners=False)
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        out = (x - mean) / std
+        # With one channel, broadcasting can give channels-last strides that ``is_contiguous`` does
+        # not see; convolutions then take another kernel (other numerics, other speed) than for a
+        # plain batch. Standard strides keep every path on the same kernels.
+        if out.stride() != torch.empty(out.shape, device="meta").stride():
+            out = out.clone(memory_format=torch.contiguous_format)
+        return out
 
     @property
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -496,3 +496,15 @@ def test_image_folder_num_classes_is_checked(tmp_path):
     assert str(tmp_path / "train") in str(caught.value)
     ds, info = build_dataset("imagefolder", root=str(tmp_path), split="train", img_size=16, num_classes=3)
     assert info.num_classes == 3 and len(ds) > 0
+
+
+def test_batches_have_standard_strides_so_convolutions_take_the_usual_kernels():
+    """A grey batch normalized by broadcasting can come out with channels-last strides that
+    ``is_contiguous()`` does not flag; CPU convolutions then run another kernel with other
+    numerics, which changed digits results in the last digits of the loss."""
+    from datasets.batches import make_batches
+
+    ds, _ = build_dataset("digits", split="train")
+    x, _ = next(iter(make_batches(ds, 32, "cpu", shuffle=True, path="device")))
+    assert x.stride() == (64, 64, 8, 1)
+    assert ds[0][0].stride() == (64, 8, 1)
