@@ -64,12 +64,15 @@ def _options(source: str, root: str | None, options: dict) -> tuple[Source, Opti
     return src, src.options(root=root, **options)
 
 
+def _problem(src: Source, opts: Options) -> str | None:
+    problem = opts.missing()
+    return None if problem is None else f"{problem}; {src.get.format(name=src.name)}"
+
+
 def data_problem(source: str, *, root: str | None = None, **options) -> str | None:
     """Torch-free check that a dataset's files are in place: None, or one line saying what is
     missing, the layout expected and how to get it."""
-    src, opts = _options(source, root, options)
-    problem = opts.missing()
-    return None if problem is None else f"{problem}; {src.get.format(name=source)}"
+    return _problem(*_options(source, root, options))
 
 
 def build_dataset(source: str, *, root: str | None = None, split: str, **options):
@@ -79,7 +82,7 @@ def build_dataset(source: str, *, root: str | None = None, split: str, **options
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     src, opts = _options(source, root, options)
-    problem = data_problem(source, root=root, **options)
+    problem = _problem(src, opts)
     if problem is not None:
         raise DataError(problem)
     module_name, func = src.reader.split(":")

@@ -43,9 +43,6 @@ def _load(folder: Path, train: tuple[str, ...], test: tuple[str, ...], label_key
 
 
 def build(opts: CIFAR10Options, split: str) -> ImageArray:
-    problem = opts.missing()
-    if problem:
-        raise DataError(problem)
     label_key = "labels" if not isinstance(opts, CIFAR100Options) else f"{opts.labels}_labels"
     x_train, y_train, x_test, y_test = _load(opts.folder(), opts.TRAIN, opts.TEST, label_key)
     return carve(x_train, y_train, split, opts, test=(x_test, y_test))

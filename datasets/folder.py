@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from .arrays import first_per_class, stratified_split
+from .arrays import SPLIT_SEED, first_per_class
 from .errors import DataError
 from .options import ImageFolderOptions
 
@@ -62,9 +62,6 @@ def list_folder(folder: Path) -> tuple[tuple[str, ...], tuple[tuple[str, int], .
 def build(opts: ImageFolderOptions, split: str) -> ImageFiles:
     from .transforms import eval_transform
 
-    problem = opts.missing()
-    if problem:
-        raise DataError(problem)
     root = Path(opts.root)
     classes, train = list_folder(root / "train")
     if opts.num_classes is not None and opts.num_classes != len(classes):
@@ -74,11 +71,7 @@ def build(opts: ImageFolderOptions, split: str) -> ImageFiles:
         samples = _matching(root / ("test" if split == "test" and has_test else "val"), classes)
     else:
         labels = np.array([label for _, label in train], dtype=np.int64)
-        if has_test:
-            idx = np.arange(len(train))
-        else:
-            fraction = {c: opts.val_per_class / n for c, n in zip(*np.unique(labels, return_counts=True))}
-            idx = _carve_per_class(labels, fraction)[split]
+        idx = np.arange(len(train)) if has_test else _carve_per_class(labels, opts.val_per_class)[split]
         if split == "train" and opts.subset is not None:
             idx = first_per_class(idx, labels, opts.subset)
         samples = [train[i] for i in idx]
@@ -95,12 +88,10 @@ def _matching(folder: Path, classes: tuple[str, ...]) -> tuple[tuple[str, int], 
     return samples
 
 
-def _carve_per_class(labels: np.ndarray, fraction: dict[int, float]) -> dict[str, np.ndarray]:
-    """``val_per_class`` images of every class out of train/; a class too small keeps half."""
-    parts = {"train": [], "val": []}
-    for c, f in fraction.items():
-        sub = np.flatnonzero(labels == c)
-        got = stratified_split(np.zeros(len(sub), dtype=np.int64), {"val": min(f, 0.5)})
-        parts["train"].append(sub[got["train"]])
-        parts["val"].append(sub[got["val"]])
-    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+def _carve_per_class(labels: np.ndarray, per_class: int) -> dict[str, np.ndarray]:
+    """``per_class`` images of every class out of train/ (at most half of a small class), chosen
+    by a fixed RNG of their own, so every run validates on the same images."""
+    rng = np.random.RandomState(SPLIT_SEED)
+    val = np.sort(np.concatenate([idx[:min(per_class, len(idx) // 2)] for idx in
+                                  (rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels))]))
+    return {"train": np.setdiff1d(np.arange(len(labels)), val), "val": val}

@@ -36,18 +36,18 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(opts: MNISTOptions) -> tuple[np.ndarray, ...]:
-    files = opts.locate()
-    if files is None:
-        raise DataError(opts.missing())
-    x_train, y_train, x_test, y_test = (read_idx(files[name], 3 if "images" in name else 1) for name in opts.FILES)
-    for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
+def _load(files: tuple[Path, ...]) -> tuple[np.ndarray, ...]:
+    """Train images, train labels, test images, test labels (in ``MNISTOptions.FILES`` order)."""
+    x_train, y_train, x_test, y_test = (read_idx(path, 3 if "images" in path.name else 1) for path in files)
+    for x, y, part in ((x_train, y_train, files[0]), (x_test, y_test, files[2])):
         if len(x) != len(y):
-            raise DataError(f"{opts.root}: {part} has {len(x)} images but {len(y)} labels")
+            raise DataError(f"{part}: {len(x)} images but {len(y)} labels in its labels file")
     return x_train[:, None], y_train.astype(np.int64), x_test[:, None], y_test.astype(np.int64)
 
 
 def build(opts: MNISTOptions, split: str) -> ImageArray:
-    x_train, y_train, x_test, y_test = _load(opts.model_copy(update={"subset": None, "img_size": None,
-                                                                      "mean": None, "std": None}))
+    files = opts.locate()
+    if files is None:
+        raise DataError(opts.missing())
+    x_train, y_train, x_test, y_test = _load(tuple(files[name] for name in opts.FILES))
     return carve(x_train, y_train, split, opts, test=(x_test, y_test))

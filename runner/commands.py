@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .errors import DataError, SelectionError, choices
 from .plan import Plan, Run, count_states, expand, missing_data, parse_where, select, state_of, value_of
 from .provenance import git_commit
-from .spec import Study, load_study
+from .spec import Study, data_root, load_study
 
 if TYPE_CHECKING:  # sqlalchemy costs 0.25 s to import: only commands that touch a store pay it
     from .store import RunRecord, Store
@@ -195,7 +195,7 @@ def data_targets(study: Study | None, names: Iterable[str], root: Path | None = 
         for d in matched:
             options = dict(d.options)
             if options.get("root"):
-                options["root"] = str(study.dir / options["root"])
+                options["root"] = data_root(study, options["root"])
             out[d.name] = DataTarget(d.name, d.source, options)
     return list(out.values())
 

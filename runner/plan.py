@@ -22,7 +22,8 @@ import datasets
 
 from .errors import SelectionError, SpecError, choices
 from .recipe import Recipe
-from .spec import AXES, Study, show_value, pydantic_problem, resolve_key
+from .messages import pydantic_problem, show_value
+from .spec import AXES, Study, data_root, resolve_key
 
 ID_LENGTH = 12
 NOT_IDENTITY = {("dataset", "root")}
@@ -203,8 +204,8 @@ class _Resolver:
             name, message = pydantic_problem(e.errors()[0], schema)
             self._fail(origin, section, name, message, label)
         resolved = ({head: body[head]} if head else {}) | obj.model_dump()
-        if section == "dataset" and resolved.get("root"):  # relative to the study file, like the store
-            resolved["root"] = str(self.study.dir / resolved["root"])
+        if section == "dataset" and resolved.get("root"):
+            resolved["root"] = data_root(self.study, resolved["root"])
         return obj, resolved
 
 

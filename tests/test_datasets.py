@@ -332,7 +332,7 @@ def test_truncated_gzipped_idx_is_a_data_error_naming_the_file(tmp_path):
 def test_idx_images_and_labels_of_different_lengths_are_a_data_error(tmp_path):
     write_mnist(tmp_path)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(59, dtype=np.uint8))
-    with pytest.raises(DataError, match="train has 60 images but 59 labels"):
+    with pytest.raises(DataError, match="train-images-idx3-ubyte: 60 images but 59 labels"):
         build_dataset("mnist", root=str(tmp_path), split="val")
 
 
