@@ -6,9 +6,12 @@
 - loader: a DataLoader with worker processes and pinned memory, for image folders and for
   per-image augmentations (random-resized crops, timm's policies).
 
-Both draw the order of an epoch, and the device path its crops and flips, from a generator
-seeded by (seed, epoch): an epoch is the same whatever ran before it, so a resumed run
-replays exactly the batches it would have seen.
+Both draw the order of an epoch from a generator seeded by (seed, epoch); the device path
+draws its crops and flips from the same generator, the loader path seeds each image's
+transforms from (seed, epoch, image index), whatever worker process loads it. So an epoch
+is the same whatever ran before it and however many loader workers there are, and
+``set_epoch(epoch, start=k)`` resumes an epoch at batch k with exactly the batches an
+uninterrupted run would have seen next (checkpoints taken mid-epoch rely on this).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import random
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .arrays import ImageArray
 from .folder import ImageFiles
@@ -34,24 +37,31 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def pad_crop_flip(x: torch.Tensor, aug: Augmentation, g: torch.Generator) -> torch.Tensor:
-    """Per-image random pad-crop and horizontal flip of a uint8 batch, vectorized on its device.
+def draw_pad_crop_flip(b: int, aug: Augmentation, g: torch.Generator) -> tuple:
+    """The random part of ``pad_crop_flip`` for a batch of ``b``: (dy, dx, flip), drawn on the CPU
+    from ``g`` so CPU and GPU runs augment alike; skipping a batch means drawing and dropping it."""
+    pad = aug.crop == "pad" and aug.crop_padding > 0
+    dy = torch.randint(0, 2 * aug.crop_padding + 1, (b,), generator=g) if pad else None
+    dx = torch.randint(0, 2 * aug.crop_padding + 1, (b,), generator=g) if pad else None
+    flip = torch.rand(b, generator=g) < aug.hflip if aug.hflip > 0 else None
+    return dy, dx, flip
 
-    Offsets and flips are drawn on the CPU from ``g`` so CPU and GPU runs augment alike."""
+
+def pad_crop_flip(x: torch.Tensor, aug: Augmentation, g: torch.Generator) -> torch.Tensor:
+    """Per-image random pad-crop and horizontal flip of a uint8 batch, vectorized on its device."""
     b, c, h, w = x.shape
-    if aug.crop == "pad" and aug.crop_padding > 0:
+    dy, dx, flip = draw_pad_crop_flip(b, aug, g)
+    if dy is not None:
         p = aug.crop_padding
         padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
+        dy, dx = dy.to(x.device), dx.to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         chans = torch.arange(c, device=x.device)[None, :, None, None]
         x = padded[batch, chans, rows, cols]
-    if aug.hflip > 0:
-        flip = (torch.rand(b, generator=g) < aug.hflip).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if flip is not None:
+        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
     return x
 
 
@@ -64,15 +74,16 @@ class DeviceBatches:
                  seed: int = 0, augmentation: Augmentation | None = None):
         if augmentation is not None and not augmentation.on_device:
             raise ValueError(f"the device path cannot apply {augmentation}; use the loader path")
-        self.array, self.batch_size, self.shuffle, self.seed, self.epoch = array, batch_size, shuffle, seed, 0
+        self.array, self.batch_size, self.shuffle, self.seed, self.epoch, self.start = array, batch_size, shuffle, seed, 0, 0
         self.aug = augmentation if augmentation is not None and (augmentation.crop != "none" or augmentation.hflip) else None
         self.images, self.labels = array.images.to(device), array.labels.to(device)
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next iteration yields ``epoch``'s batches from batch ``start`` on."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self):
         n = len(self.labels)
@@ -80,6 +91,10 @@ class DeviceBatches:
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
         for i in range(0, n, self.batch_size):
+            if i < self.start * self.batch_size:  # resumed mid-epoch: consume this batch's draws only
+                if self.aug is not None:
+                    draw_pad_crop_flip(min(self.batch_size, n - i), self.aug, g)
+                continue
             idx = order[i:i + self.batch_size]
             x = self.images[idx]
             if self.aug is not None:
@@ -100,67 +115,73 @@ class _Transformed(Dataset):
         return self.transform(self.array.images[i]), int(self.array.labels[i])
 
 
+class _EpochOrder(Sampler):
+    """The image order of an epoch, from (seed, epoch), starting at image ``skip``."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int):
+        self.n, self.shuffle, self.seed, self.epoch, self.skip = n, shuffle, seed, 0, 0
+
+    def __len__(self) -> int:
+        return self.n - self.skip
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle else range(self.n)
+        return iter(order[self.skip:].tolist() if self.shuffle else order[self.skip:])
+
+
+class _SeededPerImage(Dataset):
+    """Seeds the global RNGs (torch CPU, random, numpy) that per-image transforms draw from
+    with (seed, epoch, index) around each image, and puts the caller's state back after: an
+    image's augmentation depends on nothing else, and the model's randomness is left alone."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        outer = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        s = (self.seed * 100_003 + self.epoch) * 1_000_003 + i
+        torch.default_generator.manual_seed(s)  # not torch.manual_seed: that would reseed CUDA too
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        try:
+            return self.dataset[i]
+        finally:
+            torch.set_rng_state(outer[0])
+            random.setstate(outer[1])
+            np.random.set_state(outer[2])
+
+
 class LoaderBatches:
-    """The loader path: a DataLoader reseeded every epoch (order and worker seeds), pinned memory on CUDA."""
+    """The loader path: a DataLoader over the epoch's order, pinned memory on CUDA. Worker
+    processes are started per epoch, so each receives the epoch number with the dataset."""
 
     path = "loader"
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0,
                  workers: int | None = None):
-        self.seed, self.epoch = seed, 0
-        self.generator = epoch_generator(seed, 0)
+        self.batch_size, self.n = batch_size, len(dataset)
+        self.dataset = _SeededPerImage(dataset, seed) if shuffle else dataset
+        self.order = _EpochOrder(len(dataset), shuffle, seed)
         workers = loader_workers() if workers is None else workers
-        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
-                                 num_workers=workers, pin_memory=device.type == "cuda",
+        # the generator only seeds the workers' base seed, so the global torch RNG is never drawn from
+        self.loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.order, num_workers=workers,
+                                 generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
                                  prefetch_factor=4 if workers else None)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return math.ceil(self.n / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next iteration yields ``epoch``'s batches from batch ``start`` on."""
+        self.order.epoch, self.order.skip = epoch, min(self.n, start * self.batch_size)
+        if isinstance(self.dataset, _SeededPerImage):
+            self.dataset.epoch = epoch
 
     def __iter__(self):
-        self.generator.manual_seed(self.seed * 100_003 + self.epoch)
-        if self.loader.num_workers:  # each worker process is seeded from the generator
-            yield from self.loader
-            return
-        # In this process the per-image transforms draw from the global RNGs (torch, random,
-        # numpy): give them a private state seeded by (seed, epoch), swapped in around each batch,
-        # so the epoch replays exactly and the model's own randomness is left alone.
-        private = _seeded_rng_states(self.seed * 100_003 + self.epoch)
-        batches = iter(self.loader)
-        while True:
-            outer = _rng_states()
-            _set_rng_states(private)
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            finally:
-                private = _rng_states()
-                _set_rng_states(outer)
-            yield batch
-
-
-def _rng_states() -> tuple:
-    return torch.get_rng_state(), random.getstate(), np.random.get_state()
-
-
-def _set_rng_states(states: tuple) -> None:
-    torch.set_rng_state(states[0])
-    random.setstate(states[1])
-    np.random.set_state(states[2])
-
-
-def _seeded_rng_states(seed: int) -> tuple:
-    outer = _rng_states()
-    torch.default_generator.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    states = _rng_states()
-    _set_rng_states(outer)
-    return states
+        return iter(self.loader)
 
 
 def loader_workers() -> int:

@@ -21,7 +21,7 @@ import architectures
 import datasets
 
 from .errors import SelectionError, SpecError, choices
-from .recipe import Recipe
+from .recipe import Recipe, is_identity
 from .messages import pydantic_problem, show_value
 from .spec import AXES, Study, data_root, resolve_key
 
@@ -63,8 +63,8 @@ def short_hash(text: str) -> str:
 
 
 def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The keys of one resolved section that define what is trained: not ``NOT_IDENTITY``, and
-    not those at their schema default, so a new option whose default keeps the old behaviour
+    """The keys of one resolved section that define what is trained: not ``NOT_IDENTITY``, not
+    engine fields (speed switches, see ``runner.recipe``), and not those at their schema default, so a new option whose default keeps the old behaviour
     leaves every id as it was (``tests/test_identity.py`` pins the defaults for that reason)."""
     schema = schema_of(section, body)
     fields = schema.model_fields if schema is not None else {}
@@ -73,6 +73,8 @@ def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
         if (section, key) in NOT_IDENTITY:
             continue
         field = fields.get(key)
+        if field is not None and not is_identity(field):
+            continue
         if field is not None and not field.is_required() and _equal(value, field.get_default(call_default_factory=True)):
             continue
         out[key] = value

@@ -1,19 +1,33 @@
 """The training recipe: every key of ``[defaults]`` (and of ``train.*`` dotted keys).
 
 Torch-free so ``runner plan`` validates recipes without importing torch; the
-training loop (``runner/train.py``) reads an instance of ``Recipe``. Every field
-here is part of a run's identity: changing it makes a new run. A field at its default
-is left out of the id, so adding a field whose default keeps the old behaviour does not
-retrain anything (``tests/test_identity.py`` pins the defaults).
+training loop (``runner/train.py``) reads an instance of ``Recipe``.
+
+Two kinds of field. Recipe fields say *what* is trained and are part of a run's identity:
+changing one makes a new run. Engine fields (``engine_field``: precision, compile,
+channels_last, fused optimizers, data path, checkpoint interval) say *how fast* it is
+trained; they are recorded in each attempt, not in the id, so switching bf16 on does not
+retrain finished runs. A field at its default is left out of the id, so adding a field
+whose default keeps the old behaviour does not retrain anything (``tests/test_identity.py``
+pins the defaults).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from datasets import Augmentation, check_auto_augment
+
+
+def engine_field(default: Any, description: str) -> Any:
+    """A field that changes speed, not results: left out of run ids, recorded per attempt."""
+    return Field(default, description=description, json_schema_extra={"identity": False})
+
+
+def is_identity(field) -> bool:
+    return (field.json_schema_extra or {}).get("identity", True) is not False
 
 
 class Recipe(BaseModel):
@@ -21,16 +35,30 @@ class Recipe(BaseModel):
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (the schedule ends there)")
+    accum_steps: int = Field(1, ge=1, description="split each batch into this many micro-batches (same optimizer step)")
+    optimizer: Literal["adamw", "sgd", "lamb"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0, description="not applied to norms and biases")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
-    warmup_epochs: float = Field(0.0, ge=0.0, description="linear warm-up from 0, then cosine")
+    nesterov: bool = Field(True, description="sgd only, when momentum > 0")
+    schedule: Literal["cosine", "step", "constant"] = Field("cosine", description="lr after the warm-up")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="linear warm-up from 0 to lr")
     min_lr: float = Field(0.0, ge=0.0, description="floor of the cosine schedule")
+    decay_epochs: float | list[float] = Field(
+        30.0, description='schedule = "step": multiply lr by decay_rate every N epochs, or at each listed epoch')
+    decay_rate: float = Field(0.1, gt=0.0, le=1.0, description='schedule = "step": factor per decay')
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0,
+                                    description="keep an EMA of the weights (e.g. 0.9998); validation and test use it")
+    eval_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
+    monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="what 'best' and early stopping watch")
+    patience: int | None = Field(None, ge=1, description="stop after N validations without improvement of monitor")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change of monitor that counts as improvement")
+    time_budget_min: float | None = Field(None, gt=0.0, description="stop training after this many minutes (all attempts)")
     select: Literal["best", "last"] = Field(
-        "best", description="which checkpoint test_acc/test_loss report: best validation accuracy or last epoch"
+        "best", description="which checkpoint test_acc/test_loss report: best on monitor, or last epoch"
     )
 
     # augmentation of the training split (see datasets.Augmentation); evaluation is never augmented
@@ -45,6 +73,16 @@ class Recipe(BaseModel):
     mix_prob: float = Field(1.0, gt=0.0, le=1.0, description="probability a batch is mixed")
     mix_switch_prob: float = Field(0.5, ge=0.0, le=1.0, description="share of mixed batches that use CutMix when both are on")
 
+    # engine: how fast, not what (not in the run id; recorded in the attempt)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = engine_field(
+        "auto", "autocast dtype; auto = bf16 on CUDA, fp32 on CPU")
+    compile: bool = engine_field(False, "torch.compile the model")
+    channels_last: Literal["auto"] | bool = engine_field("auto", "auto = on CUDA for convolutional models")
+    fused: Literal["auto"] | bool = engine_field("auto", "fused optimizer kernels; auto = on CUDA when available")
+    data_path: Literal["auto", "device", "loader"] = engine_field(
+        "auto", "auto = device-resident batches when the data and augmentation allow")
+    checkpoint_every: int = engine_field(1, "epochs between checkpoints (0: only when stopped by a signal)")
+
     @field_validator("auto_augment")
     @classmethod
     def _known_policy(cls, value):
@@ -53,12 +91,34 @@ class Recipe(BaseModel):
             raise ValueError(problem)
         return value
 
+    @field_validator("decay_epochs")
+    @classmethod
+    def _positive_decays(cls, value):
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v <= 0 for v in values) or values != sorted(values):
+            raise ValueError("decay_epochs: a positive number of epochs, or an increasing list of epochs")
+        return value
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _not_negative(cls, value):
+        if value < 0:
+            raise ValueError("checkpoint_every: 0 (only on SIGTERM/SIGUSR1) or a number of epochs")
+        return value
+
     @model_validator(mode="after")
-    def _even_batches(self):
-        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
-            raise ValueError(f"batch_size: Mixup/CutMix pair each image with another, so it must be even, "
-                             f"got {self.batch_size}")
+    def _consistent(self):
+        if (self.mixup > 0 or self.cutmix > 0) and self.micro_batch % 2:
+            raise ValueError(f"batch_size: Mixup/CutMix pair each image with another, so batch_size / accum_steps "
+                             f"must be even, got {self.micro_batch}")
+        if self.batch_size % self.accum_steps:
+            raise ValueError(f"accum_steps: must divide batch_size ({self.batch_size}) into equal micro-batches, "
+                             f"got {self.accum_steps}")
         return self
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.accum_steps
 
     def augmentation(self) -> Augmentation:
         return Augmentation(crop=self.crop, crop_padding=self.crop_padding, crop_scale=self.crop_scale,

@@ -118,6 +118,14 @@ def show_view(info: dict) -> None:
         console.print(f"attempt {a['number']}: {a.get('status') or 'open'} on {a.get('host')} ({a.get('device')}, "
                       f"{a.get('gpu_model') or 'no GPU'}), started {started}, git {str(a.get('git_commit'))[:10]}"
                       f"{' dirty' if a.get('git_dirty') else ''}, torch {a.get('torch')}; command: {a.get('command')}")
+        engine = (a.get("provenance") or {}).get("engine")
+        if engine:
+            resumed = engine.get("resumed_from")
+            console.print(f"  engine: {engine.get('precision')}, compile {'on' if engine.get('compile') else 'off'}, "
+                          f"channels_last {'on' if engine.get('channels_last') else 'off'}, "
+                          f"fused optimizer {'on' if engine.get('fused') else 'off'}, {engine.get('data_path')} data"
+                          + (f"; resumed at epoch {resumed['epoch']} batch {resumed['batch']} (step {resumed['step']})"
+                             if resumed else ""))
     if info["summary"]:
         console.print("summary " + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["summary"].items())))
     if info["last_metrics"]:

@@ -5,9 +5,11 @@ one JSON line at a time, so a crash, a kill or a full disk leaves each file
 either as it was or complete; a torn last line is ignored on read.
 
     run.json        id, cell, label, matrices, resolved config   (written by the launcher)
-    attempts.jsonl  {"event": "start", attempt, provenance} / {"event": "end", attempt, status, reason}
+    attempts.jsonl  {"event": "start", attempt, provenance} / {"event": "engine", attempt, engine}
+                    / {"event": "end", attempt, status, reason}
     metrics.jsonl   one line per epoch: {attempt, epoch, step, time, <metric>: value, ...}
     heartbeat.json  {time, pid, host, attempt, epoch, epochs, metrics}, replaced every few seconds
+    checkpoint.pt   where an unfinished run resumes from (runner/checkpoint.py); removed once done
     model.pt        the selected weights (``weights_only`` loadable)
     error.json      {attempt, reason, traceback}: the failed mark
     summary.json    the summary metrics: the done mark, written last
@@ -125,6 +127,10 @@ class RunFolder:
         append_jsonl(self.file("attempts.jsonl"), {"event": "end", "attempt": attempt, "time": time.time(),
                                                    "status": status, "reason": reason})
 
+    def record_engine(self, attempt: int, engine: dict) -> None:
+        """The speed switches an attempt resolved (precision, compile, ...) and where it resumed from."""
+        append_jsonl(self.file("attempts.jsonl"), {"event": "engine", "attempt": attempt, "engine": engine})
+
     def log_metrics(self, attempt: int, epoch: int, step: int, metrics: dict[str, float]) -> None:
         append_jsonl(self.file("metrics.jsonl"), {"attempt": attempt, "epoch": epoch, "step": step,
                                                   "time": time.time(), **metrics})
@@ -149,9 +155,14 @@ class RunFolder:
             pass
 
     def finish(self, attempt: int, summary: dict) -> None:
-        """Mark the run done: summary.json is the last file a successful run writes."""
+        """Mark the run done: summary.json is the last file a successful run writes; the checkpoint
+        is dropped after it (model.pt keeps the selected weights)."""
         write_json_atomic(self.file("summary.json"), summary)
         self.end_attempt(attempt, "done")
+        try:
+            os.unlink(self.file("checkpoint.pt"))
+        except FileNotFoundError:
+            pass
 
     # ------------------------------------------------ reading
 
@@ -211,6 +222,8 @@ def _merge_attempts(events: list[dict]) -> list[dict]:
         if e.get("event") == "start":
             a.update(started_at=e.get("time"), pid=e.get("pid"), host=e.get("host"),
                      provenance=e.get("provenance") or {})
+        elif e.get("event") == "engine":
+            a["engine"] = e.get("engine")
         elif e.get("event") == "end":
             a.update(ended_at=e.get("time"), status=e.get("status"), reason=e.get("reason"))
     return [by_number[k] for k in sorted(by_number)]

@@ -55,7 +55,7 @@ def run_json(run: Run, study: Study) -> dict:
     """What run.json holds: enough to rebuild the index without the study file."""
     return {"id": run.id, "cell": run.cell, "label": run.label, "matrices": list(run.matrices),
             "study": study.name, "architecture": run.architecture, "dataset": run.dataset, "seed": run.seed,
-            "config": run.config}
+            "config": run.config, **({"wandb": study.wandb} if study.wandb else {})}
 
 
 def runs_to_do(runs: list[Run], records: dict[str, RunRecord], commit: str | None, rerun: set[str]) -> list[Run]:

@@ -13,7 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,6 +92,7 @@ class Study:
     matrices: tuple[Matrix, ...]
     overrides: tuple[Override, ...]
     tables: tuple[Table, ...]
+    wandb: dict[str, Any] | None = None  # [study.wandb]: project, entity, mode, tags (optional mirror)
 
 
 # ---------------------------------------------------------------- table schemas
@@ -101,12 +102,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class _WandbSection(_Strict):
+    project: str = Field(min_length=1)
+    entity: str | None = None
+    mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description='"offline" needs no account (upload later with wandb sync)')
+    tags: list[str] = []
+
+
 class _StudySection(_Strict):
     name: str = Field(min_length=1)
     store: str = "sqlite:///results/runner.db"
     runs_dir: str = "results/runs"
     report_dir: str = "results/report"
     seeds: list[int] = Field([0], min_length=1)
+    wandb: _WandbSection | None = None
 
 
 class _MatrixBlock(_Strict):
@@ -214,6 +224,7 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
         runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
         seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
         matrices=matrices, overrides=overrides, tables=tables,
+        wandb=st.wandb.model_dump() if st.wandb else None,
     )
 
 

@@ -266,7 +266,7 @@ def _attempt_row(rid: str, a: dict, fs) -> dict:
     tb = fs.error.get("traceback") if fs.error and fs.error.get("attempt") == a["attempt"] else None
     return dict(run_id=rid, number=a["attempt"], host=a.get("host"), pid=a.get("pid"), started_at=a.get("started_at"),
                 ended_at=a.get("ended_at"), status=a.get("status"), reason=a.get("reason"), traceback=tb,
-                provenance=prov, **row)
+                provenance={**prov, "engine": a["engine"]} if a.get("engine") else prov, **row)
 
 
 def _subdirs(runs_dir: Path) -> list[Path]:

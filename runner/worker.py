@@ -8,13 +8,18 @@ torch is imported once per worker, not once per run. Two ways to feed it:
   and the worker exits at once, so no orphan keeps training behind a new launcher.
 * ``--runs DIR...`` (a batch job, e.g. a SLURM array task): runs those folders in order.
 
-A run whose ``summary.json`` exists is skipped. SIGTERM stops the current run at
-the next batch (marked interrupted, not failed); SIGINT is left to the launcher.
+A run whose ``summary.json`` exists is skipped; one with a ``checkpoint.pt`` resumes from
+it. SIGTERM or SIGUSR1 (SLURM's warning before a time limit or preemption) stops the
+current run before its next optimizer step, after a checkpoint (marked interrupted, not
+failed); SIGINT is left to the launcher. A run that fails (a raised error, a diverged
+loss, out of memory) is recorded with its reason, its memory is released, and the worker
+takes the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import queue
@@ -35,9 +40,32 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """The reason shown by ``runner status``: exception type and the first line of its message."""
+    """The reason shown by ``runner status``: exception type and the first line of its message;
+    "out of memory" first for any allocation failure, whatever its type."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    line = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    if is_out_of_memory(exc):
+        return f"out of memory ({line})"
+    if type(exc).__name__ == "Diverged":
+        return text[0][:300]
+    return line
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError, or a MemoryError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_memory() -> None:
+    """After a failed run: drop its tensors (reference cycles included) and hand cached CUDA
+    memory back, so the next run on this worker starts from an empty device."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 class _Heartbeat:
@@ -71,6 +99,7 @@ class _Heartbeat:
 def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str | None]:
     """Train one run into its folder; returns (state, reason)."""
     from .train import Interrupted, train
+    from .wandb_log import WandbMirror
 
     state = folder.read()
     if state.summary is not None:
@@ -79,27 +108,42 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
     attempt = folder.start_attempt(provenance)
     _busy.update(folder=folder, attempt=attempt)
     progress = {"epoch": 0, "epochs": config["train"]["epochs"], "metrics": {}}
+    mirror = WandbMirror(state.run.get("wandb"), state.run, provenance, folder.path)
+
+    def on_engine(engine: dict) -> None:
+        folder.record_engine(attempt, engine)
+        mirror.engine(engine)
 
     def on_epoch(epoch: int, step: int, metrics: dict) -> None:
         folder.log_metrics(attempt, epoch, step, metrics)
+        mirror.epoch(epoch, step, metrics)
         progress.update(epoch=epoch, step=step, metrics=metrics)
         beat.beat()
 
+    result: tuple[str, str | None]
     try:
         with _Heartbeat(folder, attempt, progress) as beat:
-            summary = train(config, device=device, on_epoch=on_epoch, should_stop=_stop.is_set,
-                            weights_path=folder.file("model.pt"))
+            summary = train(config, device=device, checkpoint=folder.file("checkpoint.pt"),
+                            weights=folder.file("model.pt"), on_engine=on_engine, on_epoch=on_epoch,
+                            should_stop=_stop.is_set)
         folder.finish(attempt, summary)
-        return "done", None
+        mirror.finish("done", summary)
+        result = "done", None
     except Interrupted:
-        folder.end_attempt(attempt, "interrupted", "stopped before it finished (SIGTERM or Ctrl-C)")
-        return "cancelled", "interrupted"
+        folder.end_attempt(attempt, "interrupted", "stopped before it finished (signal or Ctrl-C); it resumes "
+                                                   "from its checkpoint")
+        mirror.finish("cancelled", reason="interrupted")
+        result = "cancelled", "interrupted"
     except Exception as e:  # the run failed, the worker goes on with the next one
         reason = one_line(e)
         folder.fail(attempt, reason, traceback.format_exc())
-        return "failed", reason
+        mirror.finish("failed", reason=reason)
+        result = "failed", reason
     finally:
         _busy.clear()
+    if result[0] != "done":
+        release_memory()
+    return result
 
 
 def _setup(device: str, threads: int | None) -> str:
@@ -139,6 +183,7 @@ def _next_task(tasks: queue.Queue) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGUSR1, _on_sigterm)  # SLURM's "time is nearly up" (--signal=USR1@N)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     p = argparse.ArgumentParser(prog="runner.worker", description=__doc__.splitlines()[0])
     p.add_argument("--study-dir", required=True, type=Path, help="where git provenance is read")

@@ -49,7 +49,7 @@ CATALOGUE = [
     ("unknown recipe key", edit("epochs = 2", "epoch = 2"), "[defaults] epoch: unknown key; valid keys:"),
     ("recipe wrong type", edit("lr = 3e-3", 'lr = "fast"'), '[defaults] lr: expected a number, got "fast"'),
     ("recipe bad choice", edit("lr = 3e-3", 'lr = 3e-3\noptimizer = "adam"'),
-     '[defaults] optimizer: expected one of "adamw" or "sgd", got "adam"'),
+     '[defaults] optimizer: expected one of "adamw", "sgd" or "lamb", got "adam"'),
     ("recipe bound", edit("epochs = 2", "epochs = 0"), "[defaults] epochs: must be >= 1, got 0"),
     ("heads do not divide dim", edit("heads = 2", "heads = 3"),
      "[architectures.vit] heads: 3 heads do not divide dim 16; choose heads among 1, 2, 4, 8, 16"),

@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from runner.train import Interrupted, lr_at, train
+from runner.optim import lr_at
+from runner.train import Interrupted, train
 from runner.recipe import Recipe
 
 def _resolved_config() -> dict:
@@ -33,7 +34,7 @@ SUMMARY_NAMES = {"test_acc", "test_loss", "best_val_acc", "val_acc", "val_loss",
 def test_summary_has_every_metric_name_and_learns(tmp_path):
     torch.set_num_threads(1)
     epochs = []
-    s = train(CONFIG, on_epoch=lambda e, step, m: epochs.append((e, step, m)), weights_path=tmp_path / "model.pt")
+    s = train(CONFIG, on_epoch=lambda e, step, m: epochs.append((e, step, m)), weights=tmp_path / "model.pt")
     assert SUMMARY_NAMES <= set(s)
     assert 0.0 <= s["test_acc"] <= 1.0 and s["test_acc"] > 0.3  # well above chance (0.1) after 3 epochs
     assert s["params"] == sum(p.numel() for p in torch.load(tmp_path / "model.pt", weights_only=True).values())
@@ -57,10 +58,11 @@ def test_stop_request_interrupts():
 
 def test_schedule_warms_up_then_decays_to_min_lr():
     r = Recipe(lr=1.0, min_lr=0.1)
-    assert lr_at(0, 100, 10, r) == pytest.approx(0.1)
-    assert lr_at(9, 100, 10, r) == pytest.approx(1.0)
-    assert lr_at(100, 100, 10, r) == pytest.approx(0.1)
-    assert lr_at(55, 100, 10, r) == pytest.approx(0.55)
+    at = lambda step: lr_at(step, r, total_steps=100, warmup_steps=10, steps_per_epoch=10)  # noqa: E731
+    assert at(0) == pytest.approx(0.1)
+    assert at(9) == pytest.approx(1.0)
+    assert at(100) == pytest.approx(0.1)
+    assert at(55) == pytest.approx(0.55)
 
 
 def _every_family_study(tmp_path):

@@ -1,0 +1,92 @@
+"""Optimizer, learning-rate schedule and weight EMA of a recipe.
+
+The schedule is a pure function of the optimizer step, so the step number is all a
+checkpoint needs to restore it exactly; the EMA and the optimizer have state dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from .recipe import Recipe
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights only: norms, biases and other vectors (ndim < 2) are exempt, and
+    so is whatever the model names in ``no_weight_decay()`` (timm's convention: position
+    embeddings, class tokens)."""
+    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in exempt else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, r: Recipe, *, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW, SGD (momentum, Nesterov) or LAMB (timm's); ``fused`` picks the one-kernel
+    implementations of AdamW and SGD (LAMB has none)."""
+    groups = param_groups(model, r.weight_decay)
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0,
+                               fused=fused or None)
+    if r.optimizer == "lamb":
+        from timm.optim import Lamb
+
+        return Lamb(groups, lr=r.lr)
+    return torch.optim.AdamW(groups, lr=r.lr, fused=fused or None)
+
+
+def use_fused(r: Recipe, device: torch.device) -> bool:
+    """Fused kernels exist for AdamW and SGD on CUDA and CPU; ``auto`` takes them on CUDA only,
+    where they pay off (on CPU they are a choice, ``fused = true``)."""
+    if r.optimizer not in ("adamw", "sgd") or device.type not in ("cuda", "cpu"):
+        return False
+    return device.type == "cuda" if r.fused == "auto" else r.fused
+
+
+def lr_at(step: int, r: Recipe, *, total_steps: int, warmup_steps: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warm-up from 0 to ``lr``, then
+    cosine down to ``min_lr`` at ``total_steps``, step decay by ``decay_rate``, or constant."""
+    if step < warmup_steps:
+        return r.lr * (step + 1) / warmup_steps
+    if r.schedule == "constant":
+        return r.lr
+    if r.schedule == "step":
+        epoch = step / steps_per_epoch
+        if isinstance(r.decay_epochs, list):
+            decays = sum(1 for m in r.decay_epochs if epoch >= m)
+        else:
+            decays = math.floor(epoch / r.decay_epochs + 1e-9)
+        return r.lr * r.decay_rate ** decays
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class WeightEma:
+    """An exponential moving average of a model's weights, updated after every optimizer step;
+    buffers (BatchNorm statistics) are copied, not averaged."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema = [p for p in self.module.parameters()]
+        live = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema, live, 1.0 - self.decay)
+        for mine, theirs in zip(self.module.buffers(), model.buffers()):
+            mine.copy_(theirs)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
