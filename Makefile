@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/cli_speed.py
 	$(PY) bench/arch_speed.py
 	$(PY) bench/data_speed.py
+	$(PY) bench/train_speed.py
 
 clean:
 	rm -rf results

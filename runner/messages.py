@@ -41,8 +41,7 @@ def pydantic_problem(err: dict, model: type[BaseModel] | None = None) -> tuple[s
     if kind in _EXPECTED:
         return loc, f"{_EXPECTED[kind]}, got {show_value(got)}"
     if kind == "extra_forbidden":
-        valid = list(model.model_fields) if model is not None else []
-        return loc, f"unknown key; valid keys: {choices(valid)}"
+        return loc, f"unknown key; valid keys: {choices(_fields_at(model, err['loc'][:-1]))}"
     if kind == "literal_error":
         return loc, f"expected one of {ctx.get('expected', '').replace(chr(39), chr(34))}, got {show_value(got)}"
     if kind == "missing":
@@ -60,6 +59,18 @@ def pydantic_problem(err: dict, model: type[BaseModel] | None = None) -> tuple[s
         limit = next(iter(ctx.values()))
         return loc, f"must be {bounds[kind]} {limit}, got {show_value(got)}"
     return loc, f"{err['msg'].lower()}, got {show_value(got)}"
+
+
+def _fields_at(model: type[BaseModel] | None, path: tuple) -> list[str]:
+    """The keys valid where an unknown key was found: a nested table's own (``[study.wandb]``)."""
+    for part in path:
+        field = model.model_fields.get(part) if model is not None else None
+        inner = field and next((a for a in getattr(field.annotation, "__args__", (field.annotation,))
+                                if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields) if model is not None else []
 
 
 def validate(model: type[BaseModel], data: Any, file: str, where: str) -> BaseModel:

@@ -173,6 +173,20 @@ def sync(dev: torch.device) -> None:
 # ---------------------------------------------------------------- the run
 
 
+def load_split(dataset: dict, split: str):
+    """``(dataset, DatasetInfo)`` of one split of a resolved ``dataset`` section."""
+    opts = dict(dataset)
+    return build_dataset(opts.pop("source"), root=opts.pop("root", None), split=split, **opts)
+
+
+def build_model(architecture: dict, info) -> nn.Module:
+    """The model of a resolved ``architecture`` section, shaped by the dataset (classes, channels, size)."""
+    arch = dict(architecture)
+    arch.pop("in_chans", None)  # a family's optional in_chans was checked against the dataset at plan time
+    return create_model(arch.pop("model"), num_classes=info.num_classes, in_chans=info.in_chans,
+                        img_size=info.img_size, **arch)
+
+
 def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, weights: Path | None = None,
           on_engine: Callable[[dict], None] = lambda e: None,
           on_epoch: Callable[[int, int, dict], None] = lambda *a: None,
@@ -184,9 +198,7 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
     reset_peak_memory(dev)
 
     # data: the split is fixed by the dataset; the order of batches and the augmentation by (seed, epoch)
-    data_opts = dict(config["dataset"])
-    source, root = data_opts.pop("source"), data_opts.pop("root", None)
-    splits = {s: build_dataset(source, root=root, split=s, **data_opts) for s in SPLITS}
+    splits = {s: load_split(config["dataset"], s) for s in SPLITS}
     info = splits["train"][1]
     train_batches = make_batches(splits["train"][0], r.batch_size, dev, shuffle=True, seed=config["seed"],
                                  augmentation=r.augmentation(), path=r.data_path)
@@ -197,10 +209,7 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
     mixer = make_mixer(r.mixup, r.cutmix, r.mix_prob, r.mix_switch_prob, r.label_smoothing, info.num_classes)
 
     # model and engine
-    arch = dict(config["architecture"])
-    arch.pop("in_chans", None)  # a family's optional in_chans was checked against the dataset at plan time
-    model = create_model(arch.pop("model"), num_classes=info.num_classes, in_chans=info.in_chans,
-                         img_size=info.img_size, **arch).to(dev)
+    model = build_model(config["architecture"], info).to(dev)
     engine = resolve_engine(r, dev, model, train_batches.path)
     model = model.to(memory_format=engine.memory_format)
     forward = torch.compile(model) if engine.compile else model  # shares the parameters of ``model``
@@ -228,8 +237,9 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
         best_state = saved["best_state"] or ckpt.cpu_state(ema.module if ema is not None else model)
         ckpt.set_rng_state(saved["rng"])
         del saved
-    on_engine({**asdict(engine), "resumed_from": {"epoch": p.epoch, "batch": p.batch, "step": p.step}
-               if p.step else None})
+        on_engine({**asdict(engine), "resumed_from": {"epoch": p.epoch, "batch": p.batch, "step": p.step}})
+    else:
+        on_engine({**asdict(engine), "resumed_from": None})
 
     attempt_t0, attempt_base = time.perf_counter(), p.elapsed_s
 
