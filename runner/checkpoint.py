@@ -9,15 +9,15 @@ so a kill or a full disk at any moment leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .runfolder import write_atomic
 
 FORMAT = 1
 
@@ -25,14 +25,13 @@ FORMAT = 1
 def rng_state() -> dict[str, Any]:
     """The RNG states of this process, as tensors and tuples (loadable with weights_only)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
+    return {
         "python": random.getstate(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
-    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -50,20 +49,8 @@ def _tuples(value):
 
 
 def save_atomic(path: Path, obj: Any) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, rename: all or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``torch.save`` all or nothing (see ``runfolder.write_atomic``)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def save(path: Path, checkpoint: dict[str, Any]) -> bool:
@@ -81,10 +68,13 @@ def load(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or None if there is none."""
     if not path.exists():
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {checkpoint.get('format')} is not {FORMAT}; "
-                         f"delete it to train this run from scratch")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # written atomically, so only a foreign or hand-edited file gets here
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}); "
+                         f"delete it to train this run from scratch") from e
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a checkpoint of format {FORMAT}; delete it to train this run from scratch")
     return checkpoint
 
 

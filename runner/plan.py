@@ -64,8 +64,9 @@ def short_hash(text: str) -> str:
 
 def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
     """The keys of one resolved section that define what is trained: not ``NOT_IDENTITY``, not
-    engine fields (speed switches, see ``runner.recipe``), and not those at their schema default, so a new option whose default keeps the old behaviour
-    leaves every id as it was (``tests/test_identity.py`` pins the defaults for that reason)."""
+    engine fields (speed switches, see ``runner.recipe``), and not those at their schema default,
+    so a new option whose default keeps the old behaviour leaves every id as it was
+    (``tests/test_identity.py`` pins the defaults for that reason)."""
     schema = schema_of(section, body)
     fields = schema.model_fields if schema is not None else {}
     out = {}

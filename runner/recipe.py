@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from datasets import Augmentation, check_auto_augment
 
 
-def engine_field(default: Any, description: str) -> Any:
+def engine_field(default: Any, description: str, **constraints: Any) -> Any:
     """A field that changes speed, not results: left out of run ids, recorded per attempt."""
-    return Field(default, description=description, json_schema_extra={"identity": False})
+    return Field(default, description=description, json_schema_extra={"identity": False}, **constraints)
 
 
 def is_identity(field) -> bool:
@@ -81,7 +81,7 @@ class Recipe(BaseModel):
     fused: Literal["auto"] | bool = engine_field("auto", "fused optimizer kernels; auto = on CUDA when available")
     data_path: Literal["auto", "device", "loader"] = engine_field(
         "auto", "auto = device-resident batches when the data and augmentation allow")
-    checkpoint_every: int = engine_field(1, "epochs between checkpoints (0: only when stopped by a signal)")
+    checkpoint_every: int = engine_field(1, "epochs between checkpoints (0: only when stopped by a signal)", ge=0)
 
     @field_validator("auto_augment")
     @classmethod
@@ -99,18 +99,11 @@ class Recipe(BaseModel):
             raise ValueError("decay_epochs: a positive number of epochs, or an increasing list of epochs")
         return value
 
-    @field_validator("checkpoint_every")
-    @classmethod
-    def _not_negative(cls, value):
-        if value < 0:
-            raise ValueError("checkpoint_every: 0 (only on SIGTERM/SIGUSR1) or a number of epochs")
-        return value
-
     @model_validator(mode="after")
     def _consistent(self):
-        if (self.mixup > 0 or self.cutmix > 0) and self.micro_batch % 2:
-            raise ValueError(f"batch_size: Mixup/CutMix pair each image with another, so batch_size / accum_steps "
-                             f"must be even, got {self.micro_batch}")
+        if self.mixes and self.batch_size % 2:  # mixing happens on the whole batch, before accumulation splits it
+            raise ValueError(f"batch_size: Mixup/CutMix pair each image with another, so it must be even, "
+                             f"got {self.batch_size}")
         if self.batch_size % self.accum_steps:
             raise ValueError(f"accum_steps: must divide batch_size ({self.batch_size}) into equal micro-batches, "
                              f"got {self.accum_steps}")

@@ -27,18 +27,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 HEARTBEAT_EVERY_S = 5.0
 LOST_AFTER_S = 90.0  # a heartbeat older than this means the worker is gone
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as JSON, all or nothing (also on a full disk)."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Replace ``path`` with what ``write`` writes into a binary file, all or nothing (also on a
+    full disk or a kill): a temp file beside it, fsync, rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -48,6 +49,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as JSON, all or nothing."""
+    text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def append_jsonl(path: Path, obj: Any) -> None:

@@ -44,11 +44,7 @@ def one_line(exc: BaseException) -> str:
     "out of memory" first for any allocation failure, whatever its type."""
     text = str(exc).strip().splitlines()
     line = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
-    if is_out_of_memory(exc):
-        return f"out of memory ({line})"
-    if type(exc).__name__ == "Diverged":
-        return text[0][:300]
-    return line
+    return f"out of memory ({line})" if is_out_of_memory(exc) else line
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -190,6 +190,18 @@ def test_convolutional_models_are_told_apart_from_transformers():
                                              depth=1, heads=2, mlp_dim=32))
 
 
+def test_compiled_model_trains_and_saves_the_plain_module_weights(tmp_path):
+    """torch.compile for real (inductor on the CPU, about half a minute)."""
+    from runner.train import build_model, load_split
+
+    cfg = config("vit", epochs=2, compile=True)
+    s, _, engines = _train(cfg, tmp_path)
+    assert engines[0]["compile"] is True and s["test_acc"] > 0.2
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    plain = build_model(cfg["architecture"], load_split(cfg["dataset"], "train")[1]).state_dict()
+    assert saved.keys() == plain.keys()  # loadable into an eager model: no "_orig_mod." prefixes
+
+
 def test_fp16_with_loss_scaling_trains():
     s, _, engines = _train(config("cnn", epochs=2, precision="fp16"))
     assert engines[0]["precision"] == "fp16" and s["test_acc"] > 0.5
