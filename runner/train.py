@@ -18,6 +18,7 @@ ends with the weights it would have had without the interruption.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -74,8 +75,10 @@ class Engine:
     checkpoint_every: int
 
     def autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        return torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=self.precision != "fp32")
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(torch.device(self.device).type, dtype=dtype)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -138,8 +141,11 @@ class StepStats:
     def flush(self, p: Progress, epoch: int) -> None:
         if not self.pending:
             return
-        losses = torch.stack([t[1] for t in self.pending]).float().tolist()
-        corrects = torch.stack([t[2] for t in self.pending]).tolist()
+        if len(self.pending) == 1:  # reading every step (CPU): no stacking
+            losses, corrects = [self.pending[0][1].item()], [self.pending[0][2].item()]
+        else:
+            losses = torch.stack([t[1] for t in self.pending]).float().tolist()
+            corrects = torch.stack([t[2] for t in self.pending]).tolist()
         for (step, _, _, n), loss, correct in zip(self.pending, losses, corrects):
             if not math.isfinite(loss):
                 self.pending.clear()
@@ -270,16 +276,15 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             x, target = mixer(x, y)
         x = x.contiguous(memory_format=engine.memory_format)
         opt.zero_grad(set_to_none=True)
-        loss_total = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
+        losses, corrects = [], []
         for xc, tc, yc in zip(x.split(r.micro_batch), target.split(r.micro_batch), y.split(r.micro_batch)):
             with engine.autocast():
                 logits = forward(xc)
                 loss = criterion(logits, tc)
-            weighted = loss * (len(yc) / len(y))
+            weighted = loss if len(yc) == len(y) else loss * (len(yc) / len(y))
             (scaler.scale(weighted) if scaler is not None else weighted).backward()
-            loss_total += weighted.detach().float()
-            correct += (logits.detach().argmax(1) == yc).sum()
+            losses.append(weighted.detach())
+            corrects.append((logits.detach().argmax(1) == yc).sum())
         if r.grad_clip is not None:
             if scaler is not None:
                 scaler.unscale_(opt)
@@ -291,7 +296,9 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             opt.step()
         if ema is not None:
             ema.update(model)
-        return loss_total, correct
+        if len(losses) == 1:
+            return losses[0], corrects[0]
+        return torch.stack(losses).sum(), torch.stack(corrects).sum()
 
     # epochs
     stats = StepStats(SYNC_EVERY_CUDA if dev.type == "cuda" else 1)
