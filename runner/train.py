@@ -18,7 +18,6 @@ ends with the weights it would have had without the interruption.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -36,8 +35,9 @@ from datasets import SPLITS, build_dataset
 from datasets.batches import make_batches, make_mixer
 
 from . import checkpoint as ckpt
+from .engine import Engine, resolve_engine
 from .measure import INFER_BATCH, count_flops, count_params, inference_speed, peak_memory_mb, reset_peak_memory
-from .optim import WeightEma, lr_at, make_optimizer, use_fused
+from .optim import WeightEma, lr_at, make_optimizer
 from .recipe import Recipe
 
 EVAL_BATCH = 512
@@ -57,45 +57,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-# ---------------------------------------------------------------- the engine: how fast, not what
-
-
-@dataclass(frozen=True)
-class Engine:
-    """The speed switches of an attempt, resolved for its device and model (recorded in the attempt)."""
-
-    device: str
-    precision: str  # bf16, fp16 or fp32
-    compile: bool
-    channels_last: bool
-    fused: bool
-    data_path: str
-    checkpoint_every: int
-
-    def autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(torch.device(self.device).type, dtype=dtype)
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-
-def resolve_engine(r: Recipe, dev: torch.device, model: nn.Module, data_path: str) -> Engine:
-    precision = r.precision if r.precision != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
-    channels_last = r.channels_last if r.channels_last != "auto" else (dev.type == "cuda" and is_convolutional(model))
-    return Engine(str(dev), precision, r.compile, channels_last, use_fused(r, dev), data_path, r.checkpoint_every)
-
-
-def is_convolutional(model: nn.Module) -> bool:
-    """Most of the weights sit in spatial convolutions (a ViT's patch embedding does not count)."""
-    conv = sum(m.weight.numel() for m in model.modules()
-               if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and m.kernel_size != m.stride)
-    return conv > 0.5 * count_params(model)
 
 
 # ---------------------------------------------------------------- loop state

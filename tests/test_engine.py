@@ -14,7 +14,8 @@ from torch import nn
 from engine_configs import config
 from runner.optim import WeightEma, lr_at, make_optimizer, param_groups
 from runner.recipe import Recipe
-from runner.train import Diverged, Interrupted, is_convolutional, train
+from runner.engine import is_convolutional
+from runner.train import Diverged, Interrupted, train
 
 
 @pytest.fixture(autouse=True)
