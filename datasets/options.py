@@ -5,11 +5,13 @@ Each options class knows, without reading any image:
   plan can refuse a patch size that does not divide the image;
 - ``missing()``: whether the files are where the reader will look, and if not, one line
   naming the path, the layout expected and how to get it (``runner plan`` warns with it,
-  ``runner launch`` refuses with it, a worker fails with it).
+  ``runner launch`` refuses with it, a worker fails with it);
+- ``train_images()``: about how many images an epoch trains on (the launcher's run-length estimate).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,6 +75,18 @@ class Options(BaseModel):
         """None when the files are in place, else what is wrong and how to fix it, in one line."""
         return None
 
+    def train_images(self) -> int | None:
+        """About how many images an epoch trains on, read from no image (the launcher ranks runs
+        by expected length with it); None when unknown."""
+        n = self._train_split_size()
+        classes = self.info().num_classes
+        if n is not None and self.subset is not None and classes:
+            n = min(n, self.subset * classes)
+        return n
+
+    def _train_split_size(self) -> int | None:
+        return None
+
 
 class DigitsOptions(Options):
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): no download, the demo."""
@@ -84,12 +98,19 @@ class DigitsOptions(Options):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
 
+    def _train_split_size(self) -> int:
+        return round(1797 * (1 - self.val_fraction - self.test_fraction))
+
 
 class _CarvedOptions(Options):
     """Sources shipped as train + test: validation is carved out of train, per class, by a
     fixed RNG of its own, so every seed and every run sees the same validation images."""
 
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="share of train held out for validation")
+    SHIPPED_TRAIN: ClassVar[int]  # images of the train file(s) before validation is carved out
+
+    def _train_split_size(self) -> int:
+        return round(self.SHIPPED_TRAIN * (1 - self.val_fraction))
 
 
 def _first_missing(base: Path, names: list[str]) -> str | None:
@@ -103,6 +124,7 @@ class MNISTOptions(_CarvedOptions):
     """MNIST (LeCun et al.): 60,000 + 10,000 grey 28x28 digits in IDX files, raw or gzipped."""
 
     NATIVE = (10, 1, 28, (0.1307,), (0.3081,))
+    SHIPPED_TRAIN = 60_000
     FOLDER: ClassVar[str] = "MNIST"  # torchvision's download puts the files in ROOT/MNIST/raw
     FILES: ClassVar[tuple[str, ...]] = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -142,6 +164,7 @@ class CIFAR10Options(_CarvedOptions):
     """CIFAR-10 (Krizhevsky): 50,000 + 10,000 colour 32x32 images, the python pickle release."""
 
     NATIVE = (10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    SHIPPED_TRAIN = 50_000
     FOLDER: ClassVar[str] = "cifar-10-batches-py"
     TRAIN: ClassVar[tuple[str, ...]] = tuple(f"data_batch_{i}" for i in range(1, 6))
     TEST: ClassVar[tuple[str, ...]] = ("test_batch",)
@@ -198,6 +221,16 @@ class ImageFolderOptions(Options):
             return sum(1 for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
         except OSError:
             return None
+
+    def _train_split_size(self) -> int | None:
+        """Files in train/'s class folders, less the validation carve-out when there is no test/."""
+        root = Path(self.root)
+        try:
+            dirs = [e.path for e in os.scandir(root / "train") if e.is_dir() and not e.name.startswith(".")]
+            files = sum(1 for d in dirs for e in os.scandir(d) if e.is_file())
+        except OSError:
+            return None
+        return files if (root / "test").is_dir() else max(0, files - self.val_per_class * len(dirs))
 
     def missing(self) -> str | None:
         for name in self.SPLIT_DIRS:

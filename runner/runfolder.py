@@ -6,12 +6,15 @@ either as it was or complete; a torn last line is ignored on read.
 
     run.json        id, cell, label, matrices, resolved config   (written by the launcher)
     attempts.jsonl  {"event": "start", attempt, provenance} / {"event": "engine", attempt, engine}
-                    / {"event": "end", attempt, status, reason}
+                    / {"event": "end", attempt, status, reason}; status is done, failed, interrupted,
+                    cancelled, or lost (written by the launcher when the worker died or hung)
     metrics.jsonl   one line per epoch: {attempt, epoch, step, time, <metric>: value, ...}
     heartbeat.json  {time, pid, host, attempt, epoch, epochs, metrics}, replaced every few seconds
     checkpoint.pt   where an unfinished run resumes from (runner/checkpoint.py); removed once done
     model.pt        the selected weights (``weights_only`` loadable)
     error.json      {attempt, reason, traceback}: the failed mark
+    cancel.json     {time, pid, host, command}: ``runner cancel`` asked the run to stop (a queued one
+                    never starts, a running one checkpoints and stops); the next launch clears it
     summary.json    the summary metrics: the done mark, written last
 
 Workers write folders, never the database; ``state()`` derives the run's state
@@ -29,8 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from .errors import BackendError
+
 HEARTBEAT_EVERY_S = 5.0
-LOST_AFTER_S = 90.0  # a heartbeat older than this means the worker is gone
+
+
+def lost_after_s() -> float:
+    """A heartbeat older than this means the worker is gone (dead, hung, or its node lost).
+    ``RUNNER_LOST_AFTER_S`` changes it, e.g. for a filesystem whose writes show up late."""
+    text = os.environ.get("RUNNER_LOST_AFTER_S", "90")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise BackendError(f"RUNNER_LOST_AFTER_S={text}: expected a number of seconds > 0 (default 90)")
+    return value
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -102,7 +119,8 @@ class FolderState:
 
 
 class RunFolder:
-    FILES = ("run.json", "attempts.jsonl", "metrics.jsonl", "heartbeat.json", "error.json", "summary.json")
+    FILES = ("run.json", "attempts.jsonl", "metrics.jsonl", "heartbeat.json", "error.json", "cancel.json",
+             "summary.json")
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -150,6 +168,22 @@ class RunFolder:
         write_json_atomic(self.file("error.json"), {"attempt": attempt, "reason": reason,
                                                     "traceback": traceback, "time": time.time()})
         self.end_attempt(attempt, "failed", reason)
+
+    def mark_lost(self, attempt: int, reason: str) -> None:
+        """The launcher's word on an attempt whose worker died or stopped beating: it will not end."""
+        self.end_attempt(attempt, "lost", reason)
+
+    def request_cancel(self, by: dict) -> None:
+        write_json_atomic(self.file("cancel.json"), {"time": time.time(), **by})
+
+    def cancel_requested(self) -> bool:
+        return self.file("cancel.json").exists()
+
+    def clear_cancel(self) -> None:
+        try:
+            os.unlink(self.file("cancel.json"))
+        except FileNotFoundError:
+            pass
 
     def supersede(self) -> None:
         """Lift the done mark so the run trains again (``--rerun stale``); the old summary is kept
@@ -204,19 +238,23 @@ class RunFolder:
         summary, error = read_json(self.file("summary.json")), read_json(self.file("error.json"))
         heartbeat = read_json(self.file("heartbeat.json"))
         last = attempts[-1] if attempts else None
+        cancelled = self.cancel_requested()
+        status = last.get("status") if last else None
         reason = None
         if summary is not None:
             state = "done"
         elif error is not None:
             state, reason = "failed", error.get("reason")
         elif last is None:
-            state = "planned"
-        elif last.get("status") == "interrupted":
-            state, reason = "cancelled", last.get("reason")
-        elif last.get("status") in ("done", "failed"):  # its mark file was removed by hand
+            state, reason = ("cancelled", "cancelled before it started") if cancelled else ("planned", None)
+        elif status in ("interrupted", "cancelled", "lost"):
+            state, reason = ("lost" if status == "lost" else "cancelled"), last.get("reason")
+        elif status in ("done", "failed"):  # its mark file was removed by hand
             state, reason = "lost", "attempt ended but its summary.json/error.json is missing"
         elif _alive(last, heartbeat, now):
             state = "running"
+        elif cancelled:
+            state, reason = "cancelled", "cancelled; its worker stopped before saying so"
         else:
             state, reason = "lost", "the worker stopped without finishing (killed or crashed)"
         return FolderState(run, state, attempts, summary, error, heartbeat, reason)
@@ -242,7 +280,7 @@ def _alive(attempt: dict, heartbeat: dict | None, now: float) -> bool:
     last_sign = (beat or {}).get("time") or attempt.get("started_at") or 0.0
     if attempt.get("host") == socket.gethostname() and attempt.get("pid") and not _pid_alive(attempt["pid"]):
         return False
-    return now - last_sign < LOST_AFTER_S
+    return now - last_sign < lost_after_s()
 
 
 def _pid_alive(pid: int) -> bool:

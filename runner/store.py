@@ -176,6 +176,16 @@ class Store:
                                                                              metrics_table.c.step)))
         return out
 
+    def history(self) -> list[dict]:
+        """Finished runs as ``{cell, config, summary, seconds}``, seconds being the wall time of all
+        their attempts: what the launcher estimates the length of similar runs from."""
+        r, a = runs_table.c, attempts_table.c
+        seconds = sa.func.sum(a.ended_at - a.started_at)
+        q = (sa.select(r.cell, r.config, r.summary, seconds).join(attempts_table, a.run_id == r.id)
+             .where(r.state == "done", a.ended_at.is_not(None), a.started_at.is_not(None)).group_by(r.id))
+        with self.engine.connect() as conn:
+            return [{"cell": row[0], "config": row[1], "summary": row[2], "seconds": row[3]} for row in conn.execute(q)]
+
     def find(self, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             return [r.id for r in conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id.like(prefix + "%")))]

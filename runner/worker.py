@@ -11,9 +11,12 @@ torch is imported once per worker, not once per run. Two ways to feed it:
 A run whose ``summary.json`` exists is skipped; one with a ``checkpoint.pt`` resumes from
 it. SIGTERM or SIGUSR1 (SLURM's warning before a time limit or preemption) stops the
 current run before its next optimizer step, after a checkpoint (marked interrupted, not
-failed); SIGINT is left to the launcher. A run that fails (a raised error, a diverged
-loss, out of memory) is recorded with its reason, its memory is released, and the worker
-takes the next run.
+failed); SIGINT is left to the launcher. ``runner cancel`` does the same to one run through
+its folder (``cancel.json``, looked at every second), and the worker goes on with the next.
+A run that fails (a raised error, a diverged loss, out of memory) is recorded with its
+reason and its memory is released; a launcher's worker then exits so that the launcher
+starts a fresh one (nothing a failed run left behind reaches the next), a batch worker
+takes its next run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -65,11 +69,12 @@ def release_memory() -> None:
 
 
 class _Heartbeat:
-    """Rewrites heartbeat.json every few seconds, also during long epochs."""
+    """Rewrites heartbeat.json every few seconds, also during long epochs, and looks for a
+    cancel request every second."""
 
     def __init__(self, folder: RunFolder, attempt: int, progress: dict):
         self.folder, self.attempt, self.progress = folder, attempt, progress
-        self.done = threading.Event()
+        self.done, self.cancelled = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def beat(self) -> None:
@@ -79,8 +84,13 @@ class _Heartbeat:
             pass
 
     def _loop(self) -> None:
-        while not self.done.wait(HEARTBEAT_EVERY_S):
-            self.beat()
+        last = time.monotonic()
+        while not self.done.wait(1.0):
+            if self.folder.cancel_requested():
+                self.cancelled.set()
+            if time.monotonic() - last >= HEARTBEAT_EVERY_S:
+                self.beat()
+                last = time.monotonic()
 
     def __enter__(self):
         self.beat()
@@ -100,6 +110,8 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
     state = folder.read()
     if state.summary is not None:
         return "done", None
+    if folder.cancel_requested():
+        return "cancelled", "cancelled before it started"
     config = state.run["config"]
     attempt = folder.start_attempt(provenance)
     _busy.update(folder=folder, attempt=attempt)
@@ -121,15 +133,18 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
         with _Heartbeat(folder, attempt, progress) as beat:
             summary = train(config, device=device, checkpoint=folder.file("checkpoint.pt"),
                             weights=folder.file("model.pt"), on_engine=on_engine, on_epoch=on_epoch,
-                            should_stop=_stop.is_set)
+                            should_stop=lambda: _stop.is_set() or beat.cancelled.is_set())
         folder.finish(attempt, summary)
         mirror.finish("done", summary)
         result = "done", None
     except Interrupted:
-        folder.end_attempt(attempt, "interrupted", "stopped before it finished (signal or Ctrl-C); it resumes "
-                                                   "from its checkpoint")
-        mirror.finish("cancelled", reason="interrupted")
-        result = "cancelled", "interrupted"
+        if beat.cancelled.is_set() and not _stop.is_set():
+            status, reason = "cancelled", "cancelled with `runner cancel`; it resumes from its checkpoint"
+        else:
+            status, reason = "interrupted", "stopped before it finished (signal or Ctrl-C); it resumes from its checkpoint"
+        folder.end_attempt(attempt, status, reason)
+        mirror.finish("cancelled", reason=status)
+        result = "cancelled", status
     except Exception as e:  # the run failed, the worker goes on with the next one
         reason = one_line(e)
         folder.fail(attempt, reason, traceback.format_exc())
@@ -187,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--control-fd", type=int, default=None)
     p.add_argument("--runs", nargs="*", type=Path, default=[])
+    p.add_argument("--max-runs", type=int, default=None, help="exit after this many runs (--isolate: 1)")
     args = p.parse_args(argv)
 
     from . import provenance
@@ -214,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdin = open(os.devnull)
     tasks: queue.Queue = queue.Queue()
     threading.Thread(target=_read_stdin, args=(tasks, feed), daemon=True).start()
+    runs = 0
     while not _stop.is_set():
         tell(event="ready", pid=os.getpid())
         path = _next_task(tasks)
@@ -223,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         tell(event="started", run=folder.path.name)
         state, reason = run_one(folder, device, prov)
         tell(event="finished", run=folder.path.name, state=state, reason=reason)
+        runs += 1
+        if state == "failed" or runs == args.max_runs:
+            break  # the launcher starts a fresh worker for what is left
     return 0
 
 

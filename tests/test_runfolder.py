@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from runner.runfolder import LOST_AFTER_S, RunFolder, read_jsonl, write_json_atomic
+from runner.runfolder import RunFolder, lost_after_s, read_jsonl, write_json_atomic
 
 RUN = {"id": "abc", "cell": "c", "label": "vit/digits/s0", "matrices": ["main"], "config": {"seed": 0}}
 
@@ -53,7 +53,7 @@ def test_a_silent_heartbeat_means_lost(tmp_path):
     a = f.start_attempt({})
     f.heartbeat(a, epoch=1)
     assert f.read().state == "running"
-    assert f.read(now=time.time() + LOST_AFTER_S + 1).state == "lost"
+    assert f.read(now=time.time() + lost_after_s() + 1).state == "lost"
 
 
 def test_torn_last_line_is_ignored(tmp_path):

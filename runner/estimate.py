@@ -1,0 +1,121 @@
+"""Expected run lengths, so the launcher can start the longest runs first.
+
+Handing the longest run to the next free slot (LPT list scheduling) keeps a matrix's
+makespan near its lower bound, max(longest run, total / slots): short runs fill the gaps
+at the end instead of a long one starting last. The estimates only have to rank runs:
+
+1. a run whose cell already finished with other seeds takes what those took (mean wall time
+   of their attempts);
+2. otherwise its work, forward FLOPs per image x images it will train on, times a rate in
+   seconds per unit of work fitted on finished runs: of the same model family if any, else of
+   all of them. With no history at all the work alone ranks the runs.
+
+FLOPs come from earlier summaries of the same architecture on the same data, or are counted
+on torch's meta device (no memory, no data, ~50 ms a model); only then is torch imported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Callable, Iterable
+
+from .plan import Run
+
+FlopsOf = Callable[[dict, dict], "float | None"]
+
+
+def longest_first(runs: list[Run], expected: dict[str, float | None]) -> list[Run]:
+    """Runs by expected length, longest first; unknown lengths count as the median known one,
+    and ties keep the plan's order."""
+    known = [v for v in expected.values() if v is not None]
+    fill = statistics.median(known) if known else 0.0
+    return sorted(runs, key=lambda r: -(expected.get(r.id) if expected.get(r.id) is not None else fill))
+
+
+def expected_seconds(runs: Iterable[Run], history: list[dict], flops_of: FlopsOf | None = None) -> dict[str, float | None]:
+    """Expected length of each run. ``history``: finished runs as ``{cell, config, summary, seconds}``
+    (``Store.history``). The result is in seconds when any history calibrates it, else in units
+    of work; either way it ranks the runs."""
+    runs = list(runs)
+    by_cell: dict[str, list[float]] = {}
+    known_flops: dict[str, float] = {}
+    rates: dict[str, list[float]] = {}
+    for h in history:
+        s, seconds = h.get("summary") or {}, h.get("seconds")
+        if not seconds or seconds <= 0:
+            continue
+        by_cell.setdefault(h["cell"], []).append(seconds)
+        if s.get("flops"):
+            known_flops[_model_key(h["config"])] = float(s["flops"])
+            images = (s.get("steps") or 0) * h["config"]["train"]["batch_size"] or (s.get("epochs") or 0) * (s.get("n_train") or 0)
+            if images:
+                rate = seconds / (float(s["flops"]) * images)
+                rates.setdefault(h["config"]["architecture"]["model"], []).append(rate)
+                rates.setdefault("*", []).append(rate)
+
+    out: dict[str, float | None] = {}
+    pending = [r for r in runs if r.cell not in by_cell]
+    if pending and flops_of is None:
+        flops_of = meta_flops
+    for r in runs:
+        if r.cell in by_cell:
+            out[r.id] = statistics.fmean(by_cell[r.cell])
+            continue
+        key = _model_key(r.config)
+        if key not in known_flops:
+            known_flops[key] = flops_of(r.config["architecture"], r.config["dataset"])
+        flops, images = known_flops[key], images_to_train(r.config)
+        if flops is None or images is None:
+            out[r.id] = None
+            continue
+        family = rates.get(r.config["architecture"]["model"]) or rates.get("*")
+        out[r.id] = flops * images * (statistics.median(family) if family else 1.0)
+    return out
+
+
+def images_to_train(config: dict) -> int | None:
+    """Images the run will push through the model: epochs x the train split, or fewer with max_steps."""
+    n = train_split_size(config["dataset"])
+    t = config["train"]
+    if n is None:
+        return None
+    images = t["epochs"] * n
+    if t.get("max_steps"):
+        images = min(images, t["max_steps"] * t["batch_size"])
+    return images
+
+
+def train_split_size(dataset: dict) -> int | None:
+    import datasets
+
+    opts = dict(dataset)
+    src = datasets.get_source(opts.pop("source"))
+    return src.options(**opts).train_images() if src else None
+
+
+def meta_flops(architecture: dict, dataset: dict) -> float | None:
+    """Forward FLOPs of one image, counted on the meta device; None if the model cannot be built there."""
+    import torch
+
+    from datasets import get_source
+
+    from .measure import count_flops
+    from .train import build_model
+
+    opts = dict(dataset)
+    info = get_source(opts.pop("source")).options(**opts).info()
+    if info.num_classes is None:  # an image folder not on disk yet: its head hardly matters here
+        info = type(info)(1000, info.in_chans, info.img_size, info.mean, info.std)
+    try:
+        with torch.device("meta"):
+            model = build_model(architecture, info)
+            return count_flops(model, torch.empty(1, info.in_chans, info.img_size, info.img_size))
+    except Exception:  # a model that needs real tensors to build: ranked as a median run
+        return None
+
+
+def _model_key(config: dict) -> str:
+    """What FLOPs per image depend on: the architecture and the data's shape, not the recipe or seed."""
+    data = {k: v for k, v in config["dataset"].items() if k != "root"}
+    return json.dumps([config["architecture"], data], sort_keys=True)
