@@ -65,6 +65,10 @@ def launch(
     workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: one per core, at most 8).")] = None,
     rerun: Annotated[Optional[list[str]], typer.Option(
         "--rerun", help="Also run again: failed, stale (done at another git commit). Repeatable.")] = None,
+    retries: Annotated[int, typer.Option(
+        "--retries", min=0, help="Attempts a run gets again when its worker dies or hangs (it resumes from its checkpoint).")] = 2,
+    isolate: Annotated[bool, typer.Option(
+        "--isolate", help="A fresh worker process for every run (default: workers take run after run).")] = False,
 ):
     """Run every selected cell that is not done yet, on local workers; Ctrl-C stops cleanly."""
     from . import commands as c
@@ -80,20 +84,38 @@ def launch(
     slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
     store = c.open_store(sel.study, create=True)
     with LaunchDisplay(total=len(sel.runs)) as display:
-        result = do_launch(sel.study, sel.runs, store, slots, display, rerun=set(rerun or ()))
-    ran = result.done + result.failed + result.cancelled
+        result = do_launch(sel.study, sel.runs, store, slots, display, rerun=set(rerun or ()),
+                           retries=retries, isolate=isolate)
+    ran = result.done + result.failed + result.lost + result.cancelled
     if ran == 0 and not result.interrupted:
         console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
                       + (", the rest failed or stale (see --rerun)" if result.already_done < result.selected else ""))
     else:
-        console.print(f"{result.done} done, {result.failed} failed, {result.cancelled} interrupted "
-                      f"({result.already_done} were already done)")
-    for label, reason in result.failures:
-        err_console.print(f"[red]failed[/] {label}: {reason}")
+        console.print(f"{result.done} done, {result.failed} failed, {result.lost} lost, {result.cancelled} cancelled "
+                      f"or interrupted ({result.already_done} were already done"
+                      + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
+    for label, state, reason in result.failures:
+        err_console.print(f"[red]{state}[/] {label}: {reason}", soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
-    if result.failed:
+    if result.failed or result.lost:
         raise typer.Exit(1)
+
+
+@app.command()
+def cancel(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None):
+    """Stop selected runs of the running launch: queued ones never start, running ones checkpoint and stop.
+
+    Cancelled runs resume at the next `runner launch`."""
+    from . import commands as c
+
+    sel = c.load(file, matrix or (), where or ())
+    queued, running = c.cancel(sel)
+    if not queued and not running:
+        print("nothing to cancel: no selected run is queued or running")
+        return
+    print(f"cancelled {len(queued)} queued run(s); {len(running)} running run(s) stop at their next step and keep "
+          "a checkpoint (they resume at the next `runner launch`)")
 
 
 @app.command()
@@ -101,11 +123,12 @@ def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
            watch: Annotated[Optional[float], typer.Option("--watch", help="Refresh every N seconds until Ctrl-C.")] = None):
     """Counts by state, running cells with epoch and ETA, failures with their reason."""
     from . import commands as c
-    from .scheduler import launcher_running
+    from .launchlock import running_launch
 
     sel = c.load(file, matrix or (), where or ())
     while True:
-        entries = c.run_entries(sel, c.records_for(sel, ingest=True), queued=launcher_running(sel.study.runs_dir))
+        launch_info = running_launch(sel.study.runs_dir) or {}
+        entries = c.run_entries(sel, c.records_for(sel, ingest=True), queued=set(launch_info.get("runs") or ()))
         view = c.overview(entries)
         if json_:
             from .render import print_json

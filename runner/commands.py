@@ -6,6 +6,8 @@ here imports torch: only ``launch`` starts workers, which import it themselves.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .errors import DataError, SelectionError, choices
 from .plan import Plan, Run, count_states, expand, missing_data, parse_where, select, state_of, value_of
 from .provenance import git_commit
+from .runfolder import RunFolder
 from .spec import Study, data_root, load_study
 
 if TYPE_CHECKING:  # sqlalchemy costs 0.25 s to import: only commands that touch a store pay it
@@ -57,15 +60,18 @@ def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[
     return store.runs([r.id for r in sel.runs], details=details)
 
 
-def run_entries(sel: Selection, records: dict[str, RunRecord], *, queued: bool = False,
+def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iterable[str] = (),
                 with_config: bool = False) -> list[dict[str, Any]]:
-    """One dict per selected run in the shape of ``status --json``."""
+    """One dict per selected run in the shape of ``status --json``; ``queued``: the runs a running
+    launcher will do, shown as queued until they start."""
+    queued = set(queued)
     commit = git_commit(sel.study.dir)
     out = []
     for run in sel.runs:
         rec = records.get(run.id)
         state = state_of(rec, commit)
-        if state == "missing" and queued and rec is not None:
+        if (state in ("missing", "lost", "cancelled") and run.id in queued
+                and not RunFolder(sel.study.runs_dir / run.id).cancel_requested()):
             state = "queued"
         entry = {"id": run.id, "label": run.label, "state": state, "matrix": list(run.matrices),
                  "cell": run.cell, "summary": rec.summary if rec else None, "reason": rec.reason if rec else None,
@@ -95,6 +101,31 @@ def eta_seconds(progress: dict | None) -> float | None:
     if not per_epoch:
         return None
     return per_epoch * (progress["epochs"] - progress["epoch"])
+
+
+def cancel(sel: Selection) -> tuple[list[str], list[str]]:
+    """Ask the selected runs to stop, through their folders: those the running launcher has not
+    started yet are skipped by it, running ones checkpoint and stop within a second or two.
+    Returns the labels of (queued, running) runs cancelled; the next launch clears the requests."""
+    from .launchlock import running_launch
+    from .provenance import command_line
+
+    launched = set((running_launch(sel.study.runs_dir) or {}).get("runs") or ())
+    by = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line()}
+    queued, running = [], []
+    for run in sel.runs:
+        folder = RunFolder(sel.study.runs_dir / run.id)
+        if not folder.path.is_dir() or folder.cancel_requested():
+            continue
+        state = folder.read().state
+        if state == "running":
+            running.append(run.label)
+        elif run.id in launched and state not in ("done", "failed"):
+            queued.append(run.label)
+        else:
+            continue
+        folder.request_cancel(by)
+    return queued, running
 
 
 # ---------------------------------------------------------------- report

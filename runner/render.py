@@ -85,9 +85,9 @@ def status_view(study_name: str, overview: dict) -> None:
             t.add_row(e["id"], e["label"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
                       _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
         console.print(t)
-    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost")]
+    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost", "cancelled")]
     if failed:
-        t = Table(title="failed or lost", title_justify="left")
+        t = Table(title="failed, lost or cancelled", title_justify="left")
         for col in ("run", "label", "state", "reason"):
             t.add_column(col, overflow="fold")
         for e in failed[:MAX_ROWS]:

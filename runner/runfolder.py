@@ -34,9 +34,6 @@ from typing import Any, BinaryIO, Callable
 
 from .errors import BackendError
 
-HEARTBEAT_EVERY_S = 5.0
-
-
 def lost_after_s() -> float:
     """A heartbeat older than this means the worker is gone (dead, hung, or its node lost).
     ``RUNNER_LOST_AFTER_S`` changes it, e.g. for a filesystem whose writes show up late."""
@@ -48,6 +45,11 @@ def lost_after_s() -> float:
     if value <= 0:
         raise BackendError(f"RUNNER_LOST_AFTER_S={text}: expected a number of seconds > 0 (default 90)")
     return value
+
+
+def heartbeat_every_s() -> float:
+    """Every 5 s, or often enough that a live run beats several times within ``lost_after_s``."""
+    return min(5.0, lost_after_s() / 4)
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:

@@ -33,7 +33,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .runfolder import HEARTBEAT_EVERY_S, RunFolder
+from .runfolder import RunFolder, heartbeat_every_s
 
 _stop = threading.Event()
 _busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
@@ -75,6 +75,7 @@ class _Heartbeat:
     def __init__(self, folder: RunFolder, attempt: int, progress: dict):
         self.folder, self.attempt, self.progress = folder, attempt, progress
         self.done, self.cancelled = threading.Event(), threading.Event()
+        self.every = heartbeat_every_s()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def beat(self) -> None:
@@ -84,11 +85,11 @@ class _Heartbeat:
             pass
 
     def _loop(self) -> None:
-        last = time.monotonic()
-        while not self.done.wait(1.0):
+        last, every = time.monotonic(), self.every
+        while not self.done.wait(min(1.0, every)):
             if self.folder.cancel_requested():
                 self.cancelled.set()
-            if time.monotonic() - last >= HEARTBEAT_EVERY_S:
+            if time.monotonic() - last >= every:
                 self.beat()
                 last = time.monotonic()
 
@@ -144,7 +145,7 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
             status, reason = "interrupted", "stopped before it finished (signal or Ctrl-C); it resumes from its checkpoint"
         folder.end_attempt(attempt, status, reason)
         mirror.finish("cancelled", reason=status)
-        result = "cancelled", status
+        result = "cancelled", reason
     except Exception as e:  # the run failed, the worker goes on with the next one
         reason = one_line(e)
         folder.fail(attempt, reason, traceback.format_exc())

@@ -77,6 +77,12 @@ def test_a_failing_run_is_reported_and_the_rest_continue(tiny):
     assert view["counts"] == {"done": 2, "failed": 2}
     failed = [r for r in view["runs"] if r["state"] == "failed"]
     assert all("no_such_model_anywhere" in r["reason"] and "\n" not in r["reason"] for r in failed)
+    # one worker ran all four: it is reused after a finished run and replaced after a failed one
+    attempts = sorted((a for r in view["runs"] for a in
+                       json.loads(run_cli("show", r["id"], "--json", cwd=tiny).stdout)["attempts"]),
+                      key=lambda a: a["started_at"])
+    for before, after in zip(attempts, attempts[1:]):
+        assert (after["pid"] != before["pid"]) == (before["status"] == "failed"), attempts
     # a plain relaunch leaves failures alone; --rerun failed tries them again
     assert "nothing to run" in run_cli("launch", "--workers", "1", cwd=tiny).stdout
     again = run_cli("launch", "--workers", "1", "--rerun", "failed", cwd=tiny)

@@ -76,9 +76,11 @@ def make_slots(*, gpus: str | None, per_gpu: int, workers: int | None) -> list[S
 class Worker:
     """One worker subprocess and its control pipe."""
 
-    def __init__(self, slot: Slot, *, study_dir: Path, log_dir: Path, number: int):
+    def __init__(self, slot: Slot, *, study_dir: Path, log_dir: Path, number: int, max_runs: int | None = None):
         self.slot, self.run_id = slot, None
         self.started = False  # True once it said "ready": torch imported, device usable
+        self.closing = False  # the launcher has no more work for it: its exit is expected
+        self.hung_for: float | None = None  # seconds without heartbeat when the launcher killed it
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, **{COMMAND_ENV: command_line(), "PYTHONUNBUFFERED": "1"})
         if slot.gpu is not None:
@@ -88,7 +90,8 @@ class Worker:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "runner.worker", "--study-dir", str(study_dir), "--device", slot.device,
-                 "--control-fd", str(write_fd)] + (["--threads", str(slot.threads)] if slot.threads else []),
+                 "--control-fd", str(write_fd)] + (["--threads", str(slot.threads)] if slot.threads else [])
+                + (["--max-runs", str(max_runs)] if max_runs else []),
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
                 start_new_session=True, text=True,
             )
@@ -115,6 +118,10 @@ class Worker:
 
     def close_input(self) -> None:
         """No more work: the worker exits when it next waits for a task."""
+        self.closing = True
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
         try:
             self.proc.stdin.close()
         except (BrokenPipeError, OSError):
@@ -138,9 +145,10 @@ class WorkerPool:
         self.selector = selectors.DefaultSelector()
         self._started = 0
 
-    def start(self, slot: Slot) -> Worker:
+    def start(self, slot: Slot, max_runs: int | None = None) -> Worker:
+        """A new worker on ``slot``; with ``max_runs`` it exits after that many runs."""
         self._started += 1
-        w = Worker(slot, study_dir=self.study_dir, log_dir=self.log_dir, number=self._started)
+        w = Worker(slot, study_dir=self.study_dir, log_dir=self.log_dir, number=self._started, max_runs=max_runs)
         self.workers.append(w)
         self.selector.register(w.control, selectors.EVENT_READ, w)
         return w
@@ -148,7 +156,7 @@ class WorkerPool:
     def retire(self, w: Worker) -> None:
         self.selector.unregister(w.control)
         w.control.close()
-        w.close_input()
+        w._close_stdin()
         self.workers.remove(w)
 
     def poll(self, timeout: float) -> list[tuple[Worker, dict]]:

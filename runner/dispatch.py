@@ -1,0 +1,197 @@
+"""The launcher's event loop: keep every slot busy until the queue is empty.
+
+* **Order.** When there are more runs than slots, the longest expected run goes first
+  (``runner/estimate.py``), so the short ones fill the gaps at the end. The pool is started
+  before the estimate, so the workers import torch while it is computed.
+* **Long-lived workers.** A worker takes run after run; one whose run failed exits and a
+  fresh one takes its slot (nothing a failed run left behind reaches the next), and with
+  ``isolate`` every run gets a fresh process.
+* **Liveness.** A worker that dies in the middle of a run (killed, segfault, the OOM killer)
+  closes its pipe; one that hangs (stopped, stuck in a driver) stops rewriting its run's
+  heartbeat and is killed once the heartbeat is older than ``lost_after_s``. Either way the
+  attempt is marked lost, a new worker takes the slot and the run goes back to the front of
+  the queue, resuming from its checkpoint, ``retries`` times at most.
+* **Cancel.** A queued run whose folder holds a cancel request is skipped; a running one
+  stops by itself (the worker watches for the request).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+from .backends.local import Worker, WorkerPool
+from .errors import BackendError
+from .runfolder import RunFolder
+
+WATCH_EVERY_S = 2.0  # how often in-flight heartbeats are looked at
+INGEST_EVERY_S = 1.0
+
+
+class Dispatcher:
+    def __init__(self, study, todo, store, slots, display, result, lock, *, retries: int, isolate: bool,
+                 lost_after_s: float, stop_grace_s: float):
+        self.study, self.store, self.slots, self.display, self.result = study, store, slots, display, result
+        self.lock = lock  # publishes the runs not settled yet, for `runner status` and `runner cancel`
+        self.unsettled = {r.id for r in todo}
+        self.queue = deque(todo)
+        self.by_id = {r.id: r for r in todo}
+        self.retries, self.isolate, self.lost_after_s, self.stop_grace_s = retries, isolate, lost_after_s, stop_grace_s
+        self.tries: dict[str, int] = {}  # lost attempts per run in this launch
+        self.in_flight: dict[str, Worker] = {}
+        self.pool = WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
+
+    def folder(self, run_id: str) -> RunFolder:
+        return RunFolder(self.study.runs_dir / run_id)
+
+    def run(self) -> None:
+        for slot in self.slots[: len(self.queue)]:
+            self._start_worker(slot)
+        self._order_queue()
+        last_ingest = last_watch = 0.0
+        try:
+            while self.queue or self.in_flight or self.pool.workers:
+                for w, event in self.pool.poll(0.5):
+                    self._on_event(w, event)
+                now = time.monotonic()
+                if self.in_flight and now - last_watch > WATCH_EVERY_S:
+                    self._watch_heartbeats()
+                    last_watch = now
+                if self.in_flight and now - last_ingest > INGEST_EVERY_S:
+                    self.store.ingest(self.study.runs_dir, list(self.in_flight))
+                    self.display.progress(self.store.runs(list(self.in_flight)))
+                    last_ingest = now
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+            self.display.message(f"stopping: {len(self.in_flight)} running run(s) end at their next batch; "
+                                 "finished runs are kept")
+            self.pool.shutdown(self.stop_grace_s)
+            self.result.cancelled += len(self.in_flight)
+        finally:
+            self.pool.shutdown(5.0)
+
+    # ------------------------------------------------------------------ queue
+
+    def _order_queue(self) -> None:
+        """Longest expected run first; worth it only when runs wait for slots and differ."""
+        if len(self.queue) <= len(self.slots) or len({r.cell for r in self.queue}) < 2:
+            return
+        from .estimate import expected_seconds, longest_first
+
+        runs = list(self.queue)
+        self.queue = deque(longest_first(runs, expected_seconds(runs, self.store.history())))
+
+    def _next_run(self):
+        """The next queued run, skipping (and reporting) those cancelled while they waited."""
+        while self.queue:
+            run = self.queue.popleft()
+            if not self.folder(run.id).cancel_requested():
+                return run
+            self._finished(run, "cancelled", "cancelled before it started")
+        return None
+
+    # ------------------------------------------------------------------ events
+
+    def _on_event(self, w: Worker, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "ready":
+            w.started = True
+            run = self._next_run()
+            if run is None:
+                w.close_input()
+                return
+            w.send(self.study.runs_dir / run.id)
+            self.in_flight[run.id] = w
+            self.display.started(run, w.slot)
+        elif kind == "finished":
+            rid = event["run"]
+            self.in_flight.pop(rid, None)
+            w.run_id = None
+            self._finished(self.by_id[rid], event["state"], event.get("reason"))
+        elif kind == "eof":
+            self._worker_exited(w)
+
+    def _worker_exited(self, w: Worker) -> None:
+        """A worker's pipe closed: it exited after its last run, or died in the middle of one."""
+        self.pool.retire(w)
+        code = w.proc.wait()
+        rid = w.run_id
+        if rid is not None and self.in_flight.pop(rid, None) is not None:
+            self._died_during(self.by_id[rid], w, code)
+        if not w.started:
+            raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
+                               f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
+        if self.queue and not w.closing:
+            self._start_worker(w.slot)
+
+    def _died_during(self, run, w: Worker, code: int) -> None:
+        """Mark the open attempt lost and put the run back at the front of the queue, or give up on it."""
+        folder = self.folder(run.id)
+        fs = folder.read()
+        if fs.state in ("done", "failed", "cancelled"):  # it got that far before dying
+            return self._finished(run, fs.state, fs.reason)
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        if w.hung_for is not None:
+            how = f"no heartbeat for {w.hung_for:.0f} s, killed"
+        reason = f"worker process died ({how}); its log: {w.log_path}"
+        open_attempts = [a for a in fs.attempts if a.get("status") is None]
+        if open_attempts:
+            folder.mark_lost(open_attempts[-1]["attempt"], reason)
+        self.tries[run.id] = self.tries.get(run.id, 0) + 1
+        if self.tries[run.id] <= self.retries:
+            self.result.retried += 1
+            self.queue.appendleft(run)
+            self.store.ingest(self.study.runs_dir, [run.id])
+            self.display.message(f"lost {run.label}: {reason}; retrying ({self.tries[run.id]}/{self.retries}), "
+                                 "from its last checkpoint")
+        else:
+            self._finished(run, "lost", reason + f" (lost {self.tries[run.id]} time(s), --retries {self.retries})")
+
+    def _finished(self, run, state: str, reason: str | None) -> None:
+        self.unsettled.discard(run.id)
+        self.lock.announce(sorted(self.unsettled))
+        self.store.ingest(self.study.runs_dir, [run.id])
+        record = self.store.runs([run.id]).get(run.id)
+        if state == "done":
+            self.result.done += 1
+        elif state in ("failed", "lost"):
+            setattr(self.result, state, getattr(self.result, state) + 1)
+            self.result.failures.append((run.label, state, reason or "?"))
+        else:
+            self.result.cancelled += 1
+        self.display.finished(run, state, record, reason)
+
+    # ------------------------------------------------------------------ workers
+
+    def _start_worker(self, slot) -> None:
+        self.pool.start(slot, max_runs=1 if self.isolate else None)
+
+    def _watch_heartbeats(self) -> None:
+        """Kill the worker of any run whose heartbeat went stale while its process lives on (stopped,
+        or stuck); the closed pipe then takes the path of a dead worker."""
+        now = time.time()
+        for rid, w in list(self.in_flight.items()):
+            if w.hung_for is not None or w.proc.poll() is not None:
+                continue
+            fs = self.folder(rid).read(now=now)
+            last = fs.attempts[-1] if fs.attempts else None
+            if last is None or last.get("status") is not None:
+                continue  # not started yet, or just ended: its event is on the way
+            beat = fs.heartbeat if fs.heartbeat and fs.heartbeat.get("attempt") == last["attempt"] else {}
+            silent = now - (beat.get("time") or last.get("started_at") or now)
+            if silent > self.lost_after_s:
+                w.hung_for = silent
+                self.display.message(f"{self.by_id[rid].label}: no heartbeat for {silent:.0f} s "
+                                     f"(RUNNER_LOST_AFTER_S={self.lost_after_s:g}); killing worker pid {w.proc.pid}")
+                w.kill()
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - n))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
