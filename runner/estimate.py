@@ -36,42 +36,51 @@ def longest_first(runs: list[Run], expected: dict[str, float | None]) -> list[Ru
 def expected_seconds(runs: Iterable[Run], history: list[dict], flops_of: FlopsOf | None = None) -> dict[str, float | None]:
     """Expected length of each run. ``history``: finished runs as ``{cell, config, summary, seconds}``
     (``Store.history``). The result is in seconds when any history calibrates it, else in units
-    of work; either way it ranks the runs."""
+    of work; either way it ranks the runs. None: unknown (``longest_first`` ranks it as the median)."""
     runs = list(runs)
+    flops_of = flops_of or meta_flops
+    flops_cache: dict[str, float | None] = {}
+
+    def flops(config: dict, summary: dict | None = None) -> float | None:
+        key = _model_key(config)
+        if key not in flops_cache:
+            flops_cache[key] = (summary or {}).get("flops") or flops_of(config["architecture"], config["dataset"])
+        return flops_cache[key]
+
     by_cell: dict[str, list[float]] = {}
-    known_flops: dict[str, float] = {}
-    rates: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}  # seconds per FLOP-image, by model family and overall ("*")
     for h in history:
-        s, seconds = h.get("summary") or {}, h.get("seconds")
+        seconds, summary = h.get("seconds"), h.get("summary") or {}
         if not seconds or seconds <= 0:
             continue
         by_cell.setdefault(h["cell"], []).append(seconds)
-        if s.get("flops"):
-            known_flops[_model_key(h["config"])] = float(s["flops"])
-            images = (s.get("steps") or 0) * h["config"]["train"]["batch_size"] or (s.get("epochs") or 0) * (s.get("n_train") or 0)
-            if images:
-                rate = seconds / (float(s["flops"]) * images)
-                rates.setdefault(h["config"]["architecture"]["model"], []).append(rate)
-                rates.setdefault("*", []).append(rate)
+        work = _work(h["config"], flops(h["config"], summary), summary)
+        if work:
+            for family in (h["config"]["architecture"]["model"], "*"):
+                rates.setdefault(family, []).append(seconds / work)
 
     out: dict[str, float | None] = {}
-    pending = [r for r in runs if r.cell not in by_cell]
-    if pending and flops_of is None:
-        flops_of = meta_flops
     for r in runs:
         if r.cell in by_cell:
             out[r.id] = statistics.fmean(by_cell[r.cell])
             continue
-        key = _model_key(r.config)
-        if key not in known_flops:
-            known_flops[key] = flops_of(r.config["architecture"], r.config["dataset"])
-        flops, images = known_flops[key], images_to_train(r.config)
-        if flops is None or images is None:
+        work = _work(r.config, flops(r.config))
+        rate = rates.get(r.config["architecture"]["model"]) or rates.get("*")
+        if work is None or (by_cell and not rate):  # work without a rate is not comparable to seconds
             out[r.id] = None
-            continue
-        family = rates.get(r.config["architecture"]["model"]) or rates.get("*")
-        out[r.id] = flops * images * (statistics.median(family) if family else 1.0)
+        else:
+            out[r.id] = work * (statistics.median(rate) if rate else 1.0)
     return out
+
+
+def _work(config: dict, flops: float | None, summary: dict | None = None) -> float | None:
+    """FLOPs per image x images trained on: from a finished run's summary, else from its plan."""
+    if not flops:
+        return None
+    s = summary or {}
+    images = ((s.get("epochs") or 0) * (s.get("n_train") or 0) or (s.get("steps") or 0) * config["train"]["batch_size"]
+              or images_to_train(config))
+    return flops * images if images else None
 
 
 def images_to_train(config: dict) -> int | None:

@@ -20,8 +20,8 @@ STATE_STYLE = {"done": "green", "stale": "yellow", "running": "cyan", "queued": 
                "lost": "magenta", "cancelled": "magenta", "missing": "dim"}
 MAX_ROWS = 40
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:

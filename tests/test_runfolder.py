@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
-from runner.runfolder import RunFolder, lost_after_s, read_jsonl, write_json_atomic
+import pytest
+
+from runner.errors import BackendError
+from runner.runfolder import RunFolder, heartbeat_every_s, lost_after_s, read_jsonl, write_json_atomic
 
 RUN = {"id": "abc", "cell": "c", "label": "vit/digits/s0", "matrices": ["main"], "config": {"seed": 0}}
 
@@ -54,6 +57,43 @@ def test_a_silent_heartbeat_means_lost(tmp_path):
     f.heartbeat(a, epoch=1)
     assert f.read().state == "running"
     assert f.read(now=time.time() + lost_after_s() + 1).state == "lost"
+
+
+def test_cancel_requests_and_lost_marks(tmp_path):
+    f = folder(tmp_path)
+    f.request_cancel({"pid": 1})
+    s = f.read()
+    assert s.state == "cancelled" and s.reason == "cancelled before it started"
+    f.clear_cancel()  # what the next launch does
+    assert f.read().state == "planned"
+    a = f.start_attempt({})
+    f.request_cancel({"pid": 1})
+    assert f.read().state == "running"  # until the worker stops it
+    f.end_attempt(a, "cancelled", "cancelled with `runner cancel`")
+    assert f.read().state == "cancelled"
+    f.clear_cancel()
+    b = f.start_attempt({})
+    f.mark_lost(b, "worker process died (killed by signal 9)")
+    s = f.read()
+    assert s.state == "lost" and "signal 9" in s.reason
+    assert [x["status"] for x in s.attempts] == ["cancelled", "lost"]
+
+
+def test_a_dead_worker_with_a_cancel_request_counts_as_cancelled(tmp_path):
+    f = folder(tmp_path)
+    f.start_attempt({})
+    f.request_cancel({"pid": 1})
+    assert f.read(now=time.time() + lost_after_s() + 1).state == "cancelled"
+
+
+def test_lost_after_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RUNNER_LOST_AFTER_S", "8")
+    assert lost_after_s() == 8 and heartbeat_every_s() == 2
+    monkeypatch.delenv("RUNNER_LOST_AFTER_S")
+    assert lost_after_s() == 90 and heartbeat_every_s() == 5
+    monkeypatch.setenv("RUNNER_LOST_AFTER_S", "soon")
+    with pytest.raises(BackendError, match="RUNNER_LOST_AFTER_S=soon: expected a number of seconds"):
+        lost_after_s()
 
 
 def test_torn_last_line_is_ignored(tmp_path):
