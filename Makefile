@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/arch_speed.py
 	$(PY) bench/data_speed.py
 	$(PY) bench/train_speed.py
+	$(PY) bench/scheduling.py
 
 clean:
 	rm -rf results

@@ -130,15 +130,15 @@ class Dispatcher:
         """Mark the open attempt lost and put the run back at the front of the queue, or give up on it."""
         folder = self.folder(run.id)
         fs = folder.read()
-        if fs.state in ("done", "failed", "cancelled"):  # it got that far before dying
+        attempt = _this_attempt(fs, w)
+        if fs.state == "done" or (attempt and attempt.get("status") is not None):  # it got that far before dying
             return self._finished(run, fs.state, fs.reason)
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         if w.hung_for is not None:
             how = f"no heartbeat for {w.hung_for:.0f} s, killed"
         reason = f"worker process died ({how}); its log: {w.log_path}"
-        open_attempts = [a for a in fs.attempts if a.get("status") is None]
-        if open_attempts:
-            folder.mark_lost(open_attempts[-1]["attempt"], reason)
+        if attempt is not None:
+            folder.mark_lost(attempt["attempt"], reason)
         self.tries[run.id] = self.tries.get(run.id, 0) + 1
         if self.tries[run.id] <= self.retries:
             self.result.retried += 1
@@ -176,16 +176,23 @@ class Dispatcher:
             if w.hung_for is not None or w.proc.poll() is not None:
                 continue
             fs = self.folder(rid).read(now=now)
-            last = fs.attempts[-1] if fs.attempts else None
-            if last is None or last.get("status") is not None:
-                continue  # not started yet, or just ended: its event is on the way
-            beat = fs.heartbeat if fs.heartbeat and fs.heartbeat.get("attempt") == last["attempt"] else {}
-            silent = now - (beat.get("time") or last.get("started_at") or now)
+            attempt = _this_attempt(fs, w)
+            if attempt is not None and attempt.get("status") is not None:
+                continue  # it just ended: its event is on the way
+            beat = fs.heartbeat if attempt and fs.heartbeat and fs.heartbeat.get("attempt") == attempt["attempt"] else {}
+            # before its attempt starts, the worker is counted from the moment it got the run
+            silent = now - max(beat.get("time") or 0.0, (attempt or {}).get("started_at") or 0.0, w.sent_at)
             if silent > self.lost_after_s:
                 w.hung_for = silent
                 self.display.message(f"{self.by_id[rid].label}: no heartbeat for {silent:.0f} s "
                                      f"(RUNNER_LOST_AFTER_S={self.lost_after_s:g}); killing worker pid {w.proc.pid}")
                 w.kill()
+
+
+def _this_attempt(fs, w: Worker) -> dict | None:
+    """The attempt ``w`` opened for its current run, if it got that far (not one of an earlier launch)."""
+    last = fs.attempts[-1] if fs.attempts else None
+    return last if last and (last.get("started_at") or 0.0) >= w.sent_at else None
 
 
 def _tail(path: Path, n: int = 4000) -> str:

@@ -81,6 +81,7 @@ class Worker:
         self.started = False  # True once it said "ready": torch imported, device usable
         self.closing = False  # the launcher has no more work for it: its exit is expected
         self.hung_for: float | None = None  # seconds without heartbeat when the launcher killed it
+        self.sent_at = 0.0  # when it was handed its current run (wall clock, as in attempts.jsonl)
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, **{COMMAND_ENV: command_line(), "PYTHONUNBUFFERED": "1"})
         if slot.gpu is not None:
@@ -103,7 +104,7 @@ class Worker:
         return self.control.fileno()
 
     def send(self, run_dir: Path) -> None:
-        self.run_id = Path(run_dir).name
+        self.run_id, self.sent_at = Path(run_dir).name, time.time()
         self.proc.stdin.write(str(run_dir) + "\n")
         self.proc.stdin.flush()
 
