@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Callable
 
 from .errors import BackendError
 
+
 def lost_after_s() -> float:
     """A heartbeat older than this means the worker is gone (dead, hung, or its node lost).
     ``RUNNER_LOST_AFTER_S`` changes it, e.g. for a filesystem whose writes show up late."""
