@@ -47,11 +47,11 @@ class Dispatcher:
         return RunFolder(self.study.runs_dir / run_id)
 
     def run(self) -> None:
-        for slot in self.slots[: len(self.queue)]:
-            self._start_worker(slot)
-        self._order_queue()
         last_ingest = last_watch = 0.0
         try:
+            for slot in self.slots[: len(self.queue)]:
+                self._start_worker(slot)
+            self._order_queue()
             while self.queue or self.in_flight or self.pool.workers:
                 for w, event in self.pool.poll(0.5):
                     self._on_event(w, event)
