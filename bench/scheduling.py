@@ -33,41 +33,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
+from conftest import TINY_STUDY  # noqa: E402
 from runner.estimate import longest_first  # noqa: E402
 
-STUDY = """
-[study]
-name = "dispatch"
-seeds = {seeds}
 
-[defaults]
-epochs = 1
-batch_size = 256
-warmup_epochs = 0
-
-[architectures.vit]
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 1
-heads = 2
-mlp_dim = 32
-
-[datasets.digits]
-source = "digits"
-
-[[matrix]]
-name = "main"
-architectures = ["vit"]
-datasets = ["digits"]
-"""
+def study_text(runs: int) -> str:
+    """The tests' tiny digits study, ViT only, one epoch, ``runs`` seeds."""
+    return (TINY_STUDY.replace("{epochs}", "1").replace("seeds = [0, 1]", f"seeds = {list(range(runs))}")
+            .replace('architectures = ["vit", "cnn"]', 'architectures = ["vit"]'))
 
 
 def dispatch_gaps(runs: int, isolate: bool) -> tuple[list[float], float]:
     """Gaps between consecutive attempts on one worker slot, and the launch's wall time."""
     with tempfile.TemporaryDirectory() as d:
-        Path(d, "experiments.toml").write_text(STUDY.replace("{seeds}", str(list(range(runs)))))
+        Path(d, "experiments.toml").write_text(study_text(runs))
         cmd = [sys.executable, "-m", "runner", "launch", "--workers", "1"] + (["--isolate"] if isolate else [])
         t0 = time.perf_counter()
         out = subprocess.run(cmd, cwd=d, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
