@@ -69,18 +69,39 @@ def launch(
         "--retries", min=0, help="Attempts a run gets again when its worker dies or hangs (it resumes from its checkpoint).")] = 2,
     isolate: Annotated[bool, typer.Option(
         "--isolate", help="A fresh worker process for every run (default: workers take run after run).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or slurm (a job array).")] = "local",
+    per_task: Annotated[Optional[int], typer.Option("--per-task", help="slurm: runs per array task.")] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="slurm: partition.")] = None,
+    account: Annotated[Optional[str], typer.Option("--account", help="slurm: account.")] = None,
+    qos: Annotated[Optional[str], typer.Option("--qos", help="slurm: QOS.")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="slurm: time limit per task (90, 1:30:00, 2-00:00:00).")] = None,
+    gpus_per_task: Annotated[Optional[int], typer.Option("--gpus-per-task", help="slurm: GPUs per task (--gres=gpu:N).")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", help="slurm: CPUs per task.")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="slurm: memory per task (16G).")] = None,
+    array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", help="slurm: at most K tasks at once.")] = None,
+    constraint: Annotated[Optional[str], typer.Option("--constraint", help="slurm: node features.")] = None,
 ):
-    """Run every selected cell that is not done yet, on local workers; Ctrl-C stops cleanly."""
+    """Run every selected cell that is not done yet: on local workers (Ctrl-C stops cleanly), or as a
+    SLURM job array (--backend slurm; options from [slurm] of the study file, flags override them)."""
     from . import commands as c
-    from .backends.local import make_slots
     from .errors import SelectionError
-    from .render import LaunchDisplay, console, err_console
-    from .scheduler import RERUNNABLE, launch as do_launch
+    from .scheduler import RERUNNABLE
 
     bad = set(rerun or ()) - RERUNNABLE
     if bad:
         raise SelectionError(f"--rerun {', '.join(sorted(bad))}: choose among {', '.join(sorted(RERUNNABLE))}")
+    if backend not in ("local", "slurm"):
+        raise SelectionError(f"--backend {backend}: choose local or slurm")
     sel = c.load(file, matrix or (), where or ())
+    if backend == "slurm":
+        flags = {"per_task": per_task, "partition": partition, "account": account, "qos": qos, "time": time_limit,
+                 "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem": mem,
+                 "array_parallelism": array_parallelism, "constraint": constraint}
+        return _submit(sel, {k: v for k, v in flags.items() if v is not None}, set(rerun or ()))
+    from .backends.local import make_slots
+    from .render import LaunchDisplay, console, err_console
+    from .scheduler import launch as do_launch
+
     slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
     store = c.open_store(sel.study, create=True)
     with LaunchDisplay(total=len(sel.runs)) as display:
@@ -100,6 +121,29 @@ def launch(
         raise typer.Exit(130)
     if result.failed or result.lost:
         raise typer.Exit(1)
+
+
+def _submit(sel, flags: dict, rerun: set[str]) -> None:
+    from . import commands as c
+    from .messages import validate
+    from .render import console, err_console
+    from .scheduler import submit_to_slurm
+    from .slurm_options import SlurmOptions
+
+    options = validate(SlurmOptions, {**sel.study.slurm, **flags}, sel.study.file,
+                       "[slurm] with the command line's flags" if flags else "[slurm]")
+    result = submit_to_slurm(sel.study, sel.runs, c.open_store(sel.study, create=True), options, rerun=rerun)
+    waiting = (f"; {result.in_slurm} left to their earlier SLURM task(s)" if result.in_slurm else "")
+    if result.unknown:
+        err_console.print(f"{result.unknown} run(s) belong to SLURM tasks that squeue and sacct know nothing of; they "
+                          "are not submitted again while they may still run (`runner status` shows them as unknown; "
+                          "`runner cancel` them to submit them again)")
+    if not result.submitted:
+        console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done{waiting}")
+        return
+    arrays = sorted({j.split("_")[0] for j in result.job_ids})
+    console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
+                  f"({result.already_done} were already done{waiting}); follow them with `runner status`")
 
 
 @app.command()
@@ -129,6 +173,7 @@ def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
     while True:
         launch_info = running_launch(sel.study.runs_dir) or {}
         entries = c.run_entries(sel, c.records_for(sel, ingest=True), queued=set(launch_info.get("runs") or ()))
+        c.join_slurm(sel, entries)
         view = c.overview(entries)
         if json_:
             from .render import print_json

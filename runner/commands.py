@@ -83,6 +83,42 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
     return out
 
 
+def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
+    """Add SLURM's view to the runs submitted as array tasks and not finished: ``job`` (task id and
+    SLURM's state) on each, and the state that view implies. A waiting task means queued; a task
+    SLURM gives no answer about means unknown (never guessed dead); a task that ended without
+    finishing its run leaves it lost (or cancelled), with SLURM's word in the reason."""
+    from .backends import slurm
+
+    tasks = {}
+    for e in entries:
+        if e["state"] not in ("done", "failed", "stale"):
+            task = slurm.task_of(sel.study.runs_dir / e["id"])
+            if task is not None:
+                tasks[e["id"]] = task
+    if not tasks:
+        return
+    answers = slurm.states({t.job_id for t in tasks.values()})
+    for e in entries:
+        task = tasks.get(e["id"])
+        if task is None:
+            continue
+        said = answers.get(task.job_id)
+        e["job"] = {"id": task.job_id, "state": said}
+        if said is None:
+            if e["state"] != "running":  # a fresh heartbeat still proves it runs
+                e["state"], e["reason"] = "unknown", f"SLURM has no record of task {task.job_id} (squeue and sacct)"
+        elif said in slurm.WAITING:
+            e["state"] = "queued"
+        elif said in slurm.RUNNING:
+            e["state"] = "running" if e["state"] == "running" else "queued"
+        elif e["state"] in ("missing", "running", "lost", "cancelled"):
+            ended = f"SLURM task {task.job_id} ended {said}"
+            if e["state"] in ("missing", "running"):
+                e["state"] = "cancelled" if said == "CANCELLED" else "lost"
+            e["reason"] = f"{ended}: {e['reason']}" if e.get("reason") else f"{ended} before the run finished"
+
+
 def overview(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"counts": count_states(e["state"] for e in entries), "runs": entries}
 

@@ -27,7 +27,7 @@ from .spec import AXES, Study, data_root, resolve_key
 
 ID_LENGTH = 12
 NOT_IDENTITY = {("dataset", "root")}
-STATES = ("done", "stale", "running", "queued", "failed", "lost", "cancelled", "missing")
+STATES = ("done", "stale", "running", "queued", "failed", "lost", "cancelled", "unknown", "missing")
 
 
 @dataclass(frozen=True)

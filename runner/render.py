@@ -17,7 +17,7 @@ from rich.table import Table
 from .commands import eta_seconds
 
 STATE_STYLE = {"done": "green", "stale": "yellow", "running": "cyan", "queued": "cyan", "failed": "red",
-               "lost": "magenta", "cancelled": "magenta", "missing": "dim"}
+               "lost": "magenta", "cancelled": "magenta", "unknown": "yellow", "missing": "dim"}
 MAX_ROWS = 40
 
 console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs
@@ -85,13 +85,24 @@ def status_view(study_name: str, overview: dict) -> None:
             t.add_row(e["id"], e["label"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
                       _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
         console.print(t)
-    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost", "cancelled")]
+    in_slurm = [e for e in overview["runs"] if e.get("job") and e["state"] in ("queued", "running")]
+    if in_slurm:
+        t = Table(title="in SLURM", title_justify="left")
+        for col in ("run", "label", "state", "task", "SLURM state"):
+            t.add_column(col)
+        for e in in_slurm[:MAX_ROWS]:
+            t.add_row(e["id"], e["label"], e["state"], e["job"]["id"], e["job"]["state"] or "?")
+        if len(in_slurm) > MAX_ROWS:
+            t.add_row("…", f"{len(in_slurm) - MAX_ROWS} more (use --json)", "", "", "")
+        console.print(t)
+    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost", "cancelled", "unknown")]
     if failed:
-        t = Table(title="failed, lost or cancelled", title_justify="left")
+        t = Table(title="failed, lost, cancelled or unknown", title_justify="left")
         for col in ("run", "label", "state", "reason"):
             t.add_column(col, overflow="fold")
         for e in failed[:MAX_ROWS]:
-            t.add_row(e["id"], e["label"], e["state"], e.get("reason") or "—")
+            job = f" [dim](task {e['job']['id']})[/]" if e.get("job") else ""
+            t.add_row(e["id"], e["label"], e["state"], (e.get("reason") or "—") + job)
         console.print(t)
     done = [e for e in overview["runs"] if e["state"] in ("done", "stale")]
     if done:

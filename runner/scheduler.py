@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .backends.local import Slot
+from .backends.slurm import JOB_FILE
 from .errors import DataError
 from .launchlock import launch_lock
 from .plan import Run, missing_data, state_of
@@ -74,6 +75,18 @@ def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
 
 
 
+def prepare_folders(study: Study, todo: list[Run], records: dict[str, RunRecord]) -> None:
+    """Write run.json of each run to do, lift cancel requests and SLURM claims (the run is
+    launched again on purpose), and set aside the summary of a stale run rerun on request."""
+    for run in todo:
+        folder = RunFolder(study.runs_dir / run.id)
+        folder.create(run_json(run, study))
+        folder.clear_cancel()
+        folder.file(JOB_FILE).unlink(missing_ok=True)
+        if records.get(run.id) and records[run.id].state == "done":
+            folder.supersede()
+
+
 def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], display: Display, *,
            rerun: set[str] = frozenset(), retries: int = 2, isolate: bool = False,
            stop_grace_s: float = 30.0) -> LaunchResult:
@@ -92,14 +105,63 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
             return result
         refuse_missing_data(todo, runs)
         lock.announce([r.id for r in todo])
-        for run in todo:
-            folder = RunFolder(study.runs_dir / run.id)
-            folder.create(run_json(run, study))
-            folder.clear_cancel()  # a cancelled run is launched again on purpose
-            if records.get(run.id) and records[run.id].state == "done":  # stale, rerun on request
-                folder.supersede()
-        store.ingest(study.runs_dir, [r.id for r in todo])
+        prepare_folders(study, todo, records)
         Dispatcher(study, todo, store, slots, display, result, lock, retries=retries, isolate=isolate,
                    lost_after_s=lost_after, stop_grace_s=stop_grace_s).run()
+        store.ingest(study.runs_dir, [r.id for r in todo])
+    return result
+
+
+@dataclass
+class SubmitResult:
+    selected: int = 0
+    already_done: int = 0
+    submitted: int = 0
+    job_ids: list[str] = field(default_factory=list)  # one per array task
+    in_slurm: int = 0  # left alone: their task may still run them
+    unknown: int = 0  # of those, tasks SLURM said nothing about
+
+
+def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rerun: set[str] = frozenset()) -> SubmitResult:
+    """Submit what is left of ``runs`` as a SLURM job array (``options``: a validated SlurmOptions)
+    and return at once; ``runner status`` follows the runs. A run whose earlier task is waiting or
+    running is not submitted twice; one whose task SLURM no longer knows is not either (it may
+    still run: its state shows as unknown)."""
+    from .backends import slurm
+
+    slurm.require_slurm()
+    result = SubmitResult(selected=len(runs))
+    with launch_lock(study.runs_dir):
+        store.ingest(study.runs_dir)
+        records = store.runs([r.id for r in runs])
+        todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
+        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
+        tasks = {r.id: t for r in todo if (t := slurm.task_of(study.runs_dir / r.id))}
+        answers = slurm.states({t.job_id for t in tasks.values()})
+
+        def may_still_run(run: Run) -> bool:
+            if run.id not in tasks or RunFolder(study.runs_dir / run.id).cancel_requested():
+                return False  # never submitted, or cancelled (its old task will leave it alone)
+            return answers.get(tasks[run.id].job_id) not in slurm.FINAL
+
+        waiting = [r for r in todo if may_still_run(r)]
+        result.in_slurm = len(waiting)
+        result.unknown = sum(1 for r in waiting if tasks[r.id].job_id not in answers)
+        todo = [r for r in todo if r not in waiting]
+        if not todo:
+            return result
+        refuse_missing_data(todo, runs)
+        prepare_folders(study, todo, records)
+        if len({r.cell for r in todo}) > 1:
+            from .estimate import expected_seconds, longest_first
+
+            todo = longest_first(todo, expected_seconds(todo, store.history()))
+        # dealt round-robin from longest to shortest: each task starts with a long run and chunks even out
+        n = -(-len(todo) // options.per_task)
+        chunks = [[r.id for r in todo[i::n]] for i in range(n)]
+        device = "cuda" if options.gpus_per_task else "cpu"
+        result.job_ids = slurm.submit(study.runs_dir, study.dir, chunks, options.executor_parameters(f"runner-{study.name}"),
+                                      device)
+        result.submitted = len(todo)
         store.ingest(study.runs_dir, [r.id for r in todo])
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import datasets
 from .errors import SpecError, choices
 from .messages import show_value, validate
 from .recipe import Recipe
+from .slurm_options import SlurmOptions
 
 AXES = ("architecture", "dataset", "seed", "matrix")
 SECTIONS = ("architecture", "dataset", "train")
@@ -93,6 +94,7 @@ class Study:
     overrides: tuple[Override, ...]
     tables: tuple[Table, ...]
     wandb: dict[str, Any] | None = None  # [study.wandb]: project, entity, mode, tags (optional mirror)
+    slurm: dict[str, Any] = field(default_factory=dict)  # [slurm]: runner/slurm_options.py, validated
 
 
 # ---------------------------------------------------------------- table schemas
@@ -145,7 +147,7 @@ class _TableBlock(_Strict):
     decimals: int | None = Field(None, ge=0, le=8)
 
 
-TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table")
+TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table", "slurm")
 
 
 # ---------------------------------------------------------------- dotted keys
@@ -218,13 +220,14 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
     overrides = tuple(_override(i, b, file) for i, b in enumerate(_blocks(raw, "override", file), 1))
     tables = tuple(_table(i, b, file, matrices) for i, b in enumerate(_blocks(raw, "table", file), 1))
     _unique([t.name for t in tables], file, "[[table]]", "name")
+    slurm = validate(SlurmOptions, raw.get("slurm", {}), file, "[slurm]").model_dump(exclude_defaults=True)
 
     return Study(
         file=file, dir=base, name=st.name, store=_store_url(st.store, base),
         runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
         seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
         matrices=matrices, overrides=overrides, tables=tables,
-        wandb=st.wandb.model_dump() if st.wandb else None,
+        wandb=st.wandb.model_dump() if st.wandb else None, slurm=slurm,
     )
 
 

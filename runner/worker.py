@@ -39,8 +39,17 @@ _stop = threading.Event()
 _busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
 
 
+_stop_signal: list[int] = []
+
+
 def _on_sigterm(signum, frame) -> None:
+    _stop_signal.append(signum)
     _stop.set()
+
+
+def stopped_by() -> int | None:
+    """The first signal that stopped this worker, if any (SLURM's time-limit warning asks for a requeue)."""
+    return _stop_signal[0] if _stop_signal else None
 
 
 def one_line(exc: BaseException) -> str:
@@ -196,6 +205,7 @@ def _next_task(tasks: queue.Queue) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGUSR1, _on_sigterm)  # SLURM's "time is nearly up" (--signal=USR1@N)
+    signal.signal(signal.SIGUSR2, _on_sigterm)  # the same, as submitit asks for it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     p = argparse.ArgumentParser(prog="runner.worker", description=__doc__.splitlines()[0])
     p.add_argument("--study-dir", required=True, type=Path, help="where git provenance is read")
@@ -204,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control-fd", type=int, default=None)
     p.add_argument("--runs", nargs="*", type=Path, default=[])
     p.add_argument("--max-runs", type=int, default=None, help="exit after this many runs (--isolate: 1)")
+    p.add_argument("--failed-since", type=float, default=None,
+                   help="batch mode: skip runs that failed after this time (a requeued task does not retry them)")
     args = p.parse_args(argv)
 
     from . import provenance
@@ -216,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.runs:
             if _stop.is_set():
                 break
-            failed += run_one(RunFolder(path), device, prov)[0] == "failed"
+            folder = RunFolder(path)
+            error = folder.read().error
+            if args.failed_since is not None and error and error.get("time", 0) >= args.failed_since:
+                failed += 1
+                continue
+            failed += run_one(folder, device, prov)[0] == "failed"
         return 1 if failed else 0
 
     control = os.fdopen(args.control_fd, "w", buffering=1)
