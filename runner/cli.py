@@ -154,12 +154,13 @@ def cancel(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
     from . import commands as c
 
     sel = c.load(file, matrix or (), where or ())
-    queued, running = c.cancel(sel)
+    queued, running, tasks = c.cancel(sel)
     if not queued and not running:
         print("nothing to cancel: no selected run is queued or running")
         return
     print(f"cancelled {len(queued)} queued run(s); {len(running)} running run(s) stop at their next step and keep "
-          "a checkpoint (they resume at the next `runner launch`)")
+          "a checkpoint (they resume at the next `runner launch`)"
+          + (f"; scancel {' '.join(tasks)} (nothing else to run in them)" if tasks else ""))
 
 
 @app.command()

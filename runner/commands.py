@@ -139,29 +139,54 @@ def eta_seconds(progress: dict | None) -> float | None:
     return per_epoch * (progress["epochs"] - progress["epoch"])
 
 
-def cancel(sel: Selection) -> tuple[list[str], list[str]]:
-    """Ask the selected runs to stop, through their folders: those the running launcher has not
-    started yet are skipped by it, running ones checkpoint and stop within a second or two.
-    Returns the labels of (queued, running) runs cancelled; the next launch clears the requests."""
+def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
+    """Ask the selected runs to stop, through their folders: those the running launcher or their
+    SLURM task has not started yet are skipped, running ones checkpoint and stop within a second or
+    two; SLURM tasks left with nothing to run are cancelled with scancel. Returns the labels of the
+    (queued, running) runs cancelled and the SLURM tasks cancelled; the next launch clears the
+    requests."""
+    from .backends import slurm
     from .launchlock import running_launch
     from .provenance import command_line
 
-    launched = set((running_launch(sel.study.runs_dir) or {}).get("runs") or ())
+    runs_dir = sel.study.runs_dir
+    launched = set((running_launch(runs_dir) or {}).get("runs") or ())
+    tasks = {r.id: t for r in sel.runs if (t := slurm.task_of(runs_dir / r.id))}
+    answers = slurm.states({t.job_id for t in tasks.values()})
+    live = {j for j, said in answers.items() if said in slurm.WAITING | slurm.RUNNING}
     by = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line()}
-    queued, running = [], []
+    queued, running, touched = [], [], set()
     for run in sel.runs:
-        folder = RunFolder(sel.study.runs_dir / run.id)
+        folder = RunFolder(runs_dir / run.id)
         if not folder.path.is_dir() or folder.cancel_requested():
             continue
         state = folder.read().state
+        in_slurm = run.id in tasks and tasks[run.id].job_id in live
         if state == "running":
             running.append(run.label)
-        elif run.id in launched and state not in ("done", "failed"):
+        elif (run.id in launched or in_slurm) and state not in ("done", "failed"):
             queued.append(run.label)
         else:
             continue
         folder.request_cancel(by)
-    return queued, running
+        if in_slurm:
+            touched.add(tasks[run.id].job_id)
+    idle = [j for j in sorted(touched) if _nothing_left(runs_dir, j)]
+    slurm.cancel(idle)
+    return queued, running, idle
+
+
+def _nothing_left(runs_dir: Path, job_id: str) -> bool:
+    """True when every run of this SLURM task is finished or cancelled."""
+    from .backends import slurm
+
+    for d in runs_dir.iterdir():
+        task = slurm.task_of(d) if d.is_dir() and not d.name.startswith(".") else None
+        if task is not None and task.job_id == job_id:
+            folder = RunFolder(d)
+            if not folder.cancel_requested() and folder.read().state not in ("done", "failed"):
+                return False
+    return True
 
 
 # ---------------------------------------------------------------- report

@@ -128,7 +128,9 @@ def show_view(info: dict) -> None:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["started_at"])) if a["started_at"] else "?"
         console.print(f"attempt {a['number']}: {a.get('status') or 'open'} on {a.get('host')} ({a.get('device')}, "
                       f"{a.get('gpu_model') or 'no GPU'}), started {started}, git {str(a.get('git_commit'))[:10]}"
-                      f"{' dirty' if a.get('git_dirty') else ''}, torch {a.get('torch')}; command: {a.get('command')}")
+                      f"{' dirty' if a.get('git_dirty') else ''}, torch {a.get('torch')}"
+                      + (f", SLURM job {a['slurm_job_id']}" + (f"_{a['slurm_array_task_id']}" if a.get("slurm_array_task_id") else "")
+                         if a.get("slurm_job_id") else "") + f"; command: {a.get('command')}")
         engine = (a.get("provenance") or {}).get("engine")
         if engine:
             resumed = engine.get("resumed_from")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -294,8 +295,8 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def _engine(url: str) -> sa.Engine:
-    if sqlite_path(url) is None:
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=_dumps)
+    if sqlite_path(url) is None:  # a server's JSON (PostgreSQL's) has no nan or inf: they are stored as null
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=lambda obj: _dumps(_finite(obj)))
     engine = sa.create_engine(url, connect_args={"timeout": 60}, json_serializer=_dumps)
 
     @sa.event.listens_for(engine, "connect")
@@ -311,3 +312,13 @@ def _engine(url: str) -> sa.Engine:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, allow_nan=True)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -69,3 +69,29 @@ def tiny(tmp_path) -> Path:
     """A study folder with 4 quick runs (2 architectures x 2 seeds on digits)."""
     write_study(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py); skipped, with the reason, where
+    none can be started."""
+    from postgres import ExternalServer, PostgresServer
+
+    if os.environ.get("RUNNER_TEST_POSTGRES_URL"):
+        yield ExternalServer(os.environ["RUNNER_TEST_POSTGRES_URL"])
+        return
+    why = PostgresServer.missing()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """The store's database: a SQLite file, then a fresh database on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runner.db'}"
+    return request.getfixturevalue("postgres").new_database()

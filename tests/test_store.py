@@ -1,10 +1,13 @@
-"""The store indexes run folders: idempotent ingestion, rebuild from folders, schema check, Optuna beside it."""
+"""The store indexes run folders: idempotent ingestion, rebuild from folders, schema check, Optuna beside it.
+
+Each test runs on a SQLite file and on a real PostgreSQL server (``store_url`` in conftest.py)."""
 
 from __future__ import annotations
 
-import sqlite3
+import math
 
 import pytest
+import sqlalchemy as sa
 
 from runner.errors import StoreError
 from runner.runfolder import RunFolder
@@ -24,15 +27,22 @@ def make_run(runs_dir, rid, *, done: bool, epochs=3):
     return f
 
 
-def open_store(tmp_path):
-    return Store.open(f"sqlite:///{tmp_path / 'runner.db'}", tmp_path / "runs", create=True)
+def open_store(url, tmp_path):
+    return Store.open(url, tmp_path / "runs", create=True)
 
 
-def test_ingest_is_idempotent_and_skips_untouched_folders(tmp_path):
+def sql(url: str, statement: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_ingest_is_idempotent_and_skips_untouched_folders(store_url, tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "run0", done=True)
     make_run(runs, "run1", done=False)
-    store = open_store(tmp_path)
+    store = open_store(store_url, tmp_path)
     assert store.ingest(runs) == 2
     assert store.ingest(runs) == 1  # the running one is always looked at, the done one skipped
     recs = store.runs()
@@ -45,27 +55,26 @@ def test_ingest_is_idempotent_and_skips_untouched_folders(tmp_path):
     assert att[0]["git_commit"] == "c0ffee" and att[0]["torch"] == "2.14.1" and att[0]["command"] == "runner launch"
 
 
-def test_rebuild_recreates_the_index_from_folders(tmp_path):
+def test_rebuild_recreates_the_index_from_folders(store_url, tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "run0", done=True)
-    store = open_store(tmp_path)
+    store = open_store(store_url, tmp_path)
     store.ingest(runs)
     before = store.runs()
-    with sqlite3.connect(tmp_path / "runner.db") as db:  # the index is damaged or lost
-        db.execute("DELETE FROM mr_metrics")
-        db.execute("DELETE FROM mr_runs")
+    sql(store_url, "DELETE FROM mr_metrics")  # the index is damaged or lost
+    sql(store_url, "DELETE FROM mr_attempts")
+    sql(store_url, "DELETE FROM mr_runs")
     assert store.runs() == {}
     store.rebuild(runs)
     assert store.runs()["run0"].summary == before["run0"].summary
     assert len(store.metrics(["run0"])) == 6
 
 
-def test_another_schema_version_is_refused_with_the_fix(tmp_path):
-    open_store(tmp_path).engine.dispose()
-    with sqlite3.connect(tmp_path / "runner.db") as db:
-        db.execute("UPDATE mr_meta SET value = '99' WHERE key = 'schema_version'")
+def test_another_schema_version_is_refused_with_the_fix(store_url, tmp_path):
+    open_store(store_url, tmp_path).engine.dispose()
+    sql(store_url, "UPDATE mr_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="runner sync --rebuild"):
-        open_store(tmp_path)
+        open_store(store_url, tmp_path)
 
 
 def test_readonly_open_creates_no_file(tmp_path):
@@ -73,11 +82,11 @@ def test_readonly_open_creates_no_file(tmp_path):
     assert not (tmp_path / "nope.db").exists()
 
 
-def test_optuna_storage_shares_the_database(tmp_path):
+def test_optuna_storage_shares_the_database(store_url, tmp_path):
     """Optuna keeps its own tables in the study's database; no name of ours collides with them."""
     optuna = pytest.importorskip("optuna")
-    url = f"sqlite:///{tmp_path / 'runner.db'}"
-    store = open_store(tmp_path)
+    url = store_url
+    store = open_store(store_url, tmp_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=url, study_name="s")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
@@ -85,3 +94,35 @@ def test_optuna_storage_shares_the_database(tmp_path):
     store.ingest(tmp_path / "runs")
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
     assert store.runs()["run0"].state == "done"
+
+
+def test_non_finite_numbers_survive_the_index(store_url, tmp_path):
+    """A diverging run logs nan and inf; neither PostgreSQL's JSON nor SQLite's REAL holds nan, yet the
+    run is indexed (a nan metric reads back as nan or as missing, never as a number)."""
+    runs = tmp_path / "runs"
+    f = make_run(runs, "run0", done=False, epochs=1)
+    f.log_metrics(1, 2, 10, {"train_loss": float("nan"), "grad_norm": float("inf")})
+    f.heartbeat(1, epoch=2, metrics={"train_loss": float("nan")})
+    store = open_store(store_url, tmp_path)
+    store.ingest(runs)
+    rec = store.runs()["run0"]
+    nan_or_none = lambda v: v is None or math.isnan(v)  # noqa: E731
+    assert rec.state == "running" and nan_or_none(rec.progress["metrics"]["train_loss"])
+    series = {(m["epoch"], m["name"]): m["value"] for m in store.metrics(["run0"])}
+    assert nan_or_none(series[2, "train_loss"]) and series[2, "grad_norm"] == math.inf
+
+
+def test_a_study_whose_store_is_a_postgresql_server(postgres, tmp_path):
+    """The whole loop with the index on a server: launch writes it, status and report read it."""
+    import json
+
+    from conftest import TINY_STUDY, run_cli, write_study
+
+    url = postgres.new_database()
+    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "1").replace('name = "tiny"', f'name = "tiny"\nstore = "{url}"'))
+    launch = run_cli("launch", "--workers", "1", "--where", "architecture=vit", cwd=tmp_path)
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    assert json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)["counts"] == {"done": 2, "missing": 2}
+    assert "| vit |" in run_cli("report", cwd=tmp_path).stdout
+    assert not (tmp_path / "results" / "runner.db").exists()
+    assert len(Store.open(url, tmp_path / "results" / "runs").runs()) == 2
