@@ -106,7 +106,9 @@ def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
         said = answers.get(task.job_id)
         e["job"] = {"id": task.job_id, "state": said}
         if said is None:
-            if e["state"] != "running":  # a fresh heartbeat still proves it runs
+            # a fresh heartbeat proves it runs, a cancel request that it never will (SLURM keeps no
+            # record of array tasks cancelled before they started); anything else may still run
+            if e["state"] not in ("running", "cancelled"):
                 e["state"], e["reason"] = "unknown", f"SLURM has no record of task {task.job_id} (squeue and sacct)"
         elif said in slurm.WAITING:
             e["state"] = "queued"

@@ -1,0 +1,158 @@
+"""`runner launch --backend slurm` against a real SLURM (CI starts one with
+../shared/slurm/setup_local_slurm.sh start): array jobs, scancel, time limits with requeue,
+failing cells, and SLURM's view in `runner status`.
+
+On the local test cluster a requeued job waits 120 s before it may start again (SLURM's
+fixed delay); the time-limit test lets it start at once with `scontrol update StartTime=now`,
+as an impatient administrator would. Everything else is as on a real cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_STUDY, run_cli, write_study
+
+
+def _slurm_missing() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "SLURM is not installed here; CI starts one with ../shared/slurm/setup_local_slurm.sh start"
+    if subprocess.run(["squeue", "-h"], capture_output=True).returncode != 0:
+        return "SLURM's commands are here but slurmctld does not answer; start it with setup_local_slurm.sh start"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_slurm_missing() is not None, reason=_slurm_missing() or "")
+ONE_RUN = ("--where", "architecture=cnn", "--where", "seed=0")
+SUBMIT = ("launch", "--backend", "slurm", "--cpus-per-task", "1")
+
+
+@pytest.fixture(autouse=True)
+def cancel_leftover_jobs(tmp_path):
+    """Whatever a test submitted does not outlive it, even when it fails."""
+    yield
+    tasks = {json.loads(p.read_text()).get("job_id") for p in tmp_path.rglob("slurm.json")}
+    if tasks - {None}:
+        subprocess.run(["scancel", *sorted(tasks - {None})], capture_output=True)
+
+
+def status(d: Path, *args: str) -> dict:
+    return json.loads(run_cli("status", "--json", *args, cwd=d).stdout)
+
+
+def wait_for(predicate, what: str, timeout: float = 300, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def attempts(d: Path, run_id: str) -> list[dict]:
+    return json.loads(run_cli("show", run_id, "--json", cwd=d).stdout)["attempts"]
+
+
+def submit(d: Path, *args: str) -> subprocess.CompletedProcess:
+    out = run_cli(*SUBMIT, *args, cwd=d)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted" in out.stdout, out.stdout
+    return out
+
+
+def test_an_array_job_finishes_the_demo_matrix(tmp_path):
+    shutil.copy(ROOT / "experiments.toml", tmp_path / "experiments.toml")
+    out = submit(tmp_path, "--matrix", "demo", "--per-task", "3", "--time", "20")
+    assert "submitted 6 run(s) as 2 array task(s)" in out.stdout
+    again = run_cli(*SUBMIT, "--matrix", "demo", cwd=tmp_path)  # while the tasks wait or run
+    assert "nothing to submit" in again.stdout and "6 left to their earlier SLURM task(s)" in again.stdout
+    view = wait_for(lambda: (v := status(tmp_path, "--matrix", "demo"))["counts"] == {"done": 6} and v,
+                    "the demo matrix to finish")
+    for run in view["runs"]:
+        (attempt,) = attempts(tmp_path, run["id"])
+        assert attempt["slurm_job_id"] and attempt["slurm_array_task_id"] in ("0", "1")
+        assert attempt["command"].startswith("runner launch --backend slurm")
+    report = run_cli("report", "--table", "demo_accuracy", cwd=tmp_path).stdout
+    assert "| vit_tiny |" in report and "| resnet18_narrow |" in report
+    assert "nothing to submit: 6 of 6" in run_cli(*SUBMIT, "--matrix", "demo", cwd=tmp_path).stdout
+
+
+def test_scancel_mid_run_then_a_relaunch_resumes_it(tmp_path):
+    write_study(tmp_path, epochs=300)
+    submit(tmp_path, *ONE_RUN)
+    run_dir = wait_for(lambda: next((p.parent for p in (tmp_path / "results" / "runs").glob("*/checkpoint.pt")), None),
+                       "a checkpoint", every=0.2)
+    job = json.loads((run_dir / "slurm.json").read_text())["job_id"]
+    assert status(tmp_path, *ONE_RUN)["runs"][0]["job"]["id"] == job
+    subprocess.run(["scancel", job], check=True)
+    view = wait_for(lambda: (v := status(tmp_path, *ONE_RUN))["runs"][0]["state"] == "cancelled" and v,
+                    "the run to show as cancelled")
+    assert f"SLURM task {job} ended CANCELLED" in view["runs"][0]["reason"]
+    assert (run_dir / "checkpoint.pt").exists()
+
+    submit(tmp_path, *ONE_RUN)
+    wait_for(lambda: status(tmp_path, *ONE_RUN)["counts"] == {"done": 1}, "the resubmitted run to finish")
+    first, second = attempts(tmp_path, run_dir.name)
+    assert first["status"] == "interrupted" and second["status"] == "done"
+    assert second["provenance"]["engine"]["resumed_from"]["epoch"] >= 1
+
+
+def test_a_task_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path):
+    write_study(tmp_path, epochs=600)  # ~60 s of training: more than the first minute holds
+    (tmp_path / "experiments.toml").write_text((tmp_path / "experiments.toml").read_text()
+                                               + '\n[slurm]\ntime = "1"\nsignal_before_s = 30\n')
+    submit(tmp_path, *ONE_RUN)
+    run_dir = next((tmp_path / "results" / "runs").glob("[!.]*"))
+    job = json.loads((run_dir / "slurm.json").read_text())["job_id"]
+
+    def requeued() -> bool:
+        state = subprocess.run(["squeue", "-h", "-j", job.split("_")[0], "-o", "%T %r"], capture_output=True,
+                               text=True).stdout
+        interrupted = any(a.get("status") == "interrupted" for a in _events(run_dir))
+        if interrupted and "PENDING" in state:
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
+        return interrupted and "PENDING" not in state and "BeginTime" not in state
+
+    wait_for(requeued, "the signal, a checkpoint and the requeue", timeout=240)
+    wait_for(lambda: status(tmp_path, *ONE_RUN)["counts"] == {"done": 1}, "the requeued task to finish", timeout=300)
+    tries = attempts(tmp_path, run_dir.name)
+    assert tries[0]["status"] == "interrupted" and tries[-1]["status"] == "done"
+    assert tries[-1]["provenance"]["engine"]["resumed_from"]["epoch"] >= 1
+    history = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-o", "JobID,State", "-j", job],
+                             capture_output=True, text=True).stdout
+    assert "REQUEUED" in history, history
+
+
+def _events(run_dir: Path) -> list[dict]:
+    p = run_dir / "attempts.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_a_failing_cell_is_failed_with_its_reason_while_the_others_finish(tmp_path):
+    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "2").replace(
+        'model = "resnet18_cifar"\nwidth = 4', 'model = "timm:no_such_model_anywhere"'))
+    submit(tmp_path, "--per-task", "2")
+    view = wait_for(lambda: (v := status(tmp_path))["counts"] == {"done": 2, "failed": 2} and v,
+                    "two runs done and two failed")
+    failed = [r for r in view["runs"] if r["state"] == "failed"]
+    assert all("no_such_model_anywhere" in r["reason"] for r in failed)
+    assert "Traceback" in attempts(tmp_path, failed[0]["id"])[0]["traceback"]
+
+
+def test_runner_cancel_stops_queued_runs_and_cancels_their_tasks(tmp_path):
+    write_study(tmp_path, epochs=300)
+    submit(tmp_path, "--array-parallelism", "1")  # one task at a time: three wait
+    wait_for(lambda: status(tmp_path)["counts"].get("running") == 1, "one run to start")
+    out = run_cli("cancel", "--where", "seed=1", cwd=tmp_path)
+    assert out.returncode == 0 and "scancel" in out.stdout, out.stdout + out.stderr
+    view = wait_for(lambda: (v := status(tmp_path, "--where", "seed=1"))["counts"] == {"cancelled": 2} and v,
+                    "the two seed-1 runs to be cancelled")
+    assert all(r["attempts"] == 0 for r in view["runs"])  # they never started
+    # SLURM keeps no record of array tasks cancelled while pending: squeue and sacct both forget them
+    assert all(r["job"]["state"] in (None, "CANCELLED") for r in view["runs"])
