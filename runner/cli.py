@@ -92,12 +92,21 @@ def launch(
         raise SelectionError(f"--rerun {', '.join(sorted(bad))}: choose among {', '.join(sorted(RERUNNABLE))}")
     if backend not in ("local", "slurm"):
         raise SelectionError(f"--backend {backend}: choose local or slurm")
+    slurm_flags = {"per_task": per_task, "partition": partition, "account": account, "qos": qos, "time": time_limit,
+                   "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem": mem,
+                   "array_parallelism": array_parallelism, "constraint": constraint}
+    slurm_flags = {k: v for k, v in slurm_flags.items() if v is not None}
+    local_flags = {"--gpus": gpus, "--per-gpu": per_gpu != 1 or None, "--workers": workers, "--isolate": isolate or None}
+    if backend == "slurm" and any(v is not None for v in local_flags.values()):
+        used = [k for k, v in local_flags.items() if v is not None]
+        raise SelectionError(f"{', '.join(used)}: only for the local backend; with --backend slurm use "
+                             "--gpus-per-task, --cpus-per-task and --per-task ([slurm] in the study file)")
+    if backend == "local" and slurm_flags:
+        used = ", ".join("--" + k.replace("_", "-") for k in slurm_flags)
+        raise SelectionError(f"{used}: only with --backend slurm; add it, or use --gpus/--workers on this machine")
     sel = c.load(file, matrix or (), where or ())
     if backend == "slurm":
-        flags = {"per_task": per_task, "partition": partition, "account": account, "qos": qos, "time": time_limit,
-                 "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem": mem,
-                 "array_parallelism": array_parallelism, "constraint": constraint}
-        return _submit(sel, {k: v for k, v in flags.items() if v is not None}, set(rerun or ()))
+        return _submit(sel, slurm_flags, set(rerun or ()))
     from .backends.local import make_slots
     from .render import LaunchDisplay, console, err_console
     from .scheduler import launch as do_launch

@@ -77,7 +77,7 @@ def test_an_array_job_finishes_the_demo_matrix(tmp_path):
     for run in view["runs"]:
         (attempt,) = attempts(tmp_path, run["id"])
         assert attempt["slurm_job_id"] and attempt["slurm_array_task_id"] in ("0", "1")
-        assert attempt["command"].startswith("runner launch --backend slurm")
+        assert "runner launch --backend slurm" in attempt["command"]
     report = run_cli("report", "--table", "demo_accuracy", cwd=tmp_path).stdout
     assert "| vit_tiny |" in report and "| resnet18_narrow |" in report
     assert "nothing to submit: 6 of 6" in run_cli(*SUBMIT, "--matrix", "demo", cwd=tmp_path).stdout
@@ -111,22 +111,30 @@ def test_a_task_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path):
     run_dir = next((tmp_path / "results" / "runs").glob("[!.]*"))
     job = json.loads((run_dir / "slurm.json").read_text())["job_id"]
 
-    def requeued() -> bool:
-        state = subprocess.run(["squeue", "-h", "-j", job.split("_")[0], "-o", "%T %r"], capture_output=True,
-                               text=True).stdout
-        interrupted = any(a.get("status") == "interrupted" for a in _events(run_dir))
-        if interrupted and "PENDING" in state:
-            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
-        return interrupted and "PENDING" not in state and "BeginTime" not in state
+    def requeued_and_back() -> bool:
+        nudge(job)
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+        return any(a.get("status") == "interrupted" for a in _events(run_dir)) and "RUNNING" in state
 
-    wait_for(requeued, "the signal, a checkpoint and the requeue", timeout=240)
-    wait_for(lambda: status(tmp_path, *ONE_RUN)["counts"] == {"done": 1}, "the requeued task to finish", timeout=300)
+    def finished() -> bool:
+        nudge(job)  # the remaining epochs may take more than one more requeue
+        return status(tmp_path, *ONE_RUN)["counts"] == {"done": 1}
+
+    wait_for(requeued_and_back, "the signal, a checkpoint, the requeue and the restart", timeout=240)
+    wait_for(finished, "the requeued task to finish", timeout=300)
     tries = attempts(tmp_path, run_dir.name)
     assert tries[0]["status"] == "interrupted" and tries[-1]["status"] == "done"
     assert tries[-1]["provenance"]["engine"]["resumed_from"]["epoch"] >= 1
     history = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-o", "JobID,State", "-j", job],
                              capture_output=True, text=True).stdout
     assert "REQUEUED" in history, history
+
+
+def nudge(job: str) -> None:
+    """A requeued job waits out SLURM's BeginTime delay (120 s); let it start now."""
+    state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True, text=True).stdout
+    if "BeginTime" in state:
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -156,3 +164,20 @@ def test_runner_cancel_stops_queued_runs_and_cancels_their_tasks(tmp_path):
     assert all(r["attempts"] == 0 for r in view["runs"])  # they never started
     # SLURM keeps no record of array tasks cancelled while pending: squeue and sacct both forget them
     assert all(r["job"]["state"] in (None, "CANCELLED") for r in view["runs"])
+
+
+def test_the_batch_script_carries_the_study_options(tmp_path):
+    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "1") + """
+[slurm]
+time = "0:10:00"
+sbatch = ["--comment=matrix-runner-test"]
+setup = ["export RUNNER_SETUP_RAN=yes"]
+""")
+    submit(tmp_path, "--where", "architecture=vit", "--where", "seed=0", "--mem", "2G")
+    (script,) = (tmp_path / "results" / "runs" / ".slurm").glob("*/*_submission.sh")
+    text = script.read_text()
+    for line in ("#SBATCH --comment=matrix-runner-test", "#SBATCH --requeue", "#SBATCH --signal=USR2@120",
+                 "#SBATCH --time=10", "#SBATCH --mem=2G", "#SBATCH --cpus-per-task=1", "export RUNNER_SETUP_RAN=yes"):
+        assert line in text, text
+    wait_for(lambda: status(tmp_path, "--where", "architecture=vit", "--where", "seed=0")["counts"] == {"done": 1},
+             "the run to finish")
