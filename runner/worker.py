@@ -9,7 +9,7 @@ torch is imported once per worker, not once per run. Two ways to feed it:
 * ``--runs DIR...`` (a batch job, e.g. a SLURM array task): runs those folders in order.
 
 A run whose ``summary.json`` exists is skipped; one with a ``checkpoint.pt`` resumes from
-it. SIGTERM or SIGUSR1 (SLURM's warning before a time limit or preemption) stops the
+it. SIGTERM, SIGUSR1 or SIGUSR2 (SLURM's warning before a time limit or preemption) stops the
 current run before its next optimizer step, after a checkpoint (marked interrupted, not
 failed); SIGINT is left to the launcher. ``runner cancel`` does the same to one run through
 its folder (``cancel.json``, looked at every second), and the worker goes on with the next.
