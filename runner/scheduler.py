@@ -73,8 +73,6 @@ def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
     raise DataError("\n".join(lines + [hint]))
 
 
-
-
 def prepare_folders(study: Study, todo: list[Run], records: dict[str, RunRecord]) -> None:
     """Write run.json of each run to do, lift cancel requests and SLURM claims (the run is
     launched again on purpose), and set aside the summary of a stale run rerun on request."""
@@ -106,6 +104,7 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
         refuse_missing_data(todo, runs)
         lock.announce([r.id for r in todo])
         prepare_folders(study, todo, records)
+        store.ingest(study.runs_dir, [r.id for r in todo])
         Dispatcher(study, todo, store, slots, display, result, lock, retries=retries, isolate=isolate,
                    lost_after_s=lost_after, stop_grace_s=stop_grace_s).run()
         store.ingest(study.runs_dir, [r.id for r in todo])
