@@ -115,7 +115,7 @@ def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
         elif said in slurm.RUNNING:
             e["state"] = "running" if e["state"] == "running" else "queued"
         elif e["state"] in ("missing", "running", "lost", "cancelled"):
-            ended = f"SLURM task {task.job_id} ended {said}"
+            ended = f"SLURM task {task.job_id} ended {said} (log: {slurm.job_log(sel.study.runs_dir / e['id'])})"
             if e["state"] in ("missing", "running"):
                 e["state"] = "cancelled" if said == "CANCELLED" else "lost"
             e["reason"] = f"{ended}: {e['reason']}" if e.get("reason") else f"{ended} before the run finished"

@@ -93,7 +93,7 @@ def test_scancel_mid_run_then_a_relaunch_resumes_it(tmp_path):
     subprocess.run(["scancel", job], check=True)
     view = wait_for(lambda: (v := status(tmp_path, *ONE_RUN))["runs"][0]["state"] == "cancelled" and v,
                     "the run to show as cancelled")
-    assert f"SLURM task {job} ended CANCELLED" in view["runs"][0]["reason"]
+    assert f"SLURM task {job} ended CANCELLED (log: " in view["runs"][0]["reason"]
     assert (run_dir / "checkpoint.pt").exists()
 
     submit(tmp_path, *ONE_RUN)
@@ -181,3 +181,21 @@ setup = ["export RUNNER_SETUP_RAN=yes"]
         assert line in text, text
     wait_for(lambda: status(tmp_path, "--where", "architecture=vit", "--where", "seed=0")["counts"] == {"done": 1},
              "the run to finish")
+
+
+def test_arrays_are_split_to_respect_max_array_size(tmp_path, monkeypatch):
+    """A cluster with MaxArraySize = 3 (this one allows 1001): four tasks go out as two arrays."""
+    from runner import commands
+    from runner.backends import slurm
+    from runner.scheduler import submit_to_slurm
+    from runner.slurm_options import SlurmOptions
+
+    write_study(tmp_path, epochs=1)
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 3)
+    sel = commands.load(tmp_path / "experiments.toml")
+    result = submit_to_slurm(sel.study, sel.runs, commands.open_store(sel.study, create=True),
+                             SlurmOptions(cpus_per_task=1, time="10"))
+    arrays = sorted({j.split("_")[0] for j in result.job_ids}, key=int)
+    assert result.submitted == 4 and len(arrays) == 2
+    assert sorted(j for j in result.job_ids if j.startswith(arrays[0] + "_")) == [f"{arrays[0]}_{i}" for i in range(3)]
+    wait_for(lambda: status(tmp_path)["counts"] == {"done": 4}, "both arrays to finish")

@@ -146,12 +146,6 @@ def _run(cmd: list[str]) -> str | None:
     return p.stdout if p.returncode == 0 else None
 
 
-def describe(run_dirs: list[Path]) -> str:
-    """For messages: the distinct array jobs of these runs."""
-    jobs = sorted({t.job_id.split("_")[0] for d in run_dirs if (t := task_of(d))})
-    return ", ".join(jobs)
-
-
 def job_log(run_dir: Path) -> str | None:
     """Where the array task's stdout/stderr went (submitit's folder)."""
     info = read_json(run_dir / JOB_FILE) or {}
