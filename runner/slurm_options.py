@@ -16,13 +16,18 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*$")  # partition, account, qos (a,b lists)
-_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.\-:&|,*\[\]()!]+$")  # node features with SLURM's operators
+_NAME = (re.compile(r"^[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*$"),
+         "not a SLURM name: use letters, digits, '_', '-', '.' (a,b for several)")
+_PATTERNS = {  # key: (what SLURM accepts, how to fix it)
+    "partition": _NAME, "account": _NAME, "qos": _NAME,
+    "constraint": (re.compile(r"^[A-Za-z0-9_.\-:&|,*\[\]()!]+$"),
+                   "node features with & | , [ ] * ( ) ! only, no spaces or quotes"),
+    "mem": (re.compile(r"^\d+[KMGT]?$"), "a size such as 16G, 4000M or 500 (MB)"),
+    "gpu_type": (re.compile(r"^[A-Za-z0-9_.\-]+$"), "a GRES type such as a100 (letters, digits, '_', '-', '.')"),
+}
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-_MEM = re.compile(r"^\d+[KMGT]?$")
-_GPU_TYPE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _FLAG = re.compile(r"^--([a-z][a-z0-9\-]*)(?:=([A-Za-z0-9_.,:/@%+=\-\[\]]+))?$")
 # flags the launcher sets itself (the array, its logs, the signal and requeue that make resuming work)
 _RESERVED = {"array", "output", "error", "signal", "requeue", "no-requeue", "open-mode", "wrap", "job-name"}
@@ -48,18 +53,12 @@ class SlurmOptions(BaseModel):
     sbatch: list[str] = Field([], description='extra #SBATCH flags, e.g. ["--mail-type=END"]')
     setup: list[str] = Field([], description="shell lines run before the job (module load, source venv)")
 
-    @field_validator("partition", "account", "qos")
+    @field_validator("partition", "account", "qos", "constraint", "mem", "gpu_type")
     @classmethod
-    def _name(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME.match(v):
-            raise ValueError(f"{v!r} is not a SLURM name: use letters, digits, '_', '-', '.' (a,b for several)")
-        return v
-
-    @field_validator("constraint")
-    @classmethod
-    def _constraint(cls, v: str | None) -> str | None:
-        if v is not None and not _CONSTRAINT.match(v):
-            raise ValueError(f"{v!r}: node features with & | , [ ] * ( ) ! only, no spaces or quotes")
+    def _pattern(cls, v: str | None, info: ValidationInfo) -> str | None:
+        pattern, fix = _PATTERNS[info.field_name]
+        if v is not None and not pattern.match(v):
+            raise ValueError(f"{v!r}: {fix}")
         return v
 
     @field_validator("time")
@@ -67,20 +66,6 @@ class SlurmOptions(BaseModel):
     def _time(cls, v: str) -> str:
         if not _TIME.match(v) or minutes(v) < 1:
             raise ValueError(f"{v!r}: write minutes (90), HH:MM:SS (1:30:00) or D-HH:MM:SS (2-00:00:00)")
-        return v
-
-    @field_validator("mem")
-    @classmethod
-    def _mem(cls, v: str | None) -> str | None:
-        if v is not None and not _MEM.match(v):
-            raise ValueError(f"{v!r}: a size such as 16G, 4000M or 500 (MB)")
-        return v
-
-    @field_validator("gpu_type")
-    @classmethod
-    def _gpu_type(cls, v: str | None) -> str | None:
-        if v is not None and not _GPU_TYPE.match(v):
-            raise ValueError(f"{v!r}: a GRES type such as a100 (letters, digits, '_', '-', '.')")
         return v
 
     @field_validator("sbatch")

@@ -32,7 +32,7 @@ def test_plan_refuses_what_slurm_would_not_take(tmp_path, body, key):
 def test_command_line_flags_override_and_are_checked_the_same_way(tmp_path):
     write_study(tmp_path, TINY_STUDY.replace("{epochs}", "1") + '\n[slurm]\npartition = "gpu"\n')
     out = run_cli("launch", "--backend", "slurm", "--partition", "gpu;reboot", cwd=tmp_path)
-    assert out.returncode == 2 and "partition: 'gpu;reboot' is not a SLURM name" in out.stderr
+    assert out.returncode == 2 and "partition: 'gpu;reboot': not a SLURM name" in out.stderr
     out = run_cli("launch", "--partition", "gpu", cwd=tmp_path)
     assert out.returncode == 2 and "--partition: only with --backend slurm" in out.stderr
 
