@@ -98,24 +98,24 @@ def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
                 tasks[e["id"]] = task
     if not tasks:
         return
-    answers = slurm.states({t.job_id for t in tasks.values()})
+    answers = slurm.states(set(tasks.values()))
     for e in entries:
         task = tasks.get(e["id"])
         if task is None:
             continue
-        said = answers.get(task.job_id)
-        e["job"] = {"id": task.job_id, "state": said}
+        said = answers.get(task)
+        e["job"] = {"id": task, "state": said}
         if said is None:
             # a fresh heartbeat proves it runs, a cancel request that it never will (SLURM keeps no
             # record of array tasks cancelled before they started); anything else may still run
             if e["state"] not in ("running", "cancelled"):
-                e["state"], e["reason"] = "unknown", f"SLURM has no record of task {task.job_id} (squeue and sacct)"
+                e["state"], e["reason"] = "unknown", f"SLURM has no record of task {task} (squeue and sacct)"
         elif said in slurm.WAITING:
             e["state"] = "queued"
         elif said in slurm.RUNNING:
             e["state"] = "running" if e["state"] == "running" else "queued"
         elif e["state"] in ("missing", "running", "lost", "cancelled"):
-            ended = f"SLURM task {task.job_id} ended {said} (log: {slurm.job_log(sel.study.runs_dir / e['id'])})"
+            ended = f"SLURM task {task} ended {said} (log: {slurm.job_log(sel.study.runs_dir / e['id'])})"
             if e["state"] in ("missing", "running"):
                 e["state"] = "cancelled" if said == "CANCELLED" else "lost"
             e["reason"] = f"{ended}: {e['reason']}" if e.get("reason") else f"{ended} before the run finished"
@@ -154,7 +154,7 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
     runs_dir = sel.study.runs_dir
     launched = set((running_launch(runs_dir) or {}).get("runs") or ())
     tasks = {r.id: t for r in sel.runs if (t := slurm.task_of(runs_dir / r.id))}
-    answers = slurm.states({t.job_id for t in tasks.values()})
+    answers = slurm.states(set(tasks.values()))
     live = {j for j, said in answers.items() if said in slurm.WAITING | slurm.RUNNING}
     by = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line()}
     queued, running, touched = [], [], set()
@@ -163,7 +163,7 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
         if not folder.path.is_dir() or folder.cancel_requested():
             continue
         state = folder.read().state
-        in_slurm = run.id in tasks and tasks[run.id].job_id in live
+        in_slurm = tasks.get(run.id) in live
         if state == "running":
             running.append(run.label)
         elif (run.id in launched or in_slurm) and state not in ("done", "failed"):
@@ -172,23 +172,23 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
             continue
         folder.request_cancel(by)
         if in_slurm:
-            touched.add(tasks[run.id].job_id)
-    idle = [j for j in sorted(touched) if _nothing_left(runs_dir, j)]
+            touched.add(tasks[run.id])
+    idle = _tasks_left_idle(runs_dir, touched) if touched else []
     slurm.cancel(idle)
     return queued, running, idle
 
 
-def _nothing_left(runs_dir: Path, job_id: str) -> bool:
-    """True when every run of this SLURM task is finished or cancelled."""
+def _tasks_left_idle(runs_dir: Path, tasks: set[str]) -> list[str]:
+    """Of these SLURM tasks, those whose every run is finished or cancelled (one pass over the folders)."""
     from .backends import slurm
 
+    busy = set()
     for d in runs_dir.iterdir():
-        task = slurm.task_of(d) if d.is_dir() and not d.name.startswith(".") else None
-        if task is not None and task.job_id == job_id:
+        if d.is_dir() and not d.name.startswith(".") and (task := slurm.task_of(d)) in tasks and task not in busy:
             folder = RunFolder(d)
             if not folder.cancel_requested() and folder.read().state not in ("done", "failed"):
-                return False
-    return True
+                busy.add(task)
+    return sorted(tasks - busy)
 
 
 # ---------------------------------------------------------------- report

@@ -18,7 +18,6 @@ from .optim import use_fused
 from .recipe import Recipe
 
 
-
 @dataclass(frozen=True)
 class Engine:
     """The speed switches of an attempt, resolved for its device and model (recorded in the attempt)."""

@@ -96,24 +96,25 @@ def images_to_train(config: dict) -> int | None:
 
 
 def train_split_size(dataset: dict) -> int | None:
+    return _options(dataset).train_images()
+
+
+def _options(dataset: dict):
+    """A run's resolved dataset section as its source's options (torch-free)."""
     import datasets
 
     opts = dict(dataset)
-    src = datasets.get_source(opts.pop("source"))
-    return src.options(**opts).train_images() if src else None
+    return datasets.get_source(opts.pop("source")).options(**opts)
 
 
 def meta_flops(architecture: dict, dataset: dict) -> float | None:
     """Forward FLOPs of one image, counted on the meta device; None if the model cannot be built there."""
     import torch
 
-    from datasets import get_source
-
     from .measure import count_flops
     from .train import build_model
 
-    opts = dict(dataset)
-    info = get_source(opts.pop("source")).options(**opts).info()
+    info = _options(dataset).info()
     if info.num_classes is None:  # an image folder not on disk yet: its head hardly matters here
         info = type(info)(1000, info.in_chans, info.img_size, info.mean, info.std)
     try:

@@ -136,16 +136,16 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
         todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
         result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
         tasks = {r.id: t for r in todo if (t := slurm.task_of(study.runs_dir / r.id))}
-        answers = slurm.states({t.job_id for t in tasks.values()})
+        answers = slurm.states(set(tasks.values()))
 
         def may_still_run(run: Run) -> bool:
             if run.id not in tasks or RunFolder(study.runs_dir / run.id).cancel_requested():
                 return False  # never submitted, or cancelled (its old task will leave it alone)
-            return answers.get(tasks[run.id].job_id) not in slurm.FINAL
+            return answers.get(tasks[run.id]) not in slurm.FINAL
 
         waiting = [r for r in todo if may_still_run(r)]
         result.in_slurm = len(waiting)
-        result.unknown = sum(1 for r in waiting if tasks[r.id].job_id not in answers)
+        result.unknown = sum(1 for r in waiting if tasks[r.id] not in answers)
         todo = [r for r in todo if r not in waiting]
         if not todo:
             return result

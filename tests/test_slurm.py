@@ -3,8 +3,8 @@
 failing cells, and SLURM's view in `runner status`.
 
 On the local test cluster a requeued job waits 120 s before it may start again (SLURM's
-fixed delay); the time-limit test lets it start at once with `scontrol update StartTime=now`,
-as an impatient administrator would. Everything else is as on a real cluster."""
+fixed delay); the time-limit test lets it start 10 s after the requeue instead, with a longer
+limit (`scontrol update StartTime=now+10 TimeLimit=10`), as an impatient administrator would. Everything else is as on a real cluster."""
 
 from __future__ import annotations
 
@@ -104,12 +104,16 @@ def test_scancel_mid_run_then_a_relaunch_resumes_it(tmp_path):
 
 
 def test_a_task_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path):
-    write_study(tmp_path, epochs=600)  # ~60 s of training: more than the first minute holds
+    write_study(tmp_path, epochs=600)  # ~60 s of training
     (tmp_path / "experiments.toml").write_text((tmp_path / "experiments.toml").read_text()
-                                               + '\n[slurm]\ntime = "1"\nsignal_before_s = 30\n')
+                                               + '\n[slurm]\ntime = "10"\nsignal_before_s = 30\n')
     submit(tmp_path, *ONE_RUN)
     run_dir = next((tmp_path / "results" / "runs").glob("[!.]*"))
     job = json.loads((run_dir / "slurm.json").read_text())["job_id"]
+    # SLURM looks at time limits every ~30 s, so a one-minute limit set at submission may signal the
+    # task before its run even starts; cut the limit to one minute once the run has a checkpoint
+    wait_for(lambda: (run_dir / "checkpoint.pt").exists(), "a checkpoint", every=0.2)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "TimeLimit=1"], check=True, capture_output=True)
 
     def requeued_and_back() -> bool:
         nudge(job)
@@ -131,10 +135,18 @@ def test_a_task_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path):
 
 
 def nudge(job: str) -> None:
-    """A requeued job waits out SLURM's BeginTime delay (120 s); let it start now."""
-    state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True, text=True).stdout
-    if "BeginTime" in state:
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
+    """A requeued job waits out SLURM's BeginTime delay (120 s); let it start in 10 s instead (not at
+    once: until the previous instance is cleaned up, its credential is revoked and a start fails),
+    with 10 minutes to finish: SLURM checks time limits every 30 s or so, so a one-minute task
+    requeued would be signalled again seconds after each start and barely move on."""
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r|%S"], capture_output=True, text=True).stdout.strip()
+    reason, _, start = out.partition("|")
+    try:
+        wait = time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S")) - time.time()
+    except ValueError:
+        return
+    if reason == "BeginTime" and wait > 20:
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now+10", "TimeLimit=10"], capture_output=True)
 
 
 def _events(run_dir: Path) -> list[dict]:

@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendError
@@ -35,14 +34,6 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL"
 # the task waits to run (again)
 WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING", "SUSPENDED", "STOPPED"}
 RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"}
-
-
-@dataclass(frozen=True)
-class Task:
-    """One array task as recorded in a run folder."""
-
-    job_id: str  # "123_4": what squeue, sacct and scancel take
-    submitted_at: float
 
 
 def require_slurm() -> None:
@@ -92,9 +83,9 @@ def submit(runs_dir: Path, study_dir: Path, chunks: list[list[str]], parameters:
     return job_ids
 
 
-def task_of(run_dir: Path) -> Task | None:
-    info = read_json(run_dir / JOB_FILE)
-    return Task(info["job_id"], info.get("submitted_at", 0.0)) if info and info.get("job_id") else None
+def task_of(run_dir: Path) -> str | None:
+    """The array task ("123_4") that owns the run, once sbatch has named it."""
+    return (read_json(run_dir / JOB_FILE) or {}).get("job_id")
 
 
 def states(job_ids: set[str]) -> dict[str, str]:
