@@ -53,11 +53,22 @@ def heartbeat_every_s() -> float:
     return min(5.0, lost_after_s() / 4)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: a temp file is private (0600) until chmod
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Replace ``path`` with what ``write`` writes into a binary file, all or nothing (also on a
-    full disk or a kill): a temp file beside it, fsync, rename."""
+    full disk or a kill): a temp file beside it, fsync, rename. The file gets the permissions a
+    plain ``open`` would give it, so results stay readable by the group that shares them."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -211,11 +222,12 @@ class RunFolder:
     # ------------------------------------------------ reading
 
     def signature(self) -> str:
-        """Changes whenever any journal file changes; lets ingestion skip untouched folders."""
-        parts = []
+        """Changes whenever any journal file changes; lets ingestion skip untouched folders.
+        (Plain strings, not Path joins: a status over 10,000 folders makes 70,000 of these.)"""
+        parts, base = [], f"{self.path}{os.sep}"
         for name in self.FILES:
             try:
-                st = os.stat(self.path / name)
+                st = os.stat(base + name)
                 parts.append(f"{st.st_size}:{st.st_mtime_ns}")
             except FileNotFoundError:
                 parts.append("-")
@@ -261,6 +273,26 @@ class RunFolder:
         else:
             state, reason = "lost", "the worker stopped without finishing (killed or crashed)"
         return FolderState(run, state, attempts, summary, error, heartbeat, reason)
+
+
+def still_done(folder: str, indexed_sig: str | None) -> bool:
+    """True when a folder indexed as done still holds the same summary.json and attempts.jsonl.
+    Nothing else in a done run's folder changes until its summary is moved away (``supersede``,
+    before it trains again); the attempt's end line follows the summary, hence the second file.
+    So two stats stand for the seven of ``RunFolder.signature``: what keeps ``runner status``
+    quick over 10,000 finished runs, and on a network filesystem. A plain string path: building
+    10,000 Path objects costs more than the stats."""
+    if indexed_sig is None:
+        return False
+    parts = indexed_sig.split("|")
+    for name in ("summary.json", "attempts.jsonl"):
+        try:
+            st = os.stat(f"{folder}{os.sep}{name}")
+        except FileNotFoundError:
+            return False
+        if parts[RunFolder.FILES.index(name)] != f"{st.st_size}:{st.st_mtime_ns}":
+            return False
+    return True
 
 
 def _merge_attempts(events: list[dict]) -> list[dict]:

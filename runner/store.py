@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from .errors import StoreError
-from .runfolder import RunFolder
+from .runfolder import RunFolder, still_done
 
 SCHEMA_VERSION = 1
 
@@ -142,11 +142,13 @@ class Store:
 
     # ------------------------------------------------ reading
 
-    def runs(self, ids: Iterable[str] | None = None, *, details: bool = True) -> dict[str, RunRecord]:
+    def runs(self, ids: Iterable[str] | None = None, *, details: bool = True, progress: bool = True) -> dict[str, RunRecord]:
         """Records by id (all, or the given ids). Configs stay in the database: the plan has them.
-        Without ``details`` the summary and progress are left out (``plan`` needs only states)."""
+        Without ``details`` the summary and progress are left out (``plan`` needs only states);
+        without ``progress`` the last heartbeat is (``report`` reads summaries only)."""
         c = runs_table.c
-        summary, progress = (c.summary, c.progress) if details else (sa.null(), sa.null())
+        summary = c.summary if details else sa.null()
+        progress = c.progress if details and progress else sa.null()
         # columns in RunRecord's field order, so a row becomes a record without lookups
         q = sa.select(c.id, c.cell, c.label, c.matrices, c.state, c.reason, summary, progress, c.attempts,
                       c.git_commit, c.started_at, c.finished_at, c.folder)
@@ -177,6 +179,30 @@ class Store:
                                                                              metrics_table.c.step)))
         return out
 
+    def hardware(self) -> dict[str, tuple[str, ...]]:
+        """Per run, the devices its attempts trained on: the GPU model, or ``cpu`` (what a table
+        flags when the seeds of one cell ran on different hardware)."""
+        a = attempts_table.c
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for run_id, model, device in conn.execute(sa.select(a.run_id, a.gpu_model, a.device)):
+                if model or device:
+                    out.setdefault(run_id, set()).add(model or ("cpu" if device == "cpu" else device))
+        return {k: tuple(sorted(v)) for k, v in out.items()}
+
+    def series(self, run_ids: Iterable[str], name: str) -> tuple[list[str], list[int], list[float]]:
+        """One metric's per-epoch values of the given runs, as columns ``(run_ids, epochs, values)``:
+        what a learning curve needs, read without building a row object per value."""
+        ids, m = list(run_ids), metrics_table.c
+        cols: tuple[list, list, list] = ([], [], [])
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = (sa.select(m.run_id, m.epoch, m.value)
+                     .where(m.run_id.in_(ids[i:i + 500]), m.name == name).order_by(m.run_id, m.step))
+                for run_id, epoch, value in conn.execute(q):
+                    cols[0].append(run_id), cols[1].append(epoch), cols[2].append(value)
+        return cols
+
     def history(self) -> list[dict]:
         """Finished runs as ``{cell, config, summary, seconds}``, seconds being the wall time of all
         their attempts: what the launcher estimates the length of similar runs from."""
@@ -206,9 +232,9 @@ class Store:
         """Bring the index up to date with the run folders (all, or the given ids); returns rows changed."""
         runs_dir = Path(runs_dir)
         if ids is None:
-            folders = [RunFolder(p) for p in _subdirs(runs_dir)]
+            folders = _subdirs(runs_dir)
         else:
-            folders = [RunFolder(runs_dir / i) for i in ids if (runs_dir / i / "run.json").exists()]
+            folders = [(i, str(runs_dir / i)) for i in ids if (runs_dir / i / "run.json").exists()]
         if not folders:
             return 0
         changed = 0
@@ -217,8 +243,12 @@ class Store:
                 known = {r.id: (r.folder_sig, r.state) for r in conn.execute(
                     sa.select(runs_table.c.id, runs_table.c.folder_sig, runs_table.c.state))}
             todo = []
-            for f in folders:
-                sig, (old_sig, old_state) = f.signature(), known.get(f.path.name, (None, None))
+            for name, path in folders:
+                old_sig, old_state = known.get(name, (None, None))
+                if old_state == "done" and still_done(path, old_sig):
+                    continue
+                f = RunFolder(path)
+                sig = f.signature()
                 # a running run can turn lost with no file changing, so it is always looked at
                 if sig != old_sig or old_state == "running":
                     todo.append((f, sig))
@@ -280,9 +310,10 @@ def _attempt_row(rid: str, a: dict, fs) -> dict:
                 provenance={**prov, "engine": a["engine"]} if a.get("engine") else prov, **row)
 
 
-def _subdirs(runs_dir: Path) -> list[Path]:
+def _subdirs(runs_dir: Path) -> list[tuple[str, str]]:
+    """(name, path) of each run folder, as strings (see ``still_done``)."""
     try:
-        return [Path(e.path) for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
+        return [(e.name, e.path) for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
     except FileNotFoundError:
         return []
 

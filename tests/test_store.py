@@ -55,6 +55,47 @@ def test_ingest_is_idempotent_and_skips_untouched_folders(store_url, tmp_path):
     assert att[0]["git_commit"] == "c0ffee" and att[0]["torch"] == "2.14.1" and att[0]["command"] == "runner launch"
 
 
+def test_a_done_run_moved_back_to_training_is_seen_by_the_next_ingest(store_url, tmp_path):
+    """Done folders are checked by their summary alone (one stat): lifting the done mark must show."""
+    runs = tmp_path / "runs"
+    f = make_run(runs, "run0", done=True)
+    store = open_store(store_url, tmp_path)
+    store.ingest(runs)
+    f.supersede()
+    a = f.start_attempt({})
+    assert store.ingest(runs) == 1 and store.runs()["run0"].state == "running"
+    f.finish(a, {"test_acc": 0.5})
+    assert store.ingest(runs) == 1 and store.runs()["run0"].summary == {"test_acc": 0.5}
+    assert store.ingest(runs) == 0
+
+
+def test_an_ingest_between_the_summary_and_the_attempts_end_still_records_the_end(store_url, tmp_path):
+    from runner.runfolder import write_json_atomic
+
+    runs = tmp_path / "runs"
+    f = make_run(runs, "run0", done=False)
+    store = open_store(store_url, tmp_path)
+    write_json_atomic(f.file("summary.json"), {"test_acc": 0.9})  # what finish() writes first
+    store.ingest(runs)
+    assert store.runs()["run0"].state == "done" and store.attempts("run0")[0]["ended_at"] is None
+    f.end_attempt(1, "done")  # ... and then
+    assert store.ingest(runs) == 1
+    assert store.attempts("run0")[0]["status"] == "done" and store.runs()["run0"].finished_at is not None
+
+
+def test_series_and_hardware_for_the_report(store_url, tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "run0", done=True, epochs=3)
+    make_run(runs, "run1", done=True, epochs=2)
+    store = open_store(store_url, tmp_path)
+    store.ingest(runs)
+    ids, epochs, values = store.series(["run0", "run1"], "val_acc")
+    assert list(zip(ids, epochs, values)) == [("run0", 1, 0.1), ("run0", 2, 0.2), ("run0", 3, 0.3),
+                                              ("run1", 1, 0.1), ("run1", 2, 0.2)]
+    assert store.series(["run1"], "no_such_metric") == ([], [], [])
+    assert store.hardware() == {"run0": ("cpu",), "run1": ("cpu",)}
+
+
 def test_rebuild_recreates_the_index_from_folders(store_url, tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "run0", done=True)
