@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/data_speed.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/scheduling.py
+	$(PY) bench/report_speed.py
 
 clean:
 	rm -rf results

@@ -1,86 +1,236 @@
-"""Tables of the paper: runs of a cell aggregated over seeds, rendered as Markdown.
+"""A ``[[table]]``: the runs of each cell aggregated over seeds, laid out along rows and columns.
 
-Input is one row per planned run (``row``, ``column``, ``seed``, ``state``,
-``value``): cells still missing stay in the table as "—" and are counted in a
-footnote, never silently dropped; a cell with fewer finished seeds than planned
-shows its n. No torch here.
+Format-neutral: ``analysis/formats.py`` writes the result as Markdown, LaTeX,
+CSV or HTML. Cells still missing stay in the table and are counted in a note,
+never dropped; a cell with fewer finished seeds than planned carries its n; a
+cell whose seeds ran on different hardware is flagged. Aggregation is polars.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import polars as pl
 
-MISSING = "—"
+from runner.errors import SpecError
+from runner.plan import unknown_key
+from runner.report_spec import METRIC, Table
+
+from .data import ReportData, RunView
+
+SEP = "\x1f"  # joins the values of several row (or column) keys into one group key
+AGGREGATE_TEXT = {"mean": "mean ± std (sample, n−1)", "median": "median", "min": "minimum", "max": "maximum",
+                  "last": "value of the seed that finished last"}
 
 
 @dataclass(frozen=True)
 class Cell:
-    mean: float | None
-    std: float | None
+    metric: str
+    value: float | None  # the aggregate over finished seeds, unscaled
+    std: float | None  # with aggregate = mean and n >= 2
     n: int  # finished seeds with the metric
-    planned: int
+    planned: int  # planned seeds
+    finished: int  # finished seeds (with or without the metric)
+    hardware: tuple[str, ...]  # the devices its finished seeds ran on
+    stale: int  # finished seeds done at another git commit
 
 
 @dataclass(frozen=True)
 class TableResult:
-    name: str
-    title: str
-    metric: str
-    rows_key: str
-    columns_key: str
-    rows: list
-    columns: list
-    cells: dict  # (row, column) -> Cell
-    scale: float
-    decimals: int
+    table: Table
+    rows: list[tuple[str, ...]]  # display values of the row keys, in plan order
+    columns: list[tuple[str, ...]]
+    cells: dict[tuple[tuple[str, ...], tuple[str, ...]], Cell]
+    bold: frozenset  # (row, column) pairs holding the best value of their column
+    sources: list[dict]  # the runs behind the table, one line per run and metric
+
+    def shown(self, cell: Cell) -> float | None:
+        """The cell's value as displayed: scaled and rounded (what ties and bolding compare)."""
+        if cell.value is None:
+            return None
+        style = self.table.styles[cell.metric]
+        return round(cell.value * style.scale, style.decimals)
+
+    def notes(self) -> list[str]:
+        return table_notes(self)
+
+    def key_text(self, keys: tuple[str, ...], values: tuple[str, ...]) -> list[str]:
+        """Row or column values as shown: a metric by its label, anything else by ``labels`` if given."""
+        t = self.table
+        return [t.styles[v].label if k == METRIC else t.labels.get(v, v) for k, v in zip(keys, values)]
+
+    def row_text(self, row: tuple[str, ...]) -> list[str]:
+        return self.key_text(self.table.rows, row)
+
+    def column_text(self, col: tuple[str, ...]) -> str:
+        return " / ".join(self.key_text(self.table.columns, col))
 
 
-def build_table(*, name: str, title: str, metric: str, rows_key: str, columns_key: str, runs: list[dict],
-                scale: float, decimals: int) -> TableResult:
-    """Aggregate ``runs`` (dicts with row, column, seed, state, value) per (row, column) cell."""
-    schema = {"row": pl.Utf8, "column": pl.Utf8, "seed": pl.Int64, "state": pl.Utf8, "value": pl.Float64}
-    frame = pl.DataFrame([{**r, "row": str(r["row"]), "column": str(r["column"])} for r in runs], schema=schema)
-    finished = pl.col("value").is_not_null() & (pl.col("state") == "done")
-    agg = frame.group_by(["row", "column"], maintain_order=True).agg(
-        pl.col("value").filter(finished).mean().alias("mean"),
-        pl.col("value").filter(finished).std(ddof=1).alias("std"),
-        finished.sum().alias("n"),
+def display(value) -> str:
+    """A key's value as a table shows it: ``true``, ``0.001``, ``relational_attention``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value is None:
+        return "n/a"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(display(v) for v in value) + "]"
+    return str(value)
+
+
+def build_table(table: Table, data: ReportData) -> TableResult:
+    """Aggregate the runs ``table.where`` keeps (within the selection) per table cell."""
+    for what, keys in (("rows", table.rows), ("columns", table.columns), ("where", tuple(table.where))):
+        for key in keys:
+            problem = key != METRIC and unknown_key([v.run for v in data.runs], key)
+            if problem:
+                raise SpecError(data.study.file, f"[[table]] {table.name}", f"{what}: {key}: {problem}")
+    runs = data.where(table.where)
+
+    def key_of(view: RunView, keys: tuple[str, ...], metric: str) -> tuple[str, ...]:
+        return tuple(metric if k == METRIC else display(view.value(k)) for k in keys)
+
+    records, sources = [], []
+    for view in runs:
+        for metric in table.metrics:
+            row, col = key_of(view, table.rows, metric), key_of(view, table.columns, metric)
+            value = view.metric(metric)
+            records.append({"row": SEP.join(row), "column": SEP.join(col), "metric": metric, "cell": view.run.cell,
+                            "finished": view.finished, "value": value, "finished_at": view.finished_at or 0.0,
+                            "stale": view.state == "stale", "hardware": "|".join(view.hardware)})
+            sources.append({"table": table.name, "run": view.run.id, "cell": view.run.cell, "label": view.run.label,
+                            "seed": view.run.seed, "row": " / ".join(row), "column": " / ".join(col), "metric": metric,
+                            "state": view.state, "value": value, "git_commit": view.git_commit,
+                            "hardware": " | ".join(view.hardware)})
+    frame = pl.DataFrame(records, schema={"row": pl.Utf8, "column": pl.Utf8, "metric": pl.Utf8, "cell": pl.Utf8,
+                                          "finished": pl.Boolean, "value": pl.Float64, "finished_at": pl.Float64,
+                                          "stale": pl.Boolean, "hardware": pl.Utf8})
+    cells = _aggregate(frame, table)
+    _refuse_mixed_cells(frame, table, data)
+    rows = _ordered(frame["row"], table.rows, table, data)
+    columns = _ordered(frame["column"], table.columns, table, data)
+    result = TableResult(table, rows, columns, cells, frozenset(), sources)
+    return TableResult(table, rows, columns, cells, _best(result), sources)
+
+
+def _ordered(keys: pl.Series, names: tuple[str, ...], table: Table, data: ReportData) -> list[tuple[str, ...]]:
+    """Distinct row (or column) values in the order the study declares them: architectures and
+    datasets as the matrices list them, grid values as the grid does, metrics as the table does;
+    values declared nowhere keep the order the runs come in."""
+    ranks = [_declared_rank(name, table, data) for name in names]
+    seen = [tuple(k.split(SEP)) for k in dict.fromkeys(keys.to_list())]
+    first = {k: i for i, k in enumerate(seen)}
+    return sorted(seen, key=lambda k: (*(rank.get(v, len(rank)) for rank, v in zip(ranks, k)), first[k]))
+
+
+def _declared_rank(name: str, table: Table, data: ReportData) -> dict[str, int]:
+    if name == METRIC:
+        return {m: i for i, m in enumerate(table.metrics)}
+    wanted = table.where.get("matrix")
+    wanted = set(wanted if isinstance(wanted, list) else [wanted]) if wanted else set()
+    matrices = sorted(data.study.matrices, key=lambda m: m.name not in wanted)  # the table's own first
+    values: list = []
+    for m in matrices:
+        values += {"architecture": m.architectures, "dataset": m.datasets, "seed": m.seeds,
+                   "matrix": (m.name,)}.get(name, m.grid.get(name, ()))
+    return {v: i for i, v in enumerate(dict.fromkeys(display(v) for v in values))}
+
+
+def _aggregate(frame: pl.DataFrame, table: Table) -> dict:
+    ok = pl.col("finished") & pl.col("value").is_not_null()
+    value = pl.col("value").filter(ok)
+    aggregate = {"mean": value.mean(), "median": value.median(), "min": value.min(), "max": value.max(),
+                 "last": value.sort_by(pl.col("finished_at").filter(ok)).last()}[table.aggregate]
+    agg = frame.group_by(["row", "column", "metric"], maintain_order=True).agg(
+        aggregate.alias("value"),
+        value.std(ddof=1).alias("std"),
+        ok.sum().alias("n"),
         pl.len().alias("planned"),
+        pl.col("finished").sum().alias("finished"),
+        pl.col("hardware").filter(pl.col("finished")).unique().alias("hardware"),
+        pl.col("stale").sum().alias("stale"),
     )
-    cells = {(r["row"], r["column"]): Cell(r["mean"], r["std"], r["n"], r["planned"]) for r in agg.iter_rows(named=True)}
-    rows = list(dict.fromkeys(frame["row"].to_list()))
-    columns = list(dict.fromkeys(frame["column"].to_list()))
-    return TableResult(name, title, metric, rows_key, columns_key, rows, columns, cells, scale, decimals)
+    cells = {}
+    for r in agg.iter_rows(named=True):
+        hardware = tuple(sorted({h for joined in r["hardware"] if joined for h in joined.split("|")}))
+        std = r["std"] if table.aggregate == "mean" and r["n"] >= 2 else None
+        cells[(tuple(r["row"].split(SEP)), tuple(r["column"].split(SEP)))] = Cell(
+            r["metric"], r["value"], std, r["n"], r["planned"], r["finished"], hardware, r["stale"])
+    return cells
 
 
-def format_cell(cell: Cell | None, scale: float, decimals: int) -> str:
-    if cell is None or cell.n == 0 or cell.mean is None:
-        return MISSING
-    text = f"{cell.mean * scale:.{decimals}f}"
-    if cell.n > 1 and cell.std is not None and not math.isnan(cell.std):
-        text += f" ± {cell.std * scale:.{decimals}f}"
-    if cell.n < cell.planned:
-        text += f" (n={cell.n}/{cell.planned})"
-    return text
+def _refuse_mixed_cells(frame: pl.DataFrame, table: Table, data: ReportData) -> None:
+    """A table cell must hold one configuration's seeds; averaging over a grid nobody asked for
+    would print a number that no run measured."""
+    mixed = (frame.group_by(["row", "column"], maintain_order=True).agg(pl.col("cell").unique(maintain_order=True))
+             .filter(pl.col("cell").list.len() > 1))
+    if mixed.is_empty():
+        return
+    row, column, cells = mixed.row(0)
+    configs = {v.run.cell: v.run.config for v in data.runs if v.run.cell in cells[:2]}
+    differ = ", ".join(_differing_keys(*configs.values())) or "their configs"
+    where = " / ".join(row.split(SEP) + column.split(SEP))
+    raise SpecError(data.study.file, f"[[table]] {table.name}",
+                    f"rows and columns: the table cell {where} holds {len(cells)} configurations (cells {', '.join(cells[:3])}) that "
+                    f"differ in {differ}; add that key to rows or columns, or narrow the table's where")
 
 
-def to_markdown(t: TableResult) -> str:
-    header = [f"{t.rows_key} \\ {t.columns_key}", *t.columns]
-    lines = [f"**{t.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in t.rows:
-        lines.append("| " + " | ".join([r, *(format_cell(t.cells.get((r, c)), t.scale, t.decimals)
-                                              for c in t.columns)]) + " |")
-    missing = sum(1 for c in t.cells.values() if c.n == 0)
-    partial = sum(1 for c in t.cells.values() if 0 < c.n < c.planned)
+def _differing_keys(a: dict, b: dict) -> list[str]:
+    out = []
+    for section in ("architecture", "dataset", "train"):
+        sa, sb = a.get(section, {}), b.get(section, {})
+        out += [k if section == "train" else f"{section}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    return out
+
+
+def _best(result: TableResult) -> frozenset:
+    """Per column and metric, the cells showing the best value (ties all bold; none when all tie)."""
+    bold = set()
+    for col in result.columns:
+        by_metric: dict[str, list] = {}
+        for row in result.rows:
+            cell = result.cells.get((row, col))
+            if cell is not None and cell.value is not None:
+                by_metric.setdefault(cell.metric, []).append((row, result.shown(cell)))
+        for metric, shown in by_metric.items():
+            direction = result.table.styles[metric].best
+            values = {v for _, v in shown}
+            if direction == "none" or len(values) < 2:
+                continue
+            best = max(values) if direction == "max" else min(values)
+            bold.update((row, col) for row, v in shown if v == best)
+    return frozenset(bold)
+
+
+def table_notes(result: TableResult) -> list[str]:
+    """The footnotes every format prints under the table, in the same words."""
+    t, cells = result.table, list(result.cells.values())
+    unfinished = sum(1 for c in cells if c.finished == 0)
+    no_value = sum(1 for c in cells if c.finished > 0 and c.n == 0)
+    partial = sum(1 for c in cells if 0 < c.n < c.planned)
+    mixed = [c for c in cells if len(c.hardware) > 1]
+    stale = sum(1 for c in cells if c.stale)
     notes = []
-    if missing:
-        notes.append(f"{MISSING}: {missing} cell(s) with no finished run yet")
+    if unfinished:
+        notes.append(f"—: {unfinished} cell(s) with no finished run yet")
+    if no_value:
+        missing = sorted({c.metric for c in cells if c.finished > 0 and c.n == 0})
+        notes.append(f"—: {no_value} cell(s) whose finished runs have no {', '.join(missing)} in their summary")
     if partial:
-        notes.append(f"{partial} cell(s) with fewer finished seeds than planned (n shown)")
-    seeds = sorted({c.planned for c in t.cells.values()})
-    notes.append(f"metric `{t.metric}`" + (f" ×{t.scale:g}" if t.scale != 1 else "") +
-                 f"; mean ± std (ddof 1) over {'/'.join(map(str, seeds))} planned seed(s) per cell")
-    return "\n".join(lines + [""] + [f"_{n}_  " for n in notes]).rstrip() + "\n"
+        notes.append(f"n=k/N: {partial} cell(s) with k of N planned seeds finished")
+    if mixed:
+        devices = sorted({h for c in mixed for h in c.hardware})
+        notes.append(f"†: {len(mixed)} cell(s) whose seeds ran on different hardware ({', '.join(devices)})")
+    if stale:
+        notes.append(f"{stale} cell(s) hold runs done at another git commit than HEAD (`runner launch --rerun stale`)")
+    planned = sorted({c.planned for c in cells})
+    what = f"`{t.metric}` {_scaled(t.styles[t.metric].scale)}; " if len(t.metrics) == 1 else ""
+    seeds = "/".join(map(str, planned)) if planned else "0"
+    notes.append(f"{what}{AGGREGATE_TEXT[t.aggregate]} over {seeds} planned seed(s) per cell"
+                 + ("; bold: the best of its column" if result.bold else ""))
+    return notes
+
+
+def _scaled(scale: float) -> str:
+    return "as stored" if scale == 1 else f"×{scale:g}"

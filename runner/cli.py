@@ -205,18 +205,54 @@ def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
 @app.command()
 def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
            table: Annotated[Optional[list[str]], typer.Option("--table", "-t", help="Only this [[table]] (repeatable).")] = None,
-           out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the files (default: the study's report_dir).")] = None):
-    """The study's [[table]]s from the store: Markdown on stdout and in the report directory."""
+           figure: Annotated[Optional[list[str]], typer.Option("--figure", help="Only this figure (repeatable).")] = None,
+           fmt: Annotated[str, typer.Option("--format", help="What stdout shows: md, latex, csv or html.")] = "md",
+           out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the files (default: the study's report_dir).")] = None,
+           no_figures: Annotated[bool, typer.Option("--no-figures", help="Tables only.")] = False,
+           runs: Annotated[bool, typer.Option("--runs", help="Print the runs behind the tables (CSV) instead.")] = False,
+           check: Annotated[bool, typer.Option("--check", help="Exit 1 if a declared cell is missing or stale; write nothing.")] = False):
+    """The study's tables and figures from the store: stdout shows the tables; the report directory gets
+    each table as Markdown, LaTeX and CSV, the runs behind them, the figures (PNG, PDF) and index.html."""
+    from analysis import report as r
+
     from . import commands as c
 
+    if fmt not in r.FORMATS:
+        from .errors import SelectionError
+
+        raise SelectionError(f"--format {fmt}: choose one of {', '.join(r.FORMATS)}")
     sel = c.load(file, matrix or (), where or ())
-    results = c.report(sel, table_names=table or (), out_dir=out)
-    if not results:
-        print(f"{sel.study.file} declares no [[table]] (or none selected)")
-    for _, text in results:
-        print(text)
-    if results:
-        print(f"written to {out or sel.study.report_dir}/", file=sys.stderr)
+    command = ["runner", "report", *(["-f", str(file)] if file != DEFAULT_FILE else []),
+               *(a for m in matrix or () for a in ("--matrix", m)), *(a for w in where or () for a in ("--where", w))]
+    rep = r.build(sel, command, tables=table or (), figures=figure or (), with_figures=not (no_figures or check or runs))
+    if check:
+        problems = r.check(rep)
+        for line in problems:
+            print(line)
+        cells = sum(len(t.cells) for t in rep.tables)
+        print(f"report check: {len(problems)} problem(s) in {cells} cell(s) of {len(rep.tables)} table(s)"
+              if problems else f"report check: all {cells} cell(s) of {len(rep.tables)} table(s) done at HEAD")
+        if problems:
+            raise typer.Exit(1)
+        return
+    if runs:
+        from analysis.formats import sources_csv
+
+        sys.stdout.write(sources_csv(rep.tables))
+        return
+    if not rep.tables and not rep.figures:
+        print(f"{sel.study.file}: nothing to report: no [[table]] declared (or selected) and no finished run to draw",
+              file=sys.stderr)
+        return
+    out_dir = out or sel.study.report_dir
+    written = r.write(rep, out_dir)
+    if rep.tables or fmt == "html":
+        sys.stdout.write(r.render(rep, fmt, figures_dir=out_dir / "figures"))
+    figures = (f"; {written['figures']} figure(s), {written['drawn']} drawn, {written['unchanged']} unchanged"
+               if rep.figures else "")
+    page = ", index.html" if rep.complete else ""
+    print(f"written to {out_dir}/: {written['tables']} table(s) as .md, .tex, .csv and .runs.csv{figures}{page}",
+          file=sys.stderr)
 
 
 @app.command()

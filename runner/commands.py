@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import DataError, SelectionError, choices
-from .plan import Plan, Run, count_states, expand, missing_data, parse_where, select, state_of, value_of
+from .plan import Plan, Run, count_states, expand, missing_data, parse_where, select, state_of
 from .provenance import git_commit
 from .runfolder import RunFolder
 from .spec import Study, data_root, load_study
@@ -49,15 +49,19 @@ def _has_folders(study: Study) -> bool:
     return study.runs_dir.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in study.runs_dir.iterdir())
 
 
+def store_for(study: Study, *, ingest: bool) -> "Store | None":
+    """The study's store, None if it does not exist yet; with ``ingest`` the run folders are read
+    into it first (creating it when there are folders to read)."""
+    store = open_store(study, create=ingest and _has_folders(study))
+    if store is not None and ingest:
+        store.ingest(study.runs_dir)
+    return store
+
+
 def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[str, RunRecord]":
     """Store records of the selected runs; with ``ingest`` the run folders are read into the store first."""
-    create = ingest and _has_folders(sel.study)
-    store = open_store(sel.study, create=create)
-    if store is None:
-        return {}
-    if ingest:
-        store.ingest(sel.study.runs_dir)
-    return store.runs([r.id for r in sel.runs], details=details)
+    store = store_for(sel.study, ingest=ingest)
+    return store.runs([r.id for r in sel.runs], details=details) if store is not None else {}
 
 
 def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iterable[str] = (),
@@ -191,49 +195,7 @@ def _tasks_left_idle(runs_dir: Path, tasks: set[str]) -> list[str]:
     return sorted(tasks - busy)
 
 
-# ---------------------------------------------------------------- report
-
-
-def table_runs(sel: Selection, table, records: "dict[str, RunRecord]", commit: str | None) -> list[dict]:
-    """Rows for one ``[[table]]``: every planned run its ``where`` selects, with the metric if done."""
-    rows_key, cols_key = table.rows, table.columns
-    rule = {k: (v if isinstance(v, list) else [v]) for k, v in table.where.items()}
-    selected = {r.id for r in sel.runs}
-    runs = [r for r in select(sel.plan, where=rule) if r.id in selected]
-    out = []
-    for r in runs:
-        rec = records.get(r.id)
-        state = state_of(rec, commit)
-        value = (rec.summary or {}).get(table.metric) if rec and rec.state == "done" else None
-        out.append({"row": value_of(r, rows_key), "column": value_of(r, cols_key), "seed": r.seed,
-                    "state": "done" if rec and rec.state == "done" else state,
-                    "value": float(value) if isinstance(value, (int, float)) else None})
-    return out
-
-
-def report(sel: Selection, *, table_names: Iterable[str] = (), out_dir: Path | None = None) -> list[tuple[Any, str]]:
-    """Build each selected ``[[table]]`` as Markdown and write it to ``out_dir`` (default the study's report_dir)."""
-    from analysis.tables import build_table, to_markdown
-
-    wanted = list(table_names)
-    known = {t.name for t in sel.study.tables}
-    for n in wanted:
-        if n not in known:
-            raise SelectionError(f"--table {n}: no such [[table]] in {sel.study.file}; defined: {', '.join(sorted(known)) or '(none)'}")
-    records = records_for(sel, ingest=True)
-    out_dir = Path(out_dir) if out_dir is not None else sel.study.report_dir
-    commit = git_commit(sel.study.dir)
-    results = []
-    for t in sel.study.tables:
-        if wanted and t.name not in wanted:
-            continue
-        result = build_table(name=t.name, title=t.title, metric=t.metric, rows_key=t.rows, columns_key=t.columns,
-                             runs=table_runs(sel, t, records, commit), scale=t.scale, decimals=t.decimals)
-        text = to_markdown(result)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{t.name}.md").write_text(text, encoding="utf-8")
-        results.append((result, text))
-    return results
+# ---------------------------------------------------------------- show
 
 
 def show(study: Study, run_id: str) -> dict[str, Any]:

@@ -330,29 +330,37 @@ def select(plan: Plan, *, matrix: Iterable[str] = (), where: dict[str, list[Any]
     for run in plan.runs:
         if wanted and not wanted.intersection(run.matrices):
             continue
-        if all(_holds(_axes(run), run.config, key, values) for key, values in rule.items()):
+        if all(_holds(axes_of(run), run.config, key, values) for key, values in rule.items()):
             out.append(run)
     return out
 
 
-def _axes(run: Run) -> dict[str, Any]:
+def axes_of(run: Run) -> dict[str, Any]:
+    """The run's place on the axes, as ``matches`` takes it."""
     return {"architecture": run.architecture, "dataset": run.dataset, "seed": run.seed, "matrix": run.matrices}
 
 
 def _check_keys(plan: Plan, rule: dict[str, list[Any]]) -> None:
     """A dotted key that no run has is a typo, not an empty selection."""
     for key in rule:
-        if key in AXES:
-            continue
-        section, name = resolve_key(key, "", "")
-        known = {k for r in plan.runs for k in r.config[section]}
-        if name not in known:
-            raise SelectionError(f"--where {key}: no run has {section}.{name}; {section} keys: {choices(known)}")
+        problem = unknown_key(plan.runs, key)
+        if problem:
+            raise SelectionError(f"--where {key}: {problem}")
+
+
+def unknown_key(runs: Iterable[Run], key: str) -> str | None:
+    """Why no run has this dotted key (None when some run has it, or it is an axis). Resolved
+    configs hold every key of their schema, defaults included, so a key none of them holds is a typo."""
+    if key in AXES or key == "cell":
+        return None
+    section, name = resolve_key(key, "", "")
+    known = {k for r in runs for k in r.config[section]}
+    return None if name in known else f"no run has {section}.{name}; {section} keys: {choices(known)}"
 
 
 def value_of(run: Run, key: str) -> Any:
     """An axis or dotted config key of a run (for table rows and columns)."""
-    v = lookup(_axes(run), run.config, key)
+    v = lookup(axes_of(run), run.config, key)
     if key == "matrix":
         return v[0]
     return None if v is _MISSING else v

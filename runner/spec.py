@@ -23,6 +23,7 @@ import datasets
 from .errors import SpecError, choices
 from .messages import show_value, validate
 from .recipe import Recipe
+from .report_spec import Figure, Table, parse_figure, parse_table
 from .slurm_options import SlurmOptions
 
 AXES = ("architecture", "dataset", "seed", "matrix")
@@ -67,18 +68,6 @@ class Override:
 
 
 @dataclass(frozen=True)
-class Table:
-    name: str
-    title: str
-    rows: str
-    columns: str
-    metric: str
-    where: dict[str, Any]
-    scale: float
-    decimals: int
-
-
-@dataclass(frozen=True)
 class Study:
     file: str  # as the user named it, for messages
     dir: Path
@@ -93,6 +82,7 @@ class Study:
     matrices: tuple[Matrix, ...]
     overrides: tuple[Override, ...]
     tables: tuple[Table, ...]
+    figures: tuple[Figure, ...] = ()  # the declared [[figure]]s (runner report adds its built-in ones)
     wandb: dict[str, Any] | None = None  # [study.wandb]: project, entity, mode, tags (optional mirror)
     slurm: dict[str, Any] = field(default_factory=dict)  # [slurm]: runner/slurm_options.py, validated
 
@@ -136,18 +126,7 @@ class _OverrideBlock(_Strict):
     set: dict[str, Any] = Field(min_length=1)
 
 
-class _TableBlock(_Strict):
-    name: str = Field(min_length=1)
-    title: str | None = None
-    rows: str = "architecture"
-    columns: str = "dataset"
-    metric: str = "test_acc"
-    where: dict[str, Any] = {}
-    scale: float | None = None
-    decimals: int | None = Field(None, ge=0, le=8)
-
-
-TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table", "slurm")
+TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table", "figure", "slurm")
 
 
 # ---------------------------------------------------------------- dotted keys
@@ -218,15 +197,20 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
     if not matrices:
         raise SpecError(file, "[[matrix]]", "no [[matrix]] block; add one with name, architectures and datasets")
     overrides = tuple(_override(i, b, file) for i, b in enumerate(_blocks(raw, "override", file), 1))
-    tables = tuple(_table(i, b, file, matrices) for i, b in enumerate(_blocks(raw, "table", file), 1))
+    check_key = lambda key, where: resolve_key(key, file, where)  # noqa: E731
+    check_where = lambda rule, where: _check_where(rule, file, where, matrices)  # noqa: E731
+    tables = tuple(parse_table(i, b, file, check_key, check_where) for i, b in enumerate(_blocks(raw, "table", file), 1))
     _unique([t.name for t in tables], file, "[[table]]", "name")
+    figures = tuple(parse_figure(i, b, file, check_key, check_where)
+                    for i, b in enumerate(_blocks(raw, "figure", file), 1))
+    _unique([f.name for f in figures], file, "[[figure]]", "name")
     slurm = validate(SlurmOptions, raw.get("slurm", {}), file, "[slurm]").model_dump(exclude_defaults=True)
 
     return Study(
         file=file, dir=base, name=st.name, store=_store_url(st.store, base),
         runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
         seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
-        matrices=matrices, overrides=overrides, tables=tables,
+        matrices=matrices, overrides=overrides, tables=tables, figures=figures,
         wandb=st.wandb.model_dump() if st.wandb else None, slurm=slurm,
     )
 
@@ -313,22 +297,15 @@ def _override(i, body, file) -> Override:
     return Override(i, o.match, o.set)
 
 
-def _table(i, body, file, matrices) -> Table:
-    where = f"[[table]] {body['name']}" if isinstance(body.get("name"), str) else f"[[table]] #{i}"
-    t = validate(_TableBlock, body, file, where)
-    for what, key in (("rows", t.rows), ("columns", t.columns)):
-        resolve_key(key, file, f"{where} {what}")
-    for key in t.where:
-        resolve_key(key, file, f"{where} where")
-    if t.where.get("matrix") is not None:
-        names = t.where["matrix"] if isinstance(t.where["matrix"], list) else [t.where["matrix"]]
+def _check_where(rule: dict[str, Any], file: str, where: str, matrices) -> None:
+    """A table's or figure's ``where``: known keys, and matrices the study defines."""
+    for key in rule:
+        resolve_key(key, file, where)
+    if rule.get("matrix") is not None:
+        names = rule["matrix"] if isinstance(rule["matrix"], list) else [rule["matrix"]]
         for n in names:
             if n not in {m.name for m in matrices}:
-                raise SpecError(file, f"{where} where", f'matrix: unknown matrix "{n}"; defined: {choices(m.name for m in matrices)}')
-    is_acc = t.metric.endswith("_acc")
-    scale = t.scale if t.scale is not None else (100.0 if is_acc else 1.0)
-    decimals = t.decimals if t.decimals is not None else (1 if is_acc else 3)
-    return Table(t.name, t.title or t.name, t.rows, t.columns, t.metric, t.where, scale, decimals)
+                raise SpecError(file, where, f'matrix: unknown matrix "{n}"; defined: {choices(m.name for m in matrices)}')
 
 
 def _check_seeds(seeds: list[int], file: str, where: str) -> None:

@@ -19,7 +19,7 @@ def test_demo_matrix_runs_and_reports(tmp_path):
     assert launch.returncode == 0, launch.stdout + launch.stderr
     assert "6 done, 0 failed" in launch.stdout
     report = run_cli("report", "--table", "demo_accuracy", cwd=tmp_path)
-    rows = dict(re.findall(r"^\| (\w+) \| ([\d.]+) ± [\d.]+ \|$", report.stdout, flags=re.M))
+    rows = dict(re.findall(r"^\| (\w+) \| (?:\*\*)?([\d.]+) ± [\d.]+(?:\*\*)? \|$", report.stdout, flags=re.M))
     assert set(rows) == {"vit_tiny", "resnet18_narrow"}, report.stdout
     # the figures the README quotes: a small CNN near 98 %, a small ViT near 95 % on digits
     assert float(rows["resnet18_narrow"]) > 95.0 and float(rows["vit_tiny"]) > 88.0, report.stdout

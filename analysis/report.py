@@ -1,0 +1,155 @@
+"""``runner report``: every table and figure of the study, from the store, in one pass.
+
+``build`` reads the store once and aggregates; ``write`` puts each table in every
+format, the figures and a self-contained HTML page into the report directory;
+``check`` lists the declared cells that are not done at HEAD (for a paper's CI).
+Each output names the command that regenerates it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from runner.commands import Selection
+from runner.errors import SelectionError, choices
+from runner.report_spec import BUILTIN_FIGURES, Figure
+from runner.runfolder import write_atomic
+
+from .data import ReportData, collect
+from .figures import Drawing, draw
+from .formats import sources_csv, to_csv, to_html_table, to_latex, to_markdown
+from .tables import TableResult, build_table
+
+FORMATS = ("md", "latex", "csv", "html")
+
+
+@dataclass
+class Report:
+    data: ReportData
+    tables: list[TableResult]
+    figures: list[Figure]
+    command: list[str]  # the selection's part of the regenerating command
+    complete: bool  # every table and figure of the study (not a --table/--figure choice)
+    drawing: Drawing | None = None  # once written
+
+    def regenerate(self, *extra: str) -> str:
+        return shlex.join([*self.command, *extra])
+
+
+def figures_of(sel: Selection) -> list[Figure]:
+    """The built-in figures, each replaced by a declared one of the same name, then the declared ones."""
+    declared = {f.name: f for f in sel.study.figures}
+    return [declared.pop(f.name, f) for f in BUILTIN_FIGURES] + list(declared.values())
+
+
+def build(sel: Selection, command: list[str], *, tables: Iterable[str] = (), figures: Iterable[str] = (),
+          with_figures: bool = True) -> Report:
+    """Aggregate the chosen tables (all if neither tables nor figures are named); figures are drawn by ``write``."""
+    tables, figures = list(tables), list(figures)
+    declared, drawable = sel.study.tables, figures_of(sel)
+    _known("--table", tables, [t.name for t in declared], sel.study.file, "[[table]]")
+    _known("--figure", figures, [f.name for f in drawable], sel.study.file, "[[figure]] (or built-in)")
+    chosen_tables = [t for t in declared if t.name in tables] if tables or figures else list(declared)
+    chosen_figures = ([f for f in drawable if f.name in figures] if tables or figures else drawable) if with_figures else []
+    data = collect(sel)
+    results = [build_table(t, data) for t in chosen_tables]
+    return Report(data, results, chosen_figures, command, complete=not (tables or figures) and with_figures)
+
+
+def _known(flag: str, names: list[str], known: list[str], file: str, what: str) -> None:
+    for n in names:
+        if n not in known:
+            raise SelectionError(f"{flag} {n}: no such {what} in {file}; defined: {choices(known)}")
+
+
+def render(report: Report, fmt: str, *, figures_dir: Path | None = None, generated: str | None = None) -> str:
+    """The tables in one format, as ``runner report --format FMT`` prints them (html: the whole page,
+    with the figures ``write`` drew into ``figures_dir``)."""
+    if fmt == "md":
+        return "\n".join(to_markdown(r, report.regenerate("--table", r.table.name)) for r in report.tables)
+    if fmt == "latex":
+        return "\n".join(to_latex(r, report.regenerate("--table", r.table.name, "--format", "latex"))
+                         for r in report.tables)
+    if fmt == "csv":
+        return to_csv(report.tables)
+    if fmt == "html":
+        return html_page(report, figures_dir, generated=generated)
+    raise SelectionError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+
+
+def write(report: Report, out_dir: Path) -> dict[str, int]:
+    """Write every table in each format, the runs behind them, the figures and (for a whole report)
+    ``index.html``; each file replaced atomically. Returns what was written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for r in report.tables:
+        name = r.table.name
+        _write(out_dir / f"{name}.md", to_markdown(r, report.regenerate("--table", name)))
+        _write(out_dir / f"{name}.tex", to_latex(r, report.regenerate("--table", name, "--format", "latex")))
+        _write(out_dir / f"{name}.csv", to_csv([r]))
+        _write(out_dir / f"{name}.runs.csv", sources_csv([r]))
+    if report.figures:
+        report.drawing = draw(report.figures, report.data, out_dir / "figures")
+    if report.complete:
+        _write(out_dir / "index.html", html_page(report, out_dir / "figures"))
+    d = report.drawing
+    return {"tables": len(report.tables), "figures": len(d.drawn) if d else 0, "drawn": d.redrawn if d else 0,
+            "unchanged": d.unchanged if d else 0}
+
+
+def _write(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def check(report: Report) -> list[str]:
+    """One line per declared table cell that is not wholly done at HEAD: missing seeds, or seeds
+    done at another git commit (stale)."""
+    problems = []
+    for r in report.tables:
+        for (row, col), cell in r.cells.items():
+            where = f"{r.table.name}: {' / '.join(row + col)}"
+            if cell.finished < cell.planned:
+                problems.append(f"{where}: {cell.planned - cell.finished} of {cell.planned} seed(s) not done")
+            if cell.stale:
+                problems.append(f"{where}: {cell.stale} seed(s) done at another git commit than HEAD "
+                                f"{(report.data.commit or '')[:12]} (stale)")
+    return problems
+
+
+# ---------------------------------------------------------------- the HTML page
+
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}th,td{padding:.25em .7em;border-bottom:1px solid #ddd}
+thead th{border-bottom:2px solid #444;text-align:left}td{text-align:right;font-variant-numeric:tabular-nums}
+tbody th{text-align:left;font-weight:normal}.notes{color:#555;font-size:12px;padding-left:1.2em}
+.meta{color:#555}figure{display:inline-block;margin:.5em;vertical-align:top}img{max-width:100%;width:640px}
+figcaption{font-size:12px;color:#555;max-width:640px}code{font-size:12px}"""
+
+
+def html_page(report: Report, figures_dir: Path | None, *, generated: str | None = None) -> str:
+    """One self-contained page: every table, and the figures embedded as PNG (no external file)."""
+    e = html.escape
+    study = report.data.study
+    generated = generated or time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    head = report.data.commit[:12] if report.data.commit else "none (not a git repository)"
+    meta = (f"store <code>{e(study.store)}</code> · HEAD <code>{e(head)}</code> · generated {e(generated)} by <code>{e(report.regenerate())}</code>")
+    nav = " · ".join(f'<a href="#table-{e(r.table.name)}">{e(r.table.name)}</a>' for r in report.tables)
+    parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(study.name)}: report</title>"
+             f"<style>{STYLE}</style></head>\n<body>\n<h1>{e(study.name)}</h1>\n<p class=\"meta\">{meta}</p>\n"
+             f"<nav>{nav}</nav>\n"]
+    parts += [to_html_table(r, report.regenerate("--table", r.table.name)) for r in report.tables]
+    if report.drawing and report.drawing.drawn and figures_dir is not None:
+        parts.append('<section id="figures"><h2>Figures</h2>\n')
+        for p in report.drawing.drawn:
+            png = base64.b64encode((figures_dir / f"{p.stem}.png").read_bytes()).decode()
+            caption = e(p.title) + (f" ({e(p.note)})" if p.note else "") + f" · <code>figures/{e(p.stem)}.pdf</code>"
+            parts.append(f'<figure id="figure-{e(p.stem)}"><img alt="{e(p.title)}" src="data:image/png;base64,{png}">'
+                         f"<figcaption>{caption}</figcaption></figure>\n")
+        parts.append("</section>\n")
+    parts.append("</body></html>\n")
+    return "".join(parts)
