@@ -288,9 +288,11 @@ class Drawing:
 
 
 def draw(figures: list[Figure], data: ReportData, out_dir: Path) -> Drawing:
-    """Draw each figure's panels into ``out_dir``, skipping what is up to date: a figure whose finished
-    runs did not change is not even recomputed (``out_dir/.drawn.json`` remembers its inputs and
-    panels), and of a recomputed one only the panels whose data changed are drawn again."""
+    """Draw each figure's panels into ``out_dir``, skipping what is up to date: a figure whose inputs
+    did not change is not even recomputed (``out_dir/.drawn.json`` remembers them and its panels),
+    and of a recomputed one only the panels whose data changed are drawn again. The inputs: the
+    figure's spec, this module, and each finished run it covers (id, label, when it finished; a run
+    that trains again finishes anew)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / ".drawn.json"
     try:
@@ -299,8 +301,11 @@ def draw(figures: list[Figure], data: ReportData, out_dir: Path) -> Drawing:
         manifest = {}
     source = Path(__file__).read_bytes()
     result = Drawing([], 0, 0)
+    covered: dict[str, list] = {}  # the finished runs of each distinct where (the built-ins share one)
     for fig in figures:
-        inputs = _inputs(fig, data, source)
+        runs = covered.setdefault(repr(fig.where), [(v.run.id, v.run.label, v.finished_at)
+                                                    for v in data.where(fig.where) if v.finished])
+        inputs = hashlib.sha256(source + repr((fig, runs)).encode()).hexdigest()[:16]
         known = manifest.get(fig.name) or {}
         on_disk = all((out_dir / f"{d['stem']}.{s}").exists() for d in known.get("panels", ()) for s in ("png", "pdf"))
         if known.get("inputs") == inputs and on_disk:
@@ -324,10 +329,3 @@ def draw(figures: list[Figure], data: ReportData, out_dir: Path) -> Drawing:
         manifest[fig.name] = {"inputs": inputs, "panels": entries}
         write_atomic(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1, sort_keys=True).encode()))
     return result
-
-
-def _inputs(fig: Figure, data: ReportData, source: bytes) -> str:
-    """What a figure is drawn from: its spec, this module, and each finished run it covers (id,
-    label, when it finished; a run that trains again finishes anew)."""
-    runs = [(v.run.id, v.run.label, v.finished_at) for v in data.where(fig.where) if v.finished]
-    return hashlib.sha256(source + repr((fig, runs)).encode()).hexdigest()[:16]

@@ -206,6 +206,8 @@ def _best(result: TableResult) -> frozenset:
 def table_notes(result: TableResult) -> list[str]:
     """The footnotes every format prints under the table, in the same words."""
     t, cells = result.table, list(result.cells.values())
+    if not cells:
+        return ["empty: no planned run of the selection meets this table's where (nor --where, --matrix)"]
     unfinished = sum(1 for c in cells if c.finished == 0)
     no_value = sum(1 for c in cells if c.finished > 0 and c.n == 0)
     partial = sum(1 for c in cells if 0 < c.n < c.planned)

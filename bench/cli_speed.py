@@ -38,9 +38,12 @@ def study_text(n_arch: int = 10, n_data: int = 10, n_lr: int = 10, n_epochs: int
     return "\n".join(lines)
 
 
-def cold(cmd: list[str], cwd: Path, repeat: int) -> float:
+def cold(cmd: list[str], cwd: Path, repeat: int, before=None) -> float:
+    """Median wall time of ``cmd`` in fresh processes; ``before()`` runs untimed ahead of each."""
     times = []
     for _ in range(repeat):
+        if before:
+            before()
         t0 = time.perf_counter()
         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         times.append(time.perf_counter() - t0)

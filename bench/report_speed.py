@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cli_speed import study_text  # noqa: E402
+from cli_speed import cold, study_text  # noqa: E402
 
 GOAL_S = 2.0
 EPOCHS = 10
@@ -86,19 +85,6 @@ def write_folders(d: Path) -> int:
     return rows
 
 
-def timed(cmd: list[str], cwd: Path, repeat: int, before=None) -> float:
-    times = []
-    for _ in range(repeat):
-        if before:
-            before()
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        times.append(time.perf_counter() - t0)
-        if out.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    return statistics.median(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
@@ -115,13 +101,13 @@ def main() -> None:
         print(f"10,000 run folders with {metric_rows:,} metric rows written in {t1 - t0:.1f} s, "
               f"indexed by `runner sync` in {t2 - t1:.1f} s")
         figures_dir = d / "results" / "report" / "figures"
-        python = timed([sys.executable, "-c", "pass"], d, args.repeat)
-        plan = timed([*runner, "plan"], d, args.repeat)
+        python = cold([sys.executable, "-c", "pass"], d, args.repeat)
+        plan = cold([*runner, "plan"], d, args.repeat)
         rows = {
-            "runner report (figures drawn from nothing)": timed(
+            "runner report (figures drawn from nothing)": cold(
                 [*runner, "report"], d, args.repeat, before=lambda: shutil.rmtree(figures_dir, ignore_errors=True)),
-            "runner report (figures unchanged)": timed([*runner, "report"], d, args.repeat),
-            "runner report --no-figures": timed([*runner, "report", "--no-figures"], d, args.repeat),
+            "runner report (figures unchanged)": cold([*runner, "report"], d, args.repeat),
+            "runner report --no-figures": cold([*runner, "report", "--no-figures"], d, args.repeat),
         }
         drawn = len(list(figures_dir.glob("*.png")))
         print(f"median of {args.repeat} fresh processes; {drawn} figure panels; references: `python -c pass` "

@@ -37,11 +37,13 @@ def load(file: str | Path, matrix: Iterable[str] = (), where: Iterable[str] = ()
 
 
 def open_store(study: Study, *, create: bool) -> "Store | None":
-    from .store import Store, sqlite_path
+    from .spec import sqlite_path
 
     path = sqlite_path(study.store)
     if path is not None and not path.exists() and not create:
         return None
+    from .store import Store
+
     return Store.open(study.store, study.runs_dir, create=create)
 
 

@@ -328,6 +328,15 @@ def data_root(study: Study, root: str) -> str:
     return str(study.dir / root)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store URL (None for a server): here, not in store.py, so that commands
+    can tell a store that does not exist yet without importing SQLAlchemy (0.25 s)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        return Path(url[len(prefix):])
+    return None
+
+
 def _store_url(url: str, base: Path) -> str:
     """Make a relative SQLite path relative to the study file, not to the current directory."""
     prefix = "sqlite:///"

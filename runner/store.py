@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from .errors import StoreError
 from .runfolder import RunFolder, still_done
+from .spec import sqlite_path
 
 SCHEMA_VERSION = 1
 
@@ -316,13 +317,6 @@ def _subdirs(runs_dir: Path) -> list[tuple[str, str]]:
         return [(e.name, e.path) for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
     except FileNotFoundError:
         return []
-
-
-def sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url != prefix + ":memory:":
-        return Path(url[len(prefix):])
-    return None
 
 
 def _engine(url: str) -> sa.Engine:

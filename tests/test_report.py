@@ -99,6 +99,12 @@ def test_where_restricts_the_tables(known):
     assert _cells(acc)[("vit", "small")].value == pytest.approx(0.6)
 
 
+def test_a_table_the_selection_leaves_empty_says_so(known):
+    splits = {t.table.name: t for t in _report(known, "dataset=small").tables}["splits"]  # splits: digits only
+    assert not splits.cells
+    assert splits.notes() == ["empty: no planned run of the selection meets this table's where (nor --where, --matrix)"]
+
+
 def test_markdown_latex_csv_and_runs_match_their_golden_files(known):
     from analysis.formats import sources_csv, to_csv
     from analysis.report import render
