@@ -45,7 +45,6 @@ class Series:
 
 @dataclass(frozen=True)
 class Panel:
-    figure: str
     kind: str
     stem: str  # file name without suffix
     title: str
@@ -86,7 +85,7 @@ def panels(fig: Figure, data: ReportData) -> list[Panel]:
             continue
         stem = fig.name + (f"-{_slug(facet)}" if facet else "")
         title = fig.title + (f" — {facet}" if facet else "")
-        out.append(Panel(fig.name, fig.kind, stem, title, _xlabel(fig), _axis_label(fig.metric), fig.log_x, series, note))
+        out.append(Panel(fig.kind, stem, title, _xlabel(fig), _axis_label(fig.metric), fig.log_x, series, note))
     return out
 
 

@@ -19,7 +19,6 @@ from .messages import validate
 
 METRIC = "metric"  # the pseudo-axis of a table with several metrics
 CELL = "cell"  # group figures by cell: one line or point per configuration
-AGGREGATES = ("mean", "median", "min", "max", "last")
 Best = Literal["max", "min", "none"]
 
 
