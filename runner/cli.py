@@ -156,6 +156,76 @@ def _submit(sel, flags: dict, rerun: set[str]) -> None:
 
 
 @app.command()
+def tune(
+    name: Annotated[str, typer.Argument(help="A [tune.NAME] block of the study file.")],
+    file: FileOpt = DEFAULT_FILE,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials to reach (default: the block's trials).")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Write the best trial's values into the study file as an [[override]] of the tuned cells.")] = False,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
+    per_gpu: Annotated[int, typer.Option("--per-gpu", help="Workers sharing each GPU.")] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: one per core, at most 8).")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Attempts a trial's run gets again when its worker dies.")] = 2,
+):
+    """Optuna over the cells a [tune.NAME] block matches: trials run on all slots, pruned on their
+    validation curve, and kept in the study's database (optuna.load_study reads them). Killed, the
+    command continues where it stopped. --apply writes the best values back as an [[override]]."""
+    from . import commands as c
+    from .errors import SelectionError, SpecError, choices
+    from .spec import load_study
+
+    study = load_study(file)
+    if name not in study.tunes:
+        raise SpecError(study.file, f"[tune.{name}]", f"no such block; defined: {choices(study.tunes)}")
+    block = study.tunes[name]
+    if apply:
+        if trials is not None or gpus is not None or workers is not None or per_gpu != 1:
+            raise SelectionError("--apply trains nothing: drop --trials, --gpus, --workers and --per-gpu")
+        return _apply(study, block)
+    from .backends.local import make_slots
+    from .plan import expand
+    from .render import LaunchDisplay, console, err_console
+    from .tune import tune as do_tune
+
+    plan = expand(study)
+    slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
+    store = c.open_store(study, create=True)
+    with LaunchDisplay(total=trials or block.trials) as display:
+        result = do_tune(study, plan, block, store, slots, display, trials=trials, retries=retries)
+    best = result.best
+    console.print(f"{result.name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in this "
+                  f"run" + (f" ({result.resumed} resumed" + (f", {result.reused} reused a trained run" if result.reused else "")
+                            + ")" if result.resumed or result.reused else "")
+                  + (f"; best: trial {best['number']}, {block.metric} = {best['value']:.4g} ("
+                     + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+                     + f"); write it into {study.file} with `runner tune {name} --apply`" if best else ""))
+    if result.stopped_for:
+        err_console.print(f"[red]stopped[/]: {result.stopped_for}", soft_wrap=True)
+    if result.interrupted:
+        raise typer.Exit(130)
+    if result.stopped_for:
+        raise typer.Exit(1)
+
+
+def _apply(study, block) -> None:
+    from .plan import expand
+    from .tune import open_study, tuned_cells
+    from .tune_apply import best_trial, write_override
+
+    before = expand(study)
+    cells = tuned_cells(study, before, block)
+    number, value, params = best_trial(study, block, open_study(study, block, cells, create=False))
+    applied = write_override(study, block, number, value, params)
+    from .spec import load_study
+
+    after = expand(load_study(study.file))
+    new_ids = {r.id for r in after.runs} - {r.id for r in before.runs}
+    print(f"{'updated' if applied.replaced else 'wrote'} the [[override]] tuned_by {block.name} in {study.file}: "
+          + ", ".join(f"{k} = {v!r}" for k, v in params.items())
+          + f" (trial {number}, {block.metric} = {value:.4g}); {len(new_ids)} run(s) of "
+          f"{len({r.cell for r in after.runs if r.id in new_ids})} cell(s) are new: `runner plan` shows them")
+
+
+@app.command()
 def cancel(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None):
     """Stop selected runs of the running launch: queued ones never start, running ones checkpoint and stop.
 
@@ -185,6 +255,10 @@ def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
         entries = c.run_entries(sel, c.records_for(sel, ingest=True), queued=set(launch_info.get("runs") or ()))
         c.join_slurm(sel, entries)
         view = c.overview(entries)
+        if sel.study.tunes:
+            from .tune import summaries
+
+            view["tuning"] = summaries(sel.study)
         if json_:
             from .render import print_json
 

@@ -13,6 +13,9 @@
   the queue, resuming from its checkpoint, ``retries`` times at most.
 * **Cancel.** A queued run whose folder holds a cancel request is skipped; a running one
   stops by itself (the worker watches for the request).
+* **Feeds.** A launch knows its runs up front; a tuner (``runner/tune.py``) makes them as it
+  goes: with a ``feed``, a slot that runs dry asks it for more, every settled run is handed
+  to it, and it looks at the runs in flight every second (to prune them).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from typing import Protocol
 
 from .backends.local import Worker, WorkerPool
 from .errors import BackendError
@@ -30,9 +34,15 @@ WATCH_EVERY_S = 2.0  # how often in-flight heartbeats are looked at
 INGEST_EVERY_S = 1.0
 
 
+class Feed(Protocol):
+    def more(self) -> list: ...  # runs for a free slot (none: nothing to add now)
+    def settled(self, run, state: str, reason: str | None) -> None: ...
+    def watch(self, in_flight: list[str]) -> None: ...
+
+
 class Dispatcher:
     def __init__(self, study, todo, store, slots, display, result, lock, *, retries: int, isolate: bool,
-                 lost_after_s: float, stop_grace_s: float):
+                 lost_after_s: float, stop_grace_s: float, feed: Feed | None = None):
         self.study, self.store, self.slots, self.display, self.result = study, store, slots, display, result
         self.lock = lock  # publishes the runs not settled yet, for `runner status` and `runner cancel`
         self.unsettled = {r.id for r in todo}
@@ -42,6 +52,7 @@ class Dispatcher:
         self.tries: dict[str, int] = {}  # lost attempts per run in this launch
         self.in_flight: dict[str, Worker] = {}
         self.pool = WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
+        self.feed = feed
 
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder(self.study.runs_dir / run_id)
@@ -49,6 +60,8 @@ class Dispatcher:
     def run(self) -> None:
         last_ingest = last_watch = 0.0
         try:
+            while self.feed and len(self.queue) < len(self.slots) and self._refill():
+                pass
             for slot in self.slots[: len(self.queue)]:
                 self._start_worker(slot)
             self._order_queue()
@@ -62,6 +75,8 @@ class Dispatcher:
                 if self.in_flight and now - last_ingest > INGEST_EVERY_S:
                     self.store.ingest(self.study.runs_dir, list(self.in_flight))
                     self.display.progress(self.store.runs(list(self.in_flight)))
+                    if self.feed:
+                        self.feed.watch(list(self.in_flight))
                     last_ingest = now
         except KeyboardInterrupt:
             self.result.interrupted = True
@@ -83,8 +98,21 @@ class Dispatcher:
         runs = list(self.queue)
         self.queue = deque(longest_first(runs, expected_seconds(runs, self.store.history())))
 
+    def _refill(self) -> bool:
+        """Ask the feed for more runs; False when it has none now."""
+        runs = self.feed.more() if self.feed else []
+        for run in runs:
+            self.by_id[run.id] = run
+            self.unsettled.add(run.id)
+            self.queue.append(run)
+        if runs:
+            self.lock.announce(sorted(self.unsettled))
+        return bool(runs)
+
     def _next_run(self):
         """The next queued run, skipping (and reporting) those cancelled while they waited."""
+        if not self.queue:
+            self._refill()
         while self.queue:
             run = self.queue.popleft()
             if not self.folder(run.id).cancel_requested():
@@ -123,6 +151,8 @@ class Dispatcher:
         if not w.started:
             raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
                                f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
+        if not self.queue and not w.closing:
+            self._refill()  # a tuner replaces a failed trial
         if self.queue and not w.closing:
             self._start_worker(w.slot)
 
@@ -159,9 +189,13 @@ class Dispatcher:
         elif state in ("failed", "lost"):
             setattr(self.result, state, getattr(self.result, state) + 1)
             self.result.failures.append((run.label, state, reason or "?"))
+        elif state == "pruned":
+            self.result.pruned += 1
         else:
             self.result.cancelled += 1
         self.display.finished(run, state, record, reason)
+        if self.feed:
+            self.feed.settled(run, state, reason)
 
     # ------------------------------------------------------------------ workers
 

@@ -28,7 +28,7 @@ from .spec import AXES, Study, data_root, resolve_key
 
 ID_LENGTH = 12
 NOT_IDENTITY = {("dataset", "root")}
-STATES = ("done", "stale", "running", "queued", "failed", "lost", "cancelled", "unknown", "missing")
+STATES = ("done", "stale", "running", "queued", "failed", "lost", "cancelled", "pruned", "unknown", "missing")
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,21 @@ def expand(study: Study) -> Plan:
                 cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
                 runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config)
     return Plan(study, tuple(runs.values()))
+
+
+def derive(study: Study, base: Run, assignments: dict[str, Any], *, label: str, where: str,
+           seed: int | None = None) -> Run:
+    """A run of ``base``'s cell with ``assignments`` (dotted keys, as in ``set``) applied and
+    checked like any cell's: a tuning trial. Its ids follow from its config, as every run's do,
+    so a trial that repeats a configuration already trained is that same run."""
+    sections = {k: dict(v) for k, v in base.config.items() if isinstance(v, dict)}
+    origin: dict[tuple[str, str], str] = {}
+    _apply(sections, origin, assignments, where, study)
+    resolved, (aj, dj, tj) = _Resolver(study).resolve(sections, origin, label)
+    seed = base.seed if seed is None else seed
+    rid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"seed":{seed},"train":{tj}}}')
+    cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
+    return Run(rid, cid, label, base.architecture, base.dataset, seed, (), {**resolved, "seed": seed})
 
 
 # ---------------------------------------------------------------- data on disk

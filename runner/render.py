@@ -17,7 +17,7 @@ from rich.table import Table
 from .commands import eta_seconds
 
 STATE_STYLE = {"done": "green", "stale": "yellow", "running": "cyan", "queued": "cyan", "failed": "red",
-               "lost": "magenta", "cancelled": "magenta", "unknown": "yellow", "missing": "dim"}
+               "lost": "magenta", "cancelled": "magenta", "pruned": "dim", "unknown": "yellow", "missing": "dim"}
 MAX_ROWS = 40
 
 console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs
@@ -117,6 +117,24 @@ def status_view(study_name: str, overview: dict) -> None:
         if len(done) > MAX_ROWS:
             t.add_row("…", f"{len(done) - MAX_ROWS} more (use --json)", "", "", "", "")
         console.print(t)
+    tuning_view(overview.get("tuning") or [])
+
+
+def tuning_view(studies: list[dict]) -> None:
+    """The [tune.NAME] studies: trials by state and the best so far."""
+    if not studies:
+        return
+    t = Table(title="tuning", title_justify="left")
+    for col in ("block", "finished", "complete", "pruned", "failed", "running", "best"):
+        t.add_column(col)
+    for e in studies:
+        b = e.get("best")
+        best = (f"trial {b['trial']}: {e['metric']} = {_fmt(b['value'])} ("
+                + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()) + ")"
+                if b else "—")
+        t.add_row(e["name"], f"{e['complete'] + e['pruned']}/{e['trials']}", str(e["complete"]), str(e["pruned"]),
+                  str(e["failed"]), str(e["running"]), best)
+    console.print(t)
 
 
 def show_view(info: dict) -> None:

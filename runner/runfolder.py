@@ -7,7 +7,7 @@ either as it was or complete; a torn last line is ignored on read.
     run.json        id, cell, label, matrices, resolved config   (written by the launcher)
     attempts.jsonl  {"event": "start", attempt, provenance} / {"event": "engine", attempt, engine}
                     / {"event": "end", attempt, status, reason}; status is done, failed, interrupted,
-                    cancelled, or lost (written by the launcher when the worker died or hung)
+                    cancelled, pruned, or lost (written by the launcher when the worker died or hung)
     metrics.jsonl   one line per epoch: {attempt, epoch, step, time, <metric>: value, ...}
     heartbeat.json  {time, pid, host, attempt, epoch, epochs, metrics}, replaced every few seconds
     checkpoint.pt   where an unfinished run resumes from (runner/checkpoint.py); removed once done
@@ -15,6 +15,8 @@ either as it was or complete; a torn last line is ignored on read.
     error.json      {attempt, reason, traceback}: the failed mark
     cancel.json     {time, pid, host, command}: ``runner cancel`` asked the run to stop (a queued one
                     never starts, a running one checkpoints and stops); the next launch clears it
+    prune.json      {time, epoch, value, trial}: the tuner judged this trial's run not worth finishing;
+                    it stops for good (state pruned) and keeps its metrics
     summary.json    the summary metrics: the done mark, written last
 
 Workers write folders, never the database; ``state()`` derives the run's state
@@ -124,7 +126,7 @@ class FolderState:
     """What the files of a run folder say, read once."""
 
     run: dict | None
-    state: str  # planned, running, done, failed, lost, cancelled
+    state: str  # planned, running, done, failed, lost, cancelled, pruned
     attempts: list[dict]  # merged start/end events, one dict per attempt
     summary: dict | None
     error: dict | None
@@ -133,8 +135,9 @@ class FolderState:
 
 
 class RunFolder:
+    # new names go last: ``still_done`` finds parts of an indexed signature by position
     FILES = ("run.json", "attempts.jsonl", "metrics.jsonl", "heartbeat.json", "error.json", "cancel.json",
-             "summary.json")
+             "summary.json", "prune.json")
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -192,6 +195,13 @@ class RunFolder:
 
     def cancel_requested(self) -> bool:
         return self.file("cancel.json").exists()
+
+    def request_prune(self, why: dict) -> None:
+        """The tuner's verdict: stop this run for good (it is not resumed, unlike a cancelled one)."""
+        write_json_atomic(self.file("prune.json"), {"time": time.time(), **why})
+
+    def prune_requested(self) -> dict | None:
+        return read_json(self.file("prune.json"))
 
     def clear_cancel(self) -> None:
         try:
@@ -260,6 +270,8 @@ class RunFolder:
             state = "done"
         elif error is not None:
             state, reason = "failed", error.get("reason")
+        elif status == "pruned" or (last is None and self.file("prune.json").exists()):
+            state, reason = "pruned", (last or {}).get("reason") or "pruned before it started"
         elif last is None:
             state, reason = ("cancelled", "cancelled before it started") if cancelled else ("planned", None)
         elif status in ("interrupted", "cancelled", "lost"):

@@ -35,6 +35,7 @@ class LaunchResult:
     failed: int = 0
     lost: int = 0  # the worker died or hung more often than --retries allows
     cancelled: int = 0  # by `runner cancel`, or interrupted by a signal
+    pruned: int = 0  # tuning trials stopped early by the pruner
     retried: int = 0
     interrupted: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (label, state, reason)

@@ -25,6 +25,7 @@ from .messages import show_value, validate
 from .recipe import Recipe
 from .report_spec import Figure, Table, parse_figure, parse_table
 from .slurm_options import SlurmOptions
+from .tune_spec import Tune, parse_tunes
 
 AXES = ("architecture", "dataset", "seed", "matrix")
 SECTIONS = ("architecture", "dataset", "train")
@@ -85,6 +86,7 @@ class Study:
     figures: tuple[Figure, ...] = ()  # the declared [[figure]]s (runner report adds its built-in ones)
     wandb: dict[str, Any] | None = None  # [study.wandb]: project, entity, mode, tags (optional mirror)
     slurm: dict[str, Any] = field(default_factory=dict)  # [slurm]: runner/slurm_options.py, validated
+    tunes: dict[str, Tune] = field(default_factory=dict)  # [tune.NAME]: runner/tune_spec.py
 
 
 # ---------------------------------------------------------------- table schemas
@@ -121,12 +123,21 @@ class _MatrixBlock(_Strict):
     exclude: list[dict[str, Any]] = []
 
 
+class _TunedBy(_Strict):
+    study: str
+    trial: int
+    metric: str
+    value: float
+
+
 class _OverrideBlock(_Strict):
     match: dict[str, Any] = Field(min_length=1)
     set: dict[str, Any] = Field(min_length=1)
+    tuned_by: _TunedBy | None = Field(None, description="written by `runner tune NAME --apply`: where the values come from")
 
 
-TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table", "figure", "slurm")
+TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table", "figure", "slurm",
+             "tune")
 
 
 # ---------------------------------------------------------------- dotted keys
@@ -205,13 +216,14 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
                     for i, b in enumerate(_blocks(raw, "figure", file), 1))
     _unique([f.name for f in figures], file, "[[figure]]", "name")
     slurm = validate(SlurmOptions, raw.get("slurm", {}), file, "[slurm]").model_dump(exclude_defaults=True)
+    tunes = parse_tunes(raw.get("tune", {}), file, lambda key, where, axes: resolve_key(key, file, where, axes=axes))
 
     return Study(
         file=file, dir=base, name=st.name, store=_store_url(st.store, base),
         runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
         seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
         matrices=matrices, overrides=overrides, tables=tables, figures=figures,
-        wandb=st.wandb.model_dump() if st.wandb else None, slurm=slurm,
+        wandb=st.wandb.model_dump() if st.wandb else None, slurm=slurm, tunes=tunes,
     )
 
 

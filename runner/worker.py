@@ -79,7 +79,7 @@ def release_memory() -> None:
 
 class _Heartbeat:
     """Rewrites heartbeat.json every few seconds, also during long epochs, and looks for a
-    cancel request every second."""
+    cancel request (or the tuner's prune verdict) every second."""
 
     def __init__(self, folder: RunFolder, attempt: int, progress: dict):
         self.folder, self.attempt, self.progress = folder, attempt, progress
@@ -96,7 +96,7 @@ class _Heartbeat:
     def _loop(self) -> None:
         last, every = time.monotonic(), self.every
         while not self.done.wait(min(1.0, every)):
-            if self.folder.cancel_requested():
+            if self.folder.cancel_requested() or self.folder.file("prune.json").exists():
                 self.cancelled.set()
             if time.monotonic() - last >= every:
                 self.beat()
@@ -122,6 +122,8 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
         return "done", None
     if folder.cancel_requested():
         return "cancelled", "cancelled before it started"
+    if folder.prune_requested():
+        return "pruned", "pruned before it started"
     config = state.run["config"]
     attempt = folder.start_attempt(provenance)
     _busy.update(folder=folder, attempt=attempt)
@@ -148,13 +150,19 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
         mirror.finish("done", summary)
         result = "done", None
     except Interrupted:
-        if beat.cancelled.is_set() and not _stop.is_set():
+        pruned = folder.prune_requested() if not _stop.is_set() else None
+        if pruned is not None:
+            status, reason = "pruned", (f"pruned by the tuner after epoch {pruned.get('epoch')} "
+                                        f"({pruned.get('metric')} = {pruned.get('value')})")
+        elif beat.cancelled.is_set() and not _stop.is_set():
             status, reason = "cancelled", "cancelled with `runner cancel`; it resumes from its checkpoint"
         else:
             status, reason = "interrupted", "stopped before it finished (signal or Ctrl-C); it resumes from its checkpoint"
         folder.end_attempt(attempt, status, reason)
+        if pruned is not None:
+            folder.file("checkpoint.pt").unlink(missing_ok=True)  # a pruned run is never resumed
         mirror.finish("cancelled", reason=status)
-        result = "cancelled", reason
+        result = ("pruned" if pruned is not None else "cancelled"), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
         reason = one_line(e)
         folder.fail(attempt, reason, traceback.format_exc())
