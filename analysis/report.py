@@ -12,7 +12,7 @@ import base64
 import html
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +25,8 @@ from .data import ReportData, collect
 from .figures import Drawing, draw
 from .formats import sources_csv, to_csv, to_html_table, to_latex, to_markdown
 from .tables import TableResult, build_table
+from .tuning import TuningTable
+from . import tuning as tuning_formats
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -37,6 +39,7 @@ class Report:
     command: list[str]  # the selection's part of the regenerating command
     complete: bool  # every table and figure of the study (not a --table/--figure choice)
     drawing: Drawing | None = None  # once written
+    tunings: list[TuningTable] = field(default_factory=list)  # tune_NAME: the best trial per tuned cell
 
     def regenerate(self, *extra: str) -> str:
         return shlex.join([*self.command, *extra])
@@ -53,13 +56,26 @@ def build(sel: Selection, command: list[str], *, tables: Iterable[str] = (), fig
     """Aggregate the chosen tables (all if neither tables nor figures are named); figures are drawn by ``write``."""
     tables, figures = list(tables), list(figures)
     declared, drawable = sel.study.tables, figures_of(sel)
-    _known("--table", tables, [t.name for t in declared], sel.study.file, "[[table]]")
+    tuned = [f"tune_{n}" for n in sel.study.tunes]
+    _known("--table", tables, [t.name for t in declared] + tuned, sel.study.file, "[[table]] (or tune_NAME)")
     _known("--figure", figures, [f.name for f in drawable], sel.study.file, "[[figure]] (or built-in)")
     chosen_tables = [t for t in declared if t.name in tables] if tables or figures else list(declared)
     chosen_figures = ([f for f in drawable if f.name in figures] if tables or figures else drawable) if with_figures else []
     data = collect(sel)
     results = [build_table(t, data) for t in chosen_tables]
-    return Report(data, results, chosen_figures, command, complete=not (tables or figures) and with_figures)
+    wanted = [n for n in tuned if n in tables] if tables or figures else tuned
+    return Report(data, results, chosen_figures, command, complete=not (tables or figures) and with_figures,
+                  tunings=_tunings(sel, data, wanted))
+
+
+def _tunings(sel: Selection, data: ReportData, wanted: list[str]) -> list[TuningTable]:
+    """The tuning tables asked for, of blocks that have trials (Optuna is imported only for those)."""
+    if not wanted:
+        return []
+    from runner.tune_results import best_by_cell
+
+    return [tuning_formats.tuning_table(e) for e in best_by_cell(sel.study, sel.plan, data.store)
+            if f"tune_{e['tune'].name}" in wanted]
 
 
 def _known(flag: str, names: list[str], known: list[str], file: str, what: str) -> None:
@@ -72,12 +88,17 @@ def render(report: Report, fmt: str, *, figures_dir: Path | None = None, generat
     """The tables in one format, as ``runner report --format FMT`` prints them (html: the whole page,
     with the figures ``write`` drew into ``figures_dir``)."""
     if fmt == "md":
-        return "\n".join(to_markdown(r, report.regenerate("--table", r.table.name)) for r in report.tables)
+        return "\n".join([to_markdown(r, report.regenerate("--table", r.table.name)) for r in report.tables]
+                         + [tuning_formats.to_markdown(t, report.regenerate("--table", t.name)) for t in report.tunings])
     if fmt == "latex":
-        return "\n".join(to_latex(r, report.regenerate("--table", r.table.name, "--format", "latex"))
-                         for r in report.tables)
-    if fmt == "csv":
-        return to_csv(report.tables)
+        return "\n".join([to_latex(r, report.regenerate("--table", r.table.name, "--format", "latex"))
+                          for r in report.tables]
+                         + [tuning_formats.to_latex(t, report.regenerate("--table", t.name, "--format", "latex"))
+                            for t in report.tunings])
+    if fmt == "csv":  # one header per stream: the tables' long CSV, or (asked alone) the tuning tables
+        if report.tables or not report.tunings:
+            return to_csv(report.tables)
+        return "\n".join(tuning_formats.to_csv(t) for t in report.tunings)
     if fmt == "html":
         return html_page(report, figures_dir, generated=generated)
     raise SelectionError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -93,12 +114,16 @@ def write(report: Report, out_dir: Path) -> dict[str, int]:
         _write(out_dir / f"{name}.tex", to_latex(r, report.regenerate("--table", name, "--format", "latex")))
         _write(out_dir / f"{name}.csv", to_csv([r]))
         _write(out_dir / f"{name}.runs.csv", sources_csv([r]))
+    for t in report.tunings:
+        _write(out_dir / f"{t.name}.md", tuning_formats.to_markdown(t, report.regenerate("--table", t.name)))
+        _write(out_dir / f"{t.name}.tex", tuning_formats.to_latex(t, report.regenerate("--table", t.name, "--format", "latex")))
+        _write(out_dir / f"{t.name}.csv", tuning_formats.to_csv(t))
     if report.figures:
         report.drawing = draw(report.figures, report.data, out_dir / "figures")
     if report.complete:
         _write(out_dir / "index.html", html_page(report, out_dir / "figures"))
     d = report.drawing
-    return {"tables": len(report.tables), "figures": len(d.drawn) if d else 0, "drawn": d.redrawn if d else 0,
+    return {"tables": len(report.tables) + len(report.tunings), "figures": len(d.drawn) if d else 0, "drawn": d.redrawn if d else 0,
             "unchanged": d.unchanged if d else 0}
 
 
@@ -138,11 +163,13 @@ def html_page(report: Report, figures_dir: Path | None, *, generated: str | None
     generated = generated or time.strftime("%Y-%m-%d %H:%M:%S %Z")
     head = report.data.commit[:12] if report.data.commit else "none (not a git repository)"
     meta = (f"store <code>{e(study.store)}</code> · HEAD <code>{e(head)}</code> · generated {e(generated)} by <code>{e(report.regenerate())}</code>")
-    nav = " · ".join(f'<a href="#table-{e(r.table.name)}">{e(r.table.name)}</a>' for r in report.tables)
+    nav = " · ".join(f'<a href="#table-{e(n)}">{e(n)}</a>'
+                     for n in [r.table.name for r in report.tables] + [t.name for t in report.tunings])
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(study.name)}: report</title>"
              f"<style>{STYLE}</style></head>\n<body>\n<h1>{e(study.name)}</h1>\n<p class=\"meta\">{meta}</p>\n"
              f"<nav>{nav}</nav>\n"]
     parts += [to_html_table(r, report.regenerate("--table", r.table.name)) for r in report.tables]
+    parts += [tuning_formats.to_html(t, report.regenerate("--table", t.name)) for t in report.tunings]
     if report.drawing and report.drawing.drawn and figures_dir is not None:
         parts.append('<section id="figures"><h2>Figures</h2>\n')
         for p in report.drawing.drawn:

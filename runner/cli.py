@@ -165,6 +165,8 @@ def tune(
     per_gpu: Annotated[int, typer.Option("--per-gpu", help="Workers sharing each GPU.")] = 1,
     workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: one per core, at most 8).")] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Attempts a trial's run gets again when its worker dies.")] = 2,
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or slurm (each trial a job; options from [slurm], "
+                                                           "array_parallelism trials at once, 4 if unset).")] = "local",
 ):
     """Optuna over the cells a [tune.NAME] block matches: trials run on all slots, pruned on their
     validation curve, and kept in the study's database (optuna.load_study reads them). Killed, the
@@ -181,23 +183,33 @@ def tune(
         if trials is not None or gpus is not None or workers is not None or per_gpu != 1:
             raise SelectionError("--apply trains nothing: drop --trials, --gpus, --workers and --per-gpu")
         return _apply(study, block)
-    from .backends.local import make_slots
+    if backend not in ("local", "slurm"):
+        raise SelectionError(f"--backend {backend}: choose local or slurm")
+    if backend == "slurm" and (gpus is not None or workers is not None or per_gpu != 1):
+        raise SelectionError("--gpus, --workers, --per-gpu: only for the local backend; with --backend slurm "
+                             "the [slurm] section of the study file says what each trial's job gets")
     from .plan import expand
-    from .render import LaunchDisplay, console, err_console
-    from .tune import tune as do_tune
+    from .render import LaunchDisplay, console, err_console, tune_line
 
     plan = expand(study)
-    slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
-    store = c.open_store(study, create=True)
-    with LaunchDisplay(total=trials or block.trials) as display:
-        result = do_tune(study, plan, block, store, slots, display, trials=trials, retries=retries)
-    best = result.best
-    console.print(f"{result.name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in this "
-                  f"run" + (f" ({result.resumed} resumed" + (f", {result.reused} reused a trained run" if result.reused else "")
-                            + ")" if result.resumed or result.reused else "")
-                  + (f"; best: trial {best['number']}, {block.metric} = {best['value']:.4g} ("
-                     + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-                     + f"); write it into {study.file} with `runner tune {name} --apply`" if best else ""))
+    if backend == "slurm":
+        from .messages import validate
+        from .slurm_options import SlurmOptions
+        from .tune_slurm import tune_on_slurm
+
+        options = validate(SlurmOptions, study.slurm, study.file, "[slurm]")
+        store = c.open_store(study, create=True)
+        with LaunchDisplay(total=trials or block.trials) as display:
+            result = tune_on_slurm(study, plan, block, store, options, display, trials=trials)
+    else:
+        from .backends.local import make_slots
+        from .tune import tune as do_tune
+
+        slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
+        store = c.open_store(study, create=True)
+        with LaunchDisplay(total=trials or block.trials) as display:
+            result = do_tune(study, plan, block, store, slots, display, trials=trials, retries=retries)
+    console.print(tune_line(result, block.metric, study.file, name))
     if result.stopped_for:
         err_console.print(f"[red]stopped[/]: {result.stopped_for}", soft_wrap=True)
     if result.interrupted:
@@ -256,7 +268,7 @@ def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
         c.join_slurm(sel, entries)
         view = c.overview(entries)
         if sel.study.tunes:
-            from .tune import summaries
+            from .tune_results import summaries
 
             view["tuning"] = summaries(sel.study)
         if json_:
@@ -314,13 +326,13 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
 
         sys.stdout.write(sources_csv(rep.tables))
         return
-    if not rep.tables and not rep.figures:
+    if not rep.tables and not rep.figures and not rep.tunings:
         print(f"{sel.study.file}: nothing to report: no [[table]] declared (or selected) and no finished run to draw",
               file=sys.stderr)
         return
     out_dir = out or sel.study.report_dir
     written = r.write(rep, out_dir)
-    if rep.tables or fmt == "html":
+    if rep.tables or rep.tunings or fmt == "html":
         sys.stdout.write(r.render(rep, fmt, figures_dir=out_dir / "figures"))
     figures = (f"; {written['figures']} figure(s), {written['drawn']} drawn, {written['unchanged']} unchanged"
                if rep.figures else "")

@@ -120,6 +120,20 @@ def status_view(study_name: str, overview: dict) -> None:
     tuning_view(overview.get("tuning") or [])
 
 
+def tune_line(result, metric: str, file: str, name: str) -> str:
+    """What ``runner tune`` says when it stops: this run's trials, and the best of the study."""
+    extra = ([f"{result.resumed} resumed"] if result.resumed else []) + (
+        [f"{result.reused} reused a trained run"] if result.reused else [])
+    line = (f"{result.name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in this run"
+            + (f" ({', '.join(extra)})" if extra else ""))
+    b = result.best
+    if b:
+        values = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+        line += (f"; best: trial {b['number']}, {metric} = {_fmt(b['value'])} ({values}); "
+                 f"write it into {file} with `runner tune {name} --apply`")
+    return line
+
+
 def tuning_view(studies: list[dict]) -> None:
     """The [tune.NAME] studies: trials by state and the best so far."""
     if not studies:

@@ -190,8 +190,10 @@ class Tuner:
 
     # ------------------------------------------------------------------ trials left by an earlier tuner
 
-    def adopt(self) -> list[Run]:
-        """Trials an earlier tuner left running: continue those with runs, fail the others."""
+    def adopt(self, *, orphans_exit: bool = True) -> list[Run]:
+        """Trials an earlier tuner left running: continue those with runs, fail the others.
+        ``orphans_exit``: a run still training belongs to a dead tuner's worker, which exits at
+        once (local); on SLURM it trains on in its task and is watched, not waited for."""
         import optuna
 
         queue: list[Run] = []
@@ -202,7 +204,8 @@ class Tuner:
             if not ids or len(runs) != len(ids):
                 self._fail(trial, ft.number, "the tuner stopped before this trial's run folders were written")
                 continue
-            _wait_for_orphans(runs, self.folder)
+            if orphans_exit:
+                _wait_for_orphans(runs, self.folder)
             self.active[ft.number] = _Trial(trial, runs, reported=set(ft.intermediate_values))
             self.result.resumed += 1
             queue.extend(self._hold(ft.number, runs, resume=True))
@@ -255,21 +258,24 @@ class Tuner:
         from .scheduler import run_json
 
         final = SETTLED - {"lost"} if resume else SETTLED
-        todo = []
+        todo, trained = [], 0
         for run in runs:
             waiting = self.holders.setdefault(run.id, [])
             waiting.append(number)
             folder = self.folder(run)
             known = folder.file("run.json").exists()
-            if len(waiting) > 1 or (known and folder.read().state in final):
+            if known and folder.read().state in final:
+                trained += 1
+                continue
+            if len(waiting) > 1:
                 continue
             if not known:  # a matrix run of the same config keeps its own label
                 tag = {"name": self.tune.name, "study": self.result.name, "trial": number}
                 folder.create(run_json(run, self.study) | {"tune": tag})
             folder.clear_cancel()
             todo.append(run)
-        if not todo and len(self.holders[runs[0].id]) == 1:
-            self.result.reused += 1
+        if trained == len(runs):
+            self.result.reused += not resume
             self._maybe_settle(number)
         return todo
 
@@ -339,7 +345,7 @@ class Tuner:
             self.finished += 1
             self.failed_in_a_row = 0
             self.result.complete += 1
-            best = self._best()
+            best = self.best()
             self.display.message(f"trial {number}: {self.tune.metric} = {_fmt(value)} ({_params_text(t.trial.params)})"
                                  + (f"; best: trial {best['number']} = {_fmt(best['value'])}" if best else ""))
         elif any(s.state == "pruned" for s in states) or t.pruned_at is not None:
@@ -360,7 +366,7 @@ class Tuner:
         self.result.last_failure = reason
         self.display.message(f"trial {number} failed: {reason}")
 
-    def _best(self) -> dict | None:
+    def best(self) -> dict | None:
         try:
             b = self.ostudy.best_trial
         except ValueError:  # no complete trial yet
@@ -412,46 +418,6 @@ def tune(study: Study, plan: Plan, tune: Tune, store: Store, slots, display, *, 
         Dispatcher(study, queue, store, slots, display, launch, lock, retries=retries, isolate=False,
                    lost_after_s=lost_after, stop_grace_s=stop_grace_s, feed=tuner).run()
         tuner.result.interrupted = launch.interrupted
-        tuner.result.best = tuner._best()
+        tuner.result.best = tuner.best()
         store.ingest(study.runs_dir)
     return tuner.result
-
-
-def summaries(study: Study) -> list[dict]:
-    """Each ``[tune.NAME]`` block's study as ``runner status`` shows it: trials by state, the best
-    so far. Read-only (no table is created); nothing when the store holds no Optuna study yet."""
-    from .spec import sqlite_path
-
-    path = sqlite_path(study.store)
-    if not study.tunes or (path is not None and not path.exists()):
-        return []
-    import optuna
-    import sqlalchemy
-
-    kwargs = {"connect_args": {"timeout": 30}} if study.store.startswith("sqlite") else {}
-    out = []
-    try:
-        st = optuna.storages.RDBStorage(study.store, engine_kwargs=kwargs, skip_compatibility_check=True,
-                                        skip_table_creation=True)
-        for tune in study.tunes.values():
-            entry = {"name": tune.name, "study": optuna_name(study, tune), "metric": tune.metric,
-                     "direction": tune.direction, "trials": tune.trials, "complete": 0, "pruned": 0, "failed": 0,
-                     "running": 0, "best": None}
-            out.append(entry)
-            try:
-                trials = st.get_all_trials(st.get_study_id_from_name(entry["study"]), deepcopy=False)
-            except KeyError:
-                continue
-            S = optuna.trial.TrialState
-            for t in trials:
-                key = {S.COMPLETE: "complete", S.PRUNED: "pruned", S.FAIL: "failed", S.RUNNING: "running"}.get(t.state)
-                if key:
-                    entry[key] += 1
-            done = [t for t in trials if t.state == S.COMPLETE and t.value is not None]
-            if done:
-                pick = max if tune.direction == "maximize" else min
-                b = pick(done, key=lambda t: t.value)
-                entry["best"] = {"trial": b.number, "value": b.value, "params": dict(b.params)}
-    except sqlalchemy.exc.SQLAlchemyError:  # no Optuna table in this database yet
-        return [e for e in out if e["complete"] + e["pruned"] + e["failed"] + e["running"]]
-    return out

@@ -17,15 +17,21 @@ from runner.scheduler import run_json
 from runner.store import Store
 
 EPOCHS = 200
+# After its epochs a writer keeps beating (its folder keeps changing) until the test has seen
+# enough reads and ingests, however slow the machine: a fixed duration made the test flaky.
 WRITER = """
-import random, sys, time
+import os, random, sys, time
 from runner.runfolder import RunFolder
-folder, epochs = RunFolder(sys.argv[1]), int(sys.argv[2])
+folder, epochs, release = RunFolder(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 attempt = folder.start_attempt({})
 for e in range(1, epochs + 1):
     folder.log_metrics(attempt, e, 10 * e, {"train_loss": 1.0 / e, "val_acc": e / epochs, "lr": 0.1})
     folder.heartbeat(attempt, epoch=e, epochs=epochs)
     time.sleep(random.random() * 0.03)
+deadline = time.monotonic() + 300
+while not os.path.exists(release) and time.monotonic() < deadline:
+    folder.heartbeat(attempt, epoch=epochs, epochs=epochs)
+    time.sleep(0.05)
 folder.finish(attempt, {"test_acc": 0.5})
 """
 
@@ -38,7 +44,8 @@ def test_sixteen_writers_and_concurrent_readers_lose_nothing_and_never_lock(tmp_
         commands.RunFolder(sel.study.runs_dir / run.id).create(run_json(run, sel.study))
     assert run_cli("sync", cwd=tmp_path).returncode == 0
 
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(sel.study.runs_dir / r.id), str(EPOCHS)])
+    release = tmp_path / "release"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(sel.study.runs_dir / r.id), str(EPOCHS), str(release)])
                for r in sel.runs]
     readers: list[subprocess.Popen] = []
     store = Store.open(sel.study.store, sel.study.runs_dir)
@@ -52,6 +59,8 @@ def test_sixteen_writers_and_concurrent_readers_lose_nothing_and_never_lock(tmp_
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         store.ingest(sel.study.runs_dir)
         ingests += 1
+        if ingests > 10 and read >= 6:
+            release.touch()
         time.sleep(0.01)
     assert all(w.wait() == 0 for w in writers)
     for p in readers:

@@ -122,6 +122,15 @@ def test_six_trials_with_pruning_then_apply_changes_exactly_the_tuned_cells(tmp_
     again = run_cli("tune", "vit_lr", "--workers", "2", cwd=tmp_path)  # already at 6: nothing trains
     assert again.returncode == 0 and len(optuna_study(tmp_path).get_trials()) == 6, again.stdout + again.stderr
 
+    # the report tables the best trial of the tuned cell, from the run's summary
+    table = run_cli("report", "--table", "tune_vit_lr", "--format", "csv", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    header, row = [line.split(",") for line in table.stdout.strip().splitlines()]
+    best = study.best_trial
+    assert header == ["cell", "best_val_acc (%)", "trial", "lr", "run"]
+    assert row == ["vit/digits", f"{best.value * 100:.1f}", str(best.number), f"{best.params['lr']:.4g}",
+                   best.user_attrs["runs"][0]]
+
     before = plan_ids(tmp_path)
     applied = run_cli("tune", "vit_lr", "--apply", cwd=tmp_path)
     assert applied.returncode == 0, applied.stderr
@@ -251,7 +260,10 @@ def test_a_changed_block_does_not_mix_with_the_trials_of_the_old_one(tmp_path):
     assert open_study(sel.study, sel.study.tunes["vit_lr"], tuned_cells(sel.study, sel.plan, block), create=True)
 
 
-def test_status_without_a_store_and_status_of_an_untouched_study(tmp_path):
+def test_status_lists_a_block_never_tuned(tmp_path):
     write_study(tmp_path, STUDY)
     out = run_cli("status", "--json", cwd=tmp_path)
-    assert out.returncode == 0 and json.loads(out.stdout)["tuning"] == [], out.stderr
+    assert out.returncode == 0, out.stderr
+    (entry,) = json.loads(out.stdout)["tuning"]  # the block is listed, with no trial yet
+    assert entry["name"] == "vit_lr" and entry["trials"] == 6 and entry["best"] is None
+    assert entry["complete"] == entry["pruned"] == entry["failed"] == entry["running"] == 0
