@@ -234,7 +234,7 @@ def _apply(study, block) -> None:
     print(f"{'updated' if applied.replaced else 'wrote'} the [[override]] tuned_by {block.name} in {study.file}: "
           + ", ".join(f"{k} = {v!r}" for k, v in params.items())
           + f" (trial {number}, {block.metric} = {value:.4g}); {len(new_ids)} run(s) of "
-          f"{len({r.cell for r in after.runs if r.id in new_ids})} cell(s) are new: `runner plan` shows them")
+          f"{len({r.cell for r in after.runs if r.id in new_ids})} cell(s) get new ids: `runner plan` shows their state")
 
 
 @app.command()

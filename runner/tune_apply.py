@@ -9,6 +9,7 @@ replaced atomically, only once the edited text parses as a valid study.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ def write_override(study: Study, tune: Tune, number: int, value: float, params: 
     mine["set"] = _inline(params)
     mine["tuned_by"] = _inline(tag)
     new_text = tomlkit.dumps(doc)
+    if not replaced:  # a blank line before the new block, as a person would leave
+        new_text = re.sub(r"(?<=[^\n])\n(\[\[override\]\] # written by `runner tune )", r"\n\n\1", new_text)
     try:
         parse_study(tomllib.loads(new_text), file=study.file, base=study.dir)
     except SpecError as e:  # the tuned values must make a valid study before the file is touched

@@ -214,55 +214,40 @@ def test_arrays_are_split_to_respect_max_array_size(tmp_path, monkeypatch):
     wait_for(lambda: status(tmp_path)["counts"] == {"done": 4}, "both arrays to finish")
 
 
-def test_runner_tune_on_slurm_submits_each_trial_and_prunes_through_the_folders(tmp_path):
-    """The tuner keeps array_parallelism trials in SLURM; the tasks' workers stop on prune.json."""
+def test_runner_tune_on_slurm_and_a_killed_tuner_watches_its_jobs_again_without_resubmitting(tmp_path):
+    """Each trial run is its own SLURM job (array_parallelism at once); the tuner polls the folders,
+    the tasks' workers stop on prune.json. Killed while its jobs run, the next tuner takes them up."""
     import optuna
 
     from test_tune import STUDY
 
     write_study(tmp_path, STUDY.replace("trials = 6", "trials = 3")
                 .replace("[[matrix]]", "[slurm]\ncpus_per_task = 1\narray_parallelism = 2\n\n[[matrix]]", 1))
-    out = run_cli("tune", "vit_lr", "--backend", "slurm", cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    study = optuna.load_study(study_name="tiny/vit_lr", storage=f"sqlite:///{tmp_path / 'results' / 'runner.db'}")
-    S = optuna.trial.TrialState
-    states = [t.state for t in study.get_trials()]
-    assert len(states) == 3 and S.COMPLETE in states and S.RUNNING not in states and S.FAIL not in states, states
-    for t in study.get_trials():
-        (run_id,) = t.user_attrs["runs"]
-        (attempt,) = attempts(tmp_path, run_id)
-        assert attempt["slurm_job_id"], attempt  # trained inside a SLURM task
-        assert attempt["status"] == ("done" if t.state == S.COMPLETE else "pruned")
     refused = run_cli("tune", "vit_lr", "--backend", "slurm", "--workers", "2", cwd=tmp_path)
     assert refused.returncode == 2 and "only for the local backend" in refused.stderr
-
-
-def test_a_tuner_killed_while_its_jobs_run_watches_them_again_without_resubmitting(tmp_path):
-    import optuna
-
-    from test_tune import STUDY
-
-    write_study(tmp_path, STUDY.replace("trials = 6", "trials = 2").replace(
-        'pruner = { kind = "median", startup_trials = 1 }', 'pruner = { kind = "none" }')
-                .replace("[[matrix]]", "[slurm]\ncpus_per_task = 1\narray_parallelism = 2\n\n[[matrix]]", 1))
     proc = subprocess.Popen([sys.executable, "-m", "runner", "tune", "vit_lr", "--backend", "slurm"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "results" / "runs"
 
     def both_submitted_one_training():
         jobs = {p.parent.name: json.loads(p.read_text()).get("job_id") for p in runs.glob("*/slurm.json")}
-        beating = [p for p in runs.glob("*/heartbeat.json")]
-        return jobs if len(jobs) == 2 and all(jobs.values()) and beating else None
+        return jobs if len(jobs) == 2 and all(jobs.values()) and list(runs.glob("*/heartbeat.json")) else None
 
     try:
-        jobs = wait_for(both_submitted_one_training, "both trials submitted and one training", every=0.3)
+        jobs = wait_for(both_submitted_one_training, "two trials submitted and one training", every=0.3)
     finally:
         proc.kill()
         proc.wait()
     out = run_cli("tune", "vit_lr", "--backend", "slurm", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     study = optuna.load_study(study_name="tiny/vit_lr", storage=f"sqlite:///{tmp_path / 'results' / 'runner.db'}")
-    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE] * 2
-    for run_id, job in jobs.items():  # each run trained once, in the job first submitted for it
-        assert json.loads((runs / run_id / "slurm.json").read_text())["job_id"] == job
-        assert [a["status"] for a in attempts(tmp_path, run_id)] == ["done"]
+    S = optuna.trial.TrialState
+    trials = study.get_trials()
+    assert len(trials) == 3 and S.COMPLETE in [t.state for t in trials], [t.state for t in trials]
+    assert all(t.state in (S.COMPLETE, S.PRUNED) for t in trials)
+    for t in trials:
+        (run_id,) = t.user_attrs["runs"]
+        (attempt,) = attempts(tmp_path, run_id)  # trained once, inside a SLURM task
+        assert attempt["slurm_job_id"] and attempt["status"] == ("done" if t.state == S.COMPLETE else "pruned")
+        if run_id in jobs:  # submitted before the kill: watched again, not submitted twice
+            assert json.loads((runs / run_id / "slurm.json").read_text())["job_id"] == jobs[run_id]
