@@ -219,22 +219,13 @@ def tune(
 
 
 def _apply(study, block) -> None:
-    from .plan import expand
-    from .tune import open_study, tuned_cells
-    from .tune_apply import best_trial, write_override
+    from .tune_apply import apply
 
-    before = expand(study)
-    cells = tuned_cells(study, before, block)
-    number, value, params = best_trial(study, block, open_study(study, block, cells, create=False))
-    applied = write_override(study, block, number, value, params)
-    from .spec import load_study
-
-    after = expand(load_study(study.file))
-    new_ids = {r.id for r in after.runs} - {r.id for r in before.runs}
-    print(f"{'updated' if applied.replaced else 'wrote'} the [[override]] tuned_by {block.name} in {study.file}: "
-          + ", ".join(f"{k} = {v!r}" for k, v in params.items())
-          + f" (trial {number}, {block.metric} = {value:.4g}); {len(new_ids)} run(s) of "
-          f"{len({r.cell for r in after.runs if r.id in new_ids})} cell(s) get new ids: `runner plan` shows their state")
+    a = apply(study, block)
+    print(f"{'updated' if a.replaced else 'wrote'} the [[override]] tuned_by {block.name} in {study.file}: "
+          + ", ".join(f"{k} = {v!r}" for k, v in a.params.items())
+          + f" (trial {a.number}, {block.metric} = {a.value:.4g}); {a.new_runs} run(s) of {a.new_cells} cell(s) "
+          "get new ids: `runner plan` shows their state")
 
 
 @app.command()

@@ -27,6 +27,26 @@ class Applied:
     value: float
     params: dict[str, Any]
     replaced: bool  # an earlier --apply of this block was updated
+    new_runs: int = 0  # runs of the study whose id the override changed
+    new_cells: int = 0
+
+
+def apply(study: Study, tune: Tune) -> Applied:
+    """The best trial's values into the study file; counts the runs whose ids that changes."""
+    from dataclasses import replace
+
+    from .plan import expand
+    from .spec import load_study
+    from .tune import tuned_cells
+    from .tune_study import open_study
+
+    before = expand(study)
+    cells = tuned_cells(study, before, tune)
+    number, value, params = best_trial(study, tune, open_study(study, tune, cells, create=False))
+    applied = write_override(study, tune, number, value, params)
+    after = expand(load_study(study.file))
+    new_ids = {r.id for r in after.runs} - {r.id for r in before.runs}
+    return replace(applied, new_runs=len(new_ids), new_cells=len({r.cell for r in after.runs if r.id in new_ids}))
 
 
 def best_trial(study: Study, tune: Tune, ostudy) -> tuple[int, float, dict[str, Any]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from .plan import Plan
 from .spec import Study
 from .store import Store
-from .tune import _finite, cell_label, optuna_name, tuned_cells
+from .tune import _finite, cell_label, tuned_cells
+from .tune_study import engine_kwargs, optuna_name
 
 
 def read_trials(study: Study) -> dict[str, list]:
@@ -23,10 +24,9 @@ def read_trials(study: Study) -> dict[str, list]:
     import optuna
     import sqlalchemy
 
-    kwargs = {"connect_args": {"timeout": 30}} if study.store.startswith("sqlite") else {}
     out: dict[str, list] = {}
     try:
-        st = optuna.storages.RDBStorage(study.store, engine_kwargs=kwargs, skip_compatibility_check=True,
+        st = optuna.storages.RDBStorage(study.store, engine_kwargs=engine_kwargs(study.store), skip_compatibility_check=True,
                                         skip_table_creation=True)
         for tune in study.tunes.values():
             try:

@@ -20,7 +20,8 @@ from .plan import Plan, Run
 from .runfolder import RunFolder
 from .spec import Study
 from .store import Store
-from .tune import SETTLED, Tune, TuneResult, Tuner, check_space, open_study, tuned_cells
+from .tune import SETTLED, Tune, TuneResult, Tuner, check_space, tuned_cells
+from .tune_study import open_study
 
 POLL_S = 3.0
 DEFAULT_IN_FLIGHT = 4
@@ -43,8 +44,6 @@ def tune_on_slurm(study: Study, plan: Plan, tune: Tune, store: Store, options, d
         flying: dict[str, Run] = {}
 
         def submit(runs: list[Run]) -> None:
-            for run in runs:
-                RunFolder(study.runs_dir / run.id).file(slurm.JOB_FILE).unlink(missing_ok=True)
             slurm.submit(study.runs_dir, study.dir, [[r.id] for r in runs], parameters, device)
             store.ingest(study.runs_dir, [r.id for r in runs])
             for run in runs:
