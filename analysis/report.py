@@ -25,8 +25,10 @@ from .data import ReportData, collect
 from .figures import Drawing, draw
 from .formats import sources_csv, to_csv, to_html_table, to_latex, to_markdown
 from .tables import TableResult, build_table
-from .tuning import TuningTable
-from . import tuning as tuning_formats
+from . import text_table
+from .probe_tables import ProbeFigure, probe_tables
+from .text_table import TextTable
+from .tuning import tuning_table
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -39,7 +41,8 @@ class Report:
     command: list[str]  # the selection's part of the regenerating command
     complete: bool  # every table and figure of the study (not a --table/--figure choice)
     drawing: Drawing | None = None  # once written
-    tunings: list[TuningTable] = field(default_factory=list)  # tune_NAME: the best trial per tuned cell
+    texts: list[TextTable] = field(default_factory=list)  # tune_NAME (best trial per tuned cell), probe_NAME
+    probe_figures: list[ProbeFigure] = field(default_factory=list)  # attention maps of probed runs (the page)
 
     def regenerate(self, *extra: str) -> str:
         return shlex.join([*self.command, *extra])
@@ -57,24 +60,28 @@ def build(sel: Selection, command: list[str], *, tables: Iterable[str] = (), fig
     tables, figures = list(tables), list(figures)
     declared, drawable = sel.study.tables, figures_of(sel)
     tuned = [f"tune_{n}" for n in sel.study.tunes]
-    _known("--table", tables, [t.name for t in declared] + tuned, sel.study.file, "[[table]] (or tune_NAME)")
+    probed = [f"probe_{p.name}" for p in sel.study.probes]
+    _known("--table", tables, [t.name for t in declared] + tuned + probed, sel.study.file,
+           "[[table]] (or tune_NAME, probe_NAME)")
     _known("--figure", figures, [f.name for f in drawable], sel.study.file, "[[figure]] (or built-in)")
     chosen_tables = [t for t in declared if t.name in tables] if tables or figures else list(declared)
     chosen_figures = ([f for f in drawable if f.name in figures] if tables or figures else drawable) if with_figures else []
     data = collect(sel)
     results = [build_table(t, data) for t in chosen_tables]
     wanted = [n for n in tuned if n in tables] if tables or figures else tuned
+    probes, probe_figures = probe_tables(data, [n for n in probed if n in tables] if tables or figures else probed,
+                                         with_figures=with_figures)
     return Report(data, results, chosen_figures, command, complete=not (tables or figures) and with_figures,
-                  tunings=_tunings(sel, data, wanted))
+                  texts=_tunings(sel, data, wanted) + probes, probe_figures=probe_figures)
 
 
-def _tunings(sel: Selection, data: ReportData, wanted: list[str]) -> list[TuningTable]:
+def _tunings(sel: Selection, data: ReportData, wanted: list[str]) -> list[TextTable]:
     """The tuning tables asked for, of blocks that have trials (Optuna is imported only for those)."""
     if not wanted:
         return []
     from runner.tune_results import best_by_cell
 
-    return [tuning_formats.tuning_table(e) for e in best_by_cell(sel.study, sel.plan, data.store)
+    return [tuning_table(e) for e in best_by_cell(sel.study, sel.plan, data.store)
             if f"tune_{e['tune'].name}" in wanted]
 
 
@@ -89,16 +96,16 @@ def render(report: Report, fmt: str, *, figures_dir: Path | None = None, generat
     with the figures ``write`` drew into ``figures_dir``)."""
     if fmt == "md":
         return "\n".join([to_markdown(r, report.regenerate("--table", r.table.name)) for r in report.tables]
-                         + [tuning_formats.to_markdown(t, report.regenerate("--table", t.name)) for t in report.tunings])
+                         + [text_table.to_markdown(t, report.regenerate("--table", t.name)) for t in report.texts])
     if fmt == "latex":
         return "\n".join([to_latex(r, report.regenerate("--table", r.table.name, "--format", "latex"))
                           for r in report.tables]
-                         + [tuning_formats.to_latex(t, report.regenerate("--table", t.name, "--format", "latex"))
-                            for t in report.tunings])
+                         + [text_table.to_latex(t, report.regenerate("--table", t.name, "--format", "latex"))
+                            for t in report.texts])
     if fmt == "csv":  # one header per stream: the tables' long CSV, or (asked alone) the tuning tables
-        if report.tables or not report.tunings:
+        if report.tables or not report.texts:
             return to_csv(report.tables)
-        return "\n".join(tuning_formats.to_csv(t) for t in report.tunings)
+        return "\n".join(text_table.to_csv(t) for t in report.texts)
     if fmt == "html":
         return html_page(report, figures_dir, generated=generated)
     raise SelectionError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -114,16 +121,19 @@ def write(report: Report, out_dir: Path) -> dict[str, int]:
         _write(out_dir / f"{name}.tex", to_latex(r, report.regenerate("--table", name, "--format", "latex")))
         _write(out_dir / f"{name}.csv", to_csv([r]))
         _write(out_dir / f"{name}.runs.csv", sources_csv([r]))
-    for t in report.tunings:
-        _write(out_dir / f"{t.name}.md", tuning_formats.to_markdown(t, report.regenerate("--table", t.name)))
-        _write(out_dir / f"{t.name}.tex", tuning_formats.to_latex(t, report.regenerate("--table", t.name, "--format", "latex")))
-        _write(out_dir / f"{t.name}.csv", tuning_formats.to_csv(t))
+    for t in report.texts:
+        _write(out_dir / f"{t.name}.md", text_table.to_markdown(t, report.regenerate("--table", t.name)))
+        _write(out_dir / f"{t.name}.tex", text_table.to_latex(t, report.regenerate("--table", t.name, "--format", "latex")))
+        _write(out_dir / f"{t.name}.csv", text_table.to_csv(t))
     if report.figures:
         report.drawing = draw(report.figures, report.data, out_dir / "figures")
+    for f in report.probe_figures:
+        if f.make is not None:
+            f.png = f.make(out_dir / "figures")
     if report.complete:
         _write(out_dir / "index.html", html_page(report, out_dir / "figures"))
     d = report.drawing
-    return {"tables": len(report.tables) + len(report.tunings), "figures": len(d.drawn) if d else 0, "drawn": d.redrawn if d else 0,
+    return {"tables": len(report.tables) + len(report.texts), "figures": len(d.drawn) if d else 0, "drawn": d.redrawn if d else 0,
             "unchanged": d.unchanged if d else 0}
 
 
@@ -164,12 +174,12 @@ def html_page(report: Report, figures_dir: Path | None, *, generated: str | None
     head = report.data.commit[:12] if report.data.commit else "none (not a git repository)"
     meta = (f"store <code>{e(study.store)}</code> · HEAD <code>{e(head)}</code> · generated {e(generated)} by <code>{e(report.regenerate())}</code>")
     nav = " · ".join(f'<a href="#table-{e(n)}">{e(n)}</a>'
-                     for n in [r.table.name for r in report.tables] + [t.name for t in report.tunings])
+                     for n in [r.table.name for r in report.tables] + [t.name for t in report.texts])
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(study.name)}: report</title>"
              f"<style>{STYLE}</style></head>\n<body>\n<h1>{e(study.name)}</h1>\n<p class=\"meta\">{meta}</p>\n"
              f"<nav>{nav}</nav>\n"]
     parts += [to_html_table(r, report.regenerate("--table", r.table.name)) for r in report.tables]
-    parts += [tuning_formats.to_html(t, report.regenerate("--table", t.name)) for t in report.tunings]
+    parts += [text_table.to_html(t, report.regenerate("--table", t.name)) for t in report.texts]
     if report.drawing and report.drawing.drawn and figures_dir is not None:
         parts.append('<section id="figures"><h2>Figures</h2>\n')
         for p in report.drawing.drawn:
@@ -177,6 +187,13 @@ def html_page(report: Report, figures_dir: Path | None, *, generated: str | None
             caption = e(p.title) + (f" ({e(p.note)})" if p.note else "") + f" · <code>figures/{e(p.stem)}.pdf</code>"
             parts.append(f'<figure id="figure-{e(p.stem)}"><img alt="{e(p.title)}" src="data:image/png;base64,{png}">'
                          f"<figcaption>{caption}</figcaption></figure>\n")
+        parts.append("</section>\n")
+    if any(f.png for f in report.probe_figures):
+        parts.append('<section id="probe-figures"><h2>Probes</h2>\n')
+        for f in (f for f in report.probe_figures if f.png):
+            png = base64.b64encode(f.png.read_bytes()).decode()
+            parts.append(f'<figure><img alt="{e(f.title)}" src="data:image/png;base64,{png}" style="width:auto">'
+                         f"<figcaption>{e(f.title)} · <code>{e(str(f.png))}</code></figcaption></figure>\n")
         parts.append("</section>\n")
     parts.append("</body></html>\n")
     return "".join(parts)

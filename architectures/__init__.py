@@ -21,30 +21,33 @@ class Family:
     hparams: type
     builder: str  # "module:function", imported lazily
     summary: str
+    attention: bool | None = None  # has attention layers a probe can read (None: known once built, timm)
 
 
 _REGISTRY: dict[str, Family] = {}
 
 
-def register(name: str, hparams: type, builder: str, summary: str) -> None:
+def register(name: str, hparams: type, builder: str, summary: str, *, attention: bool | None = None) -> None:
     if name in _REGISTRY:
         raise ValueError(f"architecture {name!r} registered twice")
-    _REGISTRY[name] = Family(name, hparams, builder, summary)
+    _REGISTRY[name] = Family(name, hparams, builder, summary, attention)
 
 
-register("vit", _hp.ViTHparams, "architectures.vit:build", "Vision Transformer, cls token, pre-norm, SDPA")
+register("vit", _hp.ViTHparams, "architectures.vit:build", "Vision Transformer, cls token, pre-norm, SDPA",
+         attention=True)
 register("dual_attention", _hp.DualAttentionHparams, "architectures.dual_attention:build",
-         "dual-attention transformer: self-attention + relational-attention heads (Altabaa et al.)")
+         "dual-attention transformer: self-attention + relational-attention heads (Altabaa et al.)", attention=True)
 register("san_pairwise", _hp.SANPairwiseHparams, "architectures.san:build_pairwise",
-         "SAN with pairwise self-attention (Zhao, Jia, Koltun 2020)")
+         "SAN with pairwise self-attention (Zhao, Jia, Koltun 2020)", attention=True)
 register("san_patchwise", _hp.SANPatchwiseHparams, "architectures.san:build_patchwise",
-         "SAN with patchwise self-attention (Zhao, Jia, Koltun 2020)")
+         "SAN with patchwise self-attention (Zhao, Jia, Koltun 2020)", attention=True)
 register("conv_attention", _hp.ConvAttentionHparams, "architectures.conv_attention:build",
-         "full-pixel attention with quadratic or learned 2-D relative encoding (Cordonnier et al. 2020)")
+         "full-pixel attention with quadratic or learned 2-D relative encoding (Cordonnier et al. 2020)",
+         attention=True)
 register("resnet18_cifar", _hp.ResNetCifarHparams, "architectures.cnn:build_resnet18_cifar",
-         "ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images")
+         "ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images", attention=False)
 register("resnet34_cifar", _hp.ResNetCifarHparams, "architectures.cnn:build_resnet34_cifar",
-         "ResNet-34 with a 3x3 stride-1 stem and no max-pool, for small images")
+         "ResNet-34 with a 3x3 stride-1 stem and no max-pool, for small images", attention=False)
 
 TIMM_PREFIX = "timm:"
 

@@ -109,6 +109,10 @@ class QuadraticAttention(nn.Module):
         ur, uc = u[:, 0], u[:, 1]
         return -0.5 * (inv[:, 0, 0] * ur * ur + 2 * inv[:, 0, 1] * ur * uc + inv[:, 1, 1] * uc * uc)
 
+    def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """For probes: [B, H, N, N], the same for every image (content-free)."""
+        return self.scores().softmax(dim=-1).expand(x.shape[0], -1, -1, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         out = _positional_attend(self.scores(), x, self.dropout, self.training)  # [B, H, N, D]
@@ -160,6 +164,15 @@ class Learned2DAttention(nn.Module):
         col = torch.einsum("bhijd,jld->bhijl", q[..., self.row_dim:], e_col)
         return (row[..., :, None] + col[..., None, :]).reshape(b, h, s * s, s * s)
 
+    def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """For probes: the softmax weights of every head, [B, H, N, N]."""
+        b, n, d = x.shape
+        if not self.use_content:
+            return self.positional_scores().softmax(dim=-1).expand(b, -1, -1, -1)
+        q = self.query(x).view(b, n, self.heads, d).transpose(1, 2)
+        k = self.key(x).view(b, n, self.heads, d).transpose(1, 2)
+        return ((q @ k.transpose(-1, -2) + self.positional_scores(q)) / math.sqrt(d)).softmax(dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         if self.use_content:
@@ -197,6 +210,7 @@ class ConvAttentionNet(nn.Module):
         if problem is not None:
             raise ValueError(f"conv_attention: {problem[0]}: {problem[1]}")
         self.img_size, self.downsample = img_size, hp.downsample
+        self.side = img_size // hp.downsample
         side = img_size // hp.downsample
         d = hp.d_model
 
@@ -223,6 +237,10 @@ class ConvAttentionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.embed(self.space_to_depth(x)))
         return self.head(x.mean(dim=1))
+
+    def token_grid(self) -> tuple[int, int, int]:
+        """For probes: every pixel of the space-to-depth grid is a token; no class token."""
+        return self.side, self.side, 0
 
     def gaussian_heads(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (quadratic encoding only): centres Delta_h [H, 2] and spreads Sigma_h^-1 [H, 2, 2]."""

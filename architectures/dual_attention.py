@@ -314,6 +314,20 @@ class DualAttention(nn.Module):
             parts.append(self.rel_attn(x, symbols))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
+    def attention_probs(self, x: torch.Tensor, symbols: torch.Tensor | None = None) -> torch.Tensor:
+        """For probes: the softmax attention of every head, the ``sa`` heads then the ``ra`` heads
+        (their alpha; disrca's relation factor is left out), [B, sa + ra, N, N]."""
+        parts = []
+        if self.self_attn is not None:
+            a = self.self_attn
+            q, k, _ = a.qkv(x).split(a.splits, dim=-1)
+            q, k = split_heads(q, a.heads), repeat_kv(split_heads(k, a.kv_heads), a.heads // a.kv_heads)
+            parts.append(torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(a.head_dim), dim=-1))
+        if self.rel_attn is not None:
+            q, k = self.rel_attn.proj(x).split(self.rel_attn.splits, dim=-1)[:2]
+            parts.append(self.rel_attn.attention(q, k))
+        return torch.cat(parts, dim=1)
+
 
 class Block(nn.Module):
     """Pre-LN: x + drop(DA(LN x)), then x + drop(FFN(LN x)). Post-LN: LN(x + drop(DA(x))), ..."""
@@ -350,6 +364,7 @@ class DualAttentionTransformer(nn.Module):
         kv = hp.n_kv_heads or max(hp.sa, hp.ra)  # each part takes min(kv, its heads)
         d, p = hp.d_model, hp.patch_size
         self.patch_size, self.pool = p, hp.pool
+        self.grid = img_size // p
         num_patches = (img_size // p) ** 2
         n_tokens = num_patches + 1
         patch_dim = p * p * in_chans
@@ -390,6 +405,10 @@ class DualAttentionTransformer(nn.Module):
             x = block(x, self.symbols(x) if self.symbols is not None else None)  # symbols from the current x
         x = x[:, 0] if self.pool == "cls" else x.mean(dim=1)
         return self.head(self.norm(x))
+
+    def token_grid(self) -> tuple[int, int, int]:
+        """For probes: the patch grid (rows, cols) and the tokens before it (the class token)."""
+        return self.grid, self.grid, 1
 
 
 def build(hp: DualAttentionHparams, *, num_classes: int, in_chans: int, img_size: int) -> DualAttentionTransformer:

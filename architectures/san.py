@@ -104,6 +104,12 @@ def aggregate(v: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
     return (vj * w.unsqueeze(1)).sum(3).view(b, c, h, wd)
 
 
+def key_pixels(h: int, w: int, k: int, device: torch.device) -> torch.Tensor:
+    """[k*k, H*W]: the pixel (row-major index) at each footprint position of every pixel."""
+    index = torch.arange(h * w, device=device, dtype=torch.float32).view(1, 1, h, w)
+    return windows(index, k)[0, 0].round().long()
+
+
 def position(h: int, wd: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """[1, 2, H, W]: (x, y) coordinates normalized to [-1, 1]."""
     xs = torch.linspace(-1.0, 1.0, wd, device=device, dtype=dtype).view(1, wd).expand(h, wd)
@@ -154,6 +160,11 @@ class PairwiseSA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return aggregate(self.beta(x), self.weights(x), self.kernel)
 
+    def window_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For probes: the weights [B, mid/8, k*k, H*W] and the key pixel of each footprint position
+        [k*k, H*W] (row-major index; reflection padding repeats pixels at the border)."""
+        return self.weights(x), key_pixels(x.shape[-2], x.shape[-1], self.kernel, x.device)
+
 
 class PatchwiseSA(nn.Module):
     """Patchwise vector self-attention: C -> mid channels."""
@@ -190,6 +201,11 @@ class PatchwiseSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return aggregate(self.beta(x), self.weights(x), self.kernel)
+
+    def window_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For probes: the weights [B, mid/8, k*k, H*W] and the key pixel of each footprint position
+        [k*k, H*W] (row-major index; reflection padding repeats pixels at the border)."""
+        return self.weights(x), key_pixels(x.shape[-2], x.shape[-1], self.kernel, x.device)
 
 
 class Bottleneck(nn.Module):

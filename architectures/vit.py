@@ -33,6 +33,12 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
+    def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """For probes: the softmax weights SDPA applies, [B, heads, N, N] (SDPA never materializes them)."""
+        b, n, d = x.shape
+        q, k, _ = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return torch.softmax((q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5, dim=-1)
+
 
 class Block(nn.Module):
     """Pre-norm: x + attn(norm(x)), then x + mlp(norm(x)). Post-norm: norm(x + attn(x)), ..."""
@@ -59,6 +65,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, hp: ViTHparams, *, num_classes: int, in_chans: int, img_size: int):
         super().__init__()
         self.pool = hp.pool
+        self.grid = img_size // hp.patch_size
         self.patch_embed = nn.Conv2d(in_chans, hp.dim, kernel_size=hp.patch_size, stride=hp.patch_size)
         num_patches = (img_size // hp.patch_size) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hp.dim))
@@ -77,6 +84,10 @@ class VisionTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(self.pos_drop(x)))
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
+
+    def token_grid(self) -> tuple[int, int, int]:
+        """For probes: the patch grid (rows, cols) and the tokens before it (the class token)."""
+        return self.grid, self.grid, 1
 
 
 def build(hp: ViTHparams, *, num_classes: int, in_chans: int, img_size: int) -> VisionTransformer:

@@ -135,24 +135,13 @@ def launch(
 def _submit(sel, flags: dict, rerun: set[str]) -> None:
     from . import commands as c
     from .messages import validate
-    from .render import console, err_console
+    from .render import submit_lines
     from .scheduler import submit_to_slurm
     from .slurm_options import SlurmOptions
 
     options = validate(SlurmOptions, {**sel.study.slurm, **flags}, sel.study.file,
                        "[slurm] with the command line's flags" if flags else "[slurm]")
-    result = submit_to_slurm(sel.study, sel.runs, c.open_store(sel.study, create=True), options, rerun=rerun)
-    waiting = (f"; {result.in_slurm} left to their earlier SLURM task(s)" if result.in_slurm else "")
-    if result.unknown:
-        err_console.print(f"{result.unknown} run(s) belong to SLURM tasks that squeue and sacct know nothing of; they "
-                          "are not submitted again while they may still run (`runner status` shows them as unknown; "
-                          "`runner cancel` them to submit them again)")
-    if not result.submitted:
-        console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done{waiting}")
-        return
-    arrays = sorted({j.split("_")[0] for j in result.job_ids})
-    console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
-                  f"({result.already_done} were already done{waiting}); follow them with `runner status`")
+    submit_lines(submit_to_slurm(sel.study, sel.runs, c.open_store(sel.study, create=True), options, rerun=rerun))
 
 
 @app.command()
@@ -226,6 +215,41 @@ def _apply(study, block) -> None:
           + ", ".join(f"{k} = {v!r}" for k, v in a.params.items())
           + f" (trial {a.number}, {block.metric} = {a.value:.4g}); {a.new_runs} run(s) of {a.new_cells} cell(s) "
           "get new ids: `runner plan` shows their state")
+
+
+@app.command()
+def probe(
+    names: Annotated[Optional[list[str]], typer.Argument(help="[[probe]] blocks to run (default: all of them).")] = None,
+    file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="CPU workers (default 1: timings want a quiet machine).")] = 1,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads per worker (default: the cores shared out).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Probe again runs that already have this probe's result.")] = False,
+):
+    """Analyses of finished runs beyond accuracy: attention maps, shape bias on cue-conflict images,
+    inference time. Each loads a run's selected weights in a worker and writes its result into the
+    run folder and the store; a run is never probed twice with the same settings."""
+    from analysis.probe_figures import draw
+
+    from . import commands as c
+    from . import render
+    from .probe import run_blocks
+
+    def block_done(result) -> None:
+        for folder in result.folders if result.probe.kind == "attention_maps" else ():
+            draw(folder)
+        print(render.probe_line(result), flush=True)
+
+    sel = c.load(file, matrix or (), where or ())
+    try:
+        results = run_blocks(sel, names or (), gpus=gpus, workers=workers, threads=threads, force=force,
+                             on_start=render.probe_started, on_result=render.probe_landed, on_block=block_done)
+    except KeyboardInterrupt:  # between workers: every result written so far is in its run folder
+        raise typer.Exit(130) from None
+    if any(r.interrupted for r in results):
+        raise typer.Exit(130)
+    if any(r.failed for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -317,13 +341,13 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
 
         sys.stdout.write(sources_csv(rep.tables))
         return
-    if not rep.tables and not rep.figures and not rep.tunings:
+    if not rep.tables and not rep.figures and not rep.texts:
         print(f"{sel.study.file}: nothing to report: no [[table]] declared (or selected) and no finished run to draw",
               file=sys.stderr)
         return
     out_dir = out or sel.study.report_dir
     written = r.write(rep, out_dir)
-    if rep.tables or rep.tunings or fmt == "html":
+    if rep.tables or rep.texts or fmt == "html":
         sys.stdout.write(r.render(rep, fmt, figures_dir=out_dir / "figures"))
     figures = (f"; {written['figures']} figure(s), {written['drawn']} drawn, {written['unchanged']} unchanged"
                if rep.figures else "")
@@ -362,63 +386,9 @@ def sync(file: FileOpt = DEFAULT_FILE,
     print(f"{n} run(s) {'indexed' if rebuild else 'updated'} in {study.store}")
 
 
-data_app = typer.Typer(help="Datasets of the study: where they are, fetch them, check them.", no_args_is_help=True)
+from .cli_data import data_app  # noqa: E402  (the `runner data ...` commands)
+
 app.add_typer(data_app, name="data")
-NamesArg = Annotated[Optional[list[str]], typer.Argument(
-    help="Dataset names of the study, or sources (every dataset of that source); default all.")]
-RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Act on sources placed here instead of the study's datasets.")]
-
-
-def _data_targets(file: Path, names, root):
-    from . import commands as c
-    from .spec import load_study
-
-    return c.data_targets(load_study(file) if root is None else None, names or (), root)
-
-
-@data_app.command("list")
-def data_list(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None, json_: JsonOpt = False):
-    """Each dataset with its source, root and whether its files are in place (reads no image)."""
-    from . import commands as c
-
-    rows = [{"dataset": t.name, "source": t.source, "root": t.options.get("root"), "problem": c.data_state(t)}
-            for t in _data_targets(file, names, root)]
-    if json_:
-        from .render import print_json
-
-        return print_json(rows)
-    from .render import data_view
-
-    data_view(rows)
-
-
-@data_app.command("download")
-def data_download(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None):
-    """Fetch datasets with torchvision's downloaders into their roots (the only command that downloads)."""
-    from . import commands as c
-
-    for t in _data_targets(file, names, root):
-        if c.data_state(t) is None:
-            print(f"{t.name}: already in place at {t.options.get('root') or '(bundled)'}")
-            continue
-        c.require_downloadable(t)
-        print(f"{t.name}: downloading {t.source} into {t.options['root']} ...", flush=True)
-        c.data_download(t)
-        print(f"{t.name}: done")
-
-
-@data_app.command("verify")
-def data_verify(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None):
-    """Check official checksums (where known) and read every split; exit 1 if anything is wrong."""
-    from . import commands as c
-
-    bad = 0
-    for t in _data_targets(file, names, root):
-        for what, result, ok in c.data_verify(t):
-            print(f"{t.name}: {what}: {'ok' if ok else 'FAILED'}, {result}")
-            bad += not ok
-    if bad:
-        raise typer.Exit(1)
 
 
 def main() -> None:

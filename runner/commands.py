@@ -207,6 +207,8 @@ def show(study: Study, run_id: str) -> dict[str, Any]:
         raise SelectionError(f"{run_id}: no results database yet ({study.store}); run `runner launch` first")
     store.ingest(study.runs_dir)
     ids = store.find(run_id)
+    if len(ids) == 1:
+        store.ingest_probes(study.runs_dir, ids)
     if len(ids) != 1:
         raise SelectionError(f"{run_id}: " + ("no run with this id" if not ids else
                                               f"ambiguous, matches {', '.join(sorted(ids)[:5])}"))
@@ -217,7 +219,9 @@ def show(study: Study, run_id: str) -> dict[str, Any]:
             "matrix": list(rec.matrices), "config": store.config(rec.id), "summary": rec.summary, "folder": rec.folder,
             "attempts": store.attempts(rec.id),
             "last_metrics": {m["name"]: m["value"] for m in series if m["epoch"] == last_epoch},
-            "epochs_logged": last_epoch}
+            "epochs_logged": last_epoch,
+            "probes": [{k: p[k] for k in ("probe", "key", "kind", "state", "reason", "device", "folder", "summary")}
+                       for p in store.probes(ids)]}
 
 
 # ---------------------------------------------------------------- data

@@ -176,6 +176,9 @@ def show_view(info: dict) -> None:
     if info["last_metrics"]:
         console.print(f"epoch {info['epochs_logged']}: " +
                       ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["last_metrics"].items())))
+    for p in info.get("probes", ()):
+        console.print(f"probe {p['probe']} ({p['kind']}, settings {p['key']}): {p['state']}"
+                      + (f": {p['reason']}" if p["reason"] else f" on {p['device']}") + f"; {p['folder']}", soft_wrap=True)
 
 
 class LaunchDisplay:
@@ -262,3 +265,40 @@ def _relative(path: str | None) -> str | None:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+def probe_started(probe, tasks: int, workers: int) -> None:
+    print(f"probe {probe.name} ({probe.kind}): {tasks} run(s) on {workers} worker(s)", flush=True)
+
+
+def probe_landed(task: dict, state: str, reason: str | None) -> None:
+    print(f"  {state:6} {task['label']}" + (f": {reason}" if reason else ""), flush=True)
+
+
+def probe_line(r) -> str:
+    """The closing line of one [[probe]] block of `runner probe`."""
+    parts = [f"{len(r.done)} probed", f"{r.kept} already had it"]
+    if r.failed:
+        parts.append(f"{len(r.failed)} failed")
+    if r.skipped:
+        reasons = sorted({why for _, why in r.skipped})
+        parts.append(f"{len(r.skipped)} skipped ({'; '.join(reasons[:3])}" + ("; ..." if len(reasons) > 3 else "") + ")")
+    if r.unfinished:
+        parts.append(f"{r.unfinished} not finished yet")
+    where = f"; results in <run folder>/{r.probe.folder}/, `runner report --table probe_{r.probe.name}`"
+    return f"probe {r.probe.name}: " + ", ".join(parts) + (where if r.done or r.kept else "")
+
+
+def submit_lines(result) -> None:
+    """What `runner launch --backend slurm` says once the array is submitted."""
+    waiting = (f"; {result.in_slurm} left to their earlier SLURM task(s)" if result.in_slurm else "")
+    if result.unknown:
+        err_console.print(f"{result.unknown} run(s) belong to SLURM tasks that squeue and sacct know nothing of; they "
+                          "are not submitted again while they may still run (`runner status` shows them as unknown; "
+                          "`runner cancel` them to submit them again)")
+    if not result.submitted:
+        console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done{waiting}")
+        return
+    arrays = sorted({j.split("_")[0] for j in result.job_ids})
+    console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
+                  f"({result.already_done} were already done{waiting}); follow them with `runner status`")

@@ -22,6 +22,7 @@ import datasets
 
 from .errors import SpecError, choices
 from .messages import show_value, validate
+from .probe_spec import Probe, parse_probes
 from .recipe import Recipe
 from .report_spec import Figure, Table, parse_figure, parse_table
 from .slurm_options import SlurmOptions
@@ -87,6 +88,7 @@ class Study:
     wandb: dict[str, Any] | None = None  # [study.wandb]: project, entity, mode, tags (optional mirror)
     slurm: dict[str, Any] = field(default_factory=dict)  # [slurm]: runner/slurm_options.py, validated
     tunes: dict[str, Tune] = field(default_factory=dict)  # [tune.NAME]: runner/tune_spec.py
+    probes: tuple[Probe, ...] = ()  # [[probe]]: runner/probe_spec.py
 
 
 # ---------------------------------------------------------------- table schemas
@@ -137,7 +139,7 @@ class _OverrideBlock(_Strict):
 
 
 TOP_LEVEL = ("study", "defaults", "architectures", "datasets", "matrix", "override", "table", "figure", "slurm",
-             "tune")
+             "tune", "probe")
 
 
 # ---------------------------------------------------------------- dotted keys
@@ -217,13 +219,14 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
     _unique([f.name for f in figures], file, "[[figure]]", "name")
     slurm = validate(SlurmOptions, raw.get("slurm", {}), file, "[slurm]").model_dump(exclude_defaults=True)
     tunes = parse_tunes(raw.get("tune", {}), file, lambda key, where, axes: resolve_key(key, file, where, axes=axes))
+    probes = parse_probes(_blocks(raw, "probe", file), file, check_where)
 
     return Study(
         file=file, dir=base, name=st.name, store=_store_url(st.store, base),
         runs_dir=(base / st.runs_dir).resolve(), report_dir=(base / st.report_dir).resolve(),
         seeds=tuple(st.seeds), defaults=dict(defaults), architectures=archs, datasets=dsets,
         matrices=matrices, overrides=overrides, tables=tables, figures=figures,
-        wandb=st.wandb.model_dump() if st.wandb else None, slurm=slurm, tunes=tunes,
+        wandb=st.wandb.model_dump() if st.wandb else None, slurm=slurm, tunes=tunes, probes=probes,
     )
 
 

@@ -78,6 +78,23 @@ metrics_table = sa.Table(
     sa.Column("time", sa.Float),
 )
 
+probes_table = sa.Table(  # no foreign key: re-ingesting a run must not drop its probe results
+    "mr_probes", meta,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("probe", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # done or failed
+    sa.Column("summary", sa.JSON),
+    sa.Column("settings", sa.JSON),
+    sa.Column("reason", sa.Text),
+    sa.Column("device", sa.Text),
+    sa.Column("seconds", sa.Float),
+    sa.Column("created_at", sa.Float),
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("folder_sig", sa.Text),
+)
+
 meta_table = sa.Table(
     "mr_meta", meta,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -214,6 +231,18 @@ class Store:
         with self.engine.connect() as conn:
             return [{"cell": row[0], "config": row[1], "summary": row[2], "seconds": row[3]} for row in conn.execute(q)]
 
+    def probes(self, run_ids: Iterable[str] | None = None, *, probe: str | None = None) -> list[dict]:
+        """Probe results (runner/probe.py) as dicts of the ``mr_probes`` columns, of the given runs
+        (all if None) and probe name."""
+        c = probes_table.c
+        q = sa.select(probes_table)
+        if probe is not None:
+            q = q.where(c.probe == probe)
+        ids = None if run_ids is None else set(run_ids)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q.order_by(c.run_id, c.probe))]
+        return rows if ids is None else [r for r in rows if r["run_id"] in ids]
+
     def find(self, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             return [r.id for r in conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id.like(prefix + "%")))]
@@ -259,12 +288,40 @@ class Store:
                         changed += _ingest_one(conn, f, sig)
         return changed
 
+    def ingest_probes(self, runs_dir: Path, ids: Iterable[str] | None = None) -> int:
+        """Bring ``mr_probes`` up to date with the ``probes/`` folders of the runs (all, or the given
+        ids); returns rows changed. A result folder whose files did not change is skipped."""
+        runs_dir = Path(runs_dir)
+        names = [n for n, _ in _subdirs(runs_dir)] if ids is None else list(ids)
+        found = []
+        for name in names:
+            try:
+                found += [(name, e.path) for e in os.scandir(runs_dir / name / "probes") if e.is_dir()]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        if not found:
+            return 0
+        changed = 0
+        with self._lock():
+            with self.engine.connect() as conn:
+                known = {r.folder: r.folder_sig for r in conn.execute(sa.select(probes_table.c.folder,
+                                                                                probes_table.c.folder_sig))}
+            todo = [(run_id, path, sig) for run_id, path in found
+                    if (sig := _probe_sig(path)) is not None and known.get(path) != sig]
+            for i in range(0, len(todo), 200):
+                with self.engine.begin() as conn:
+                    for run_id, path, sig in todo[i:i + 200]:
+                        changed += _ingest_probe(conn, run_id, Path(path), sig)
+        return changed
+
     def rebuild(self, runs_dir: Path) -> int:
         """Forget the index and recreate it from the run folders."""
         with self._lock(), self.engine.begin() as conn:
-            for t in (metrics_table, attempts_table, runs_table):
+            for t in (metrics_table, attempts_table, runs_table, probes_table):
                 conn.execute(t.delete())
-        return self.ingest(runs_dir)
+        n = self.ingest(runs_dir)
+        self.ingest_probes(runs_dir)
+        return n
 
 
 def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
@@ -297,6 +354,34 @@ def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
     ]
     if series:
         conn.execute(metrics_table.insert(), series)
+    return 1
+
+
+def _probe_sig(path: str) -> str | None:
+    """Size and mtime of the result (or the error) of a probe folder; None while it has neither."""
+    for name in ("result.json", "error.json"):
+        try:
+            st = os.stat(f"{path}{os.sep}{name}")
+            return f"{name}:{st.st_size}:{st.st_mtime_ns}"
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _ingest_probe(conn, run_id: str, path: Path, sig: str) -> int:
+    from .runfolder import read_json
+
+    done = sig.startswith("result.json")
+    data = read_json(path / ("result.json" if done else "error.json"))
+    if not data or data.get("run") != run_id:
+        return 0
+    row = dict(run_id=run_id, probe=data["probe"], key=data["key"], kind=data["kind"],
+               state="done" if done else "failed", summary=data.get("summary"), settings=data.get("settings"),
+               reason=data.get("reason"), device=data.get("device"), seconds=data.get("seconds"),
+               created_at=data.get("time"), folder=str(path), folder_sig=sig)
+    c = probes_table.c
+    conn.execute(probes_table.delete().where(c.run_id == run_id, c.probe == row["probe"], c.key == row["key"]))
+    conn.execute(probes_table.insert().values(**row))
     return 1
 
 

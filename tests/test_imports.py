@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import write_study
+from conftest import TINY_STUDY, write_study
 
 HEAVY = ("torch", "torchvision", "timm", "wandb")
 
@@ -28,21 +28,28 @@ print("HEAVY:" + ",".join(heavy))
 def study_with_results(tmp_path_factory):
     """A study whose store holds a finished run, so status/report/show have real work to do."""
     d = tmp_path_factory.mktemp("imports")
-    write_study(d)
+    write_study(d, TINY_STUDY.replace("{epochs}", "2") + '[[probe]]\nname = "speed"\nkind = "inference_time"\n')
     from runner.commands import load
+    from runner.probe_worker import save
     from runner.runfolder import RunFolder
     from runner.scheduler import run_json
 
     sel = load(d / "experiments.toml")
-    run = sel.runs[0]
+    run, probe = sel.runs[0], sel.study.probes[0]
     f = RunFolder(sel.study.runs_dir / run.id)
     f.create(run_json(run, sel.study))
     f.finish(f.start_attempt({}), {"test_acc": 0.5})
+    task = {"name": probe.name, "kind": probe.kind, "key": probe.key, "settings": probe.settings,
+            "run_folder": str(f.path)}
+    summary = {"device": "cpu", "hardware": "cpu", "precision": "fp32",
+               "batches": [{"batch_size": 1, "images_per_s": 100.0, "latency_ms": 10.0}]}
+    save(f.path / probe.folder, task, summary, {}, 1.0, "cpu", {})
     return d, run.id
 
 
 @pytest.mark.parametrize("args", [["--help"], ["plan"], ["plan", "--json"], ["status"], ["status", "--json"],
-                                  ["report"], ["show", "RUN"], ["sync"], ["data", "list"]], ids=" ".join)
+                                  ["report"], ["show", "RUN"], ["sync"], ["data", "list"],
+                                  ["probe", "--help"], ["report", "--table", "probe_speed"]], ids=" ".join)
 def test_command_does_not_import_heavy_libraries(study_with_results, args):
     d, rid = study_with_results
     args = [rid if a == "RUN" else a for a in args]

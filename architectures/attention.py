@@ -1,0 +1,155 @@
+"""Where a trained model's attention looks: the rows a probe draws, from any attention family.
+
+A model's attention layers are found by what they can tell, not by name:
+
+* global attention (ViT, dual attention, conv-equivalent attention) has ``attention_probs(x)``,
+  the softmax weights ``[B, heads, N, N]``, and the model a ``token_grid()``: the token grid
+  (rows, cols) and how many tokens precede it (a class token);
+* local attention (SAN) has ``window_probs(x)``: weights over each pixel's k x k footprint and
+  the key pixel of every footprint position; its grid is the feature map it sees;
+* timm's vision transformers are read from the weights entering their ``attn_drop`` (with their
+  fused kernel switched off while the probe runs).
+
+A forward pre-hook on each layer recomputes its weights from the layer's own input during one
+forward pass and keeps two rows per head, never the whole N x N matrix (SAN at 224 px would
+need gigabytes): the attention of one query token over all keys, and the mean over the grid's
+queries of their attention over all keys; and the mean attention distance (Dosovitskiy et al.,
+Fig. 7): for each grid query the attention-weighted distance, in image pixels, to the grid keys
+(a class token's weight left out, the rest renormalized), averaged over queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AttentionRows:
+    layer: str  # the module's name in the model, e.g. "blocks.2.attn"
+    grid: tuple[int, int]  # the token grid the keys lie on (rows, cols)
+    prefix: int  # tokens before the grid (a class token), first among the keys
+    query_index: int  # the query token of ``query``
+    query: torch.Tensor  # [B, heads, prefix + rows*cols]: the query token's attention over the keys
+    mean: torch.Tensor  # [B, heads, prefix + rows*cols]: the mean over the grid's queries
+    distance: torch.Tensor  # [B, heads]: mean attention distance in image pixels (over grid queries and keys)
+    normalized: bool  # rows sum to 1 (softmax); SAN's patchwise weights are not normalized
+
+
+class NoAttention(ValueError):
+    """The model has no attention layer a probe can read (a CNN, or a timm model of another kind)."""
+
+
+def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose attention can be read, in forward order."""
+    return [(name, m) for name, m in model.named_modules()
+            if callable(getattr(m, "attention_probs", None)) or callable(getattr(m, "window_probs", None))
+            or _is_timm_attention(m)]
+
+
+def _is_timm_attention(m: nn.Module) -> bool:
+    return hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module) and hasattr(m, "num_heads")
+
+
+def query_token(query: str | tuple[int, int], grid: tuple[int, int], prefix: int, img_size: int) -> int:
+    """The token of a query: ``"cls"`` (the class token), ``"center"``, or an image pixel (row, col),
+    mapped onto the layer's grid."""
+    if query == "cls":
+        if prefix == 0:
+            raise NoAttention("query = \"cls\": this model has no class token; use \"center\" or [row, col]")
+        return 0
+    row, col = (img_size // 2, img_size // 2) if query == "center" else query
+    if not (0 <= row < img_size and 0 <= col < img_size):
+        raise NoAttention(f"query = [{row}, {col}]: outside the {img_size}x{img_size} image")
+    r, c = row * grid[0] // img_size, col * grid[1] // img_size
+    return prefix + r * grid[1] + c
+
+
+@torch.no_grad()
+def attention_rows(model: nn.Module, x: torch.Tensor, query: str | tuple[int, int] = "center") -> list[AttentionRows]:
+    """Run ``x`` [B, C, H, W] through the eval-mode ``model`` once; per attention layer, the rows of
+    ``query`` and the mean over queries. Raises ``NoAttention`` when there is nothing to read."""
+    layers = attention_layers(model)
+    if not layers:
+        raise NoAttention(f"{type(model).__name__} has no attention layer to read")
+    img_size = x.shape[-1]
+    token_grid = getattr(model, "token_grid", None)
+    out: list[AttentionRows] = []
+    hooks, restore = [], []
+
+    def keep_global(name: str, probs: torch.Tensor, grid: tuple[int, int], prefix: int) -> None:
+        q = query_token(query, grid, prefix, img_size)
+        probs = probs.float()
+        grid_rows = probs[:, :, prefix:, :]
+        within = grid_rows[..., prefix:]
+        within = within / within.sum(-1, keepdim=True).clamp_min(1e-12)
+        distance = (within * pixel_distances(grid, img_size, probs.device)).sum(-1).mean(-1)
+        out.append(AttentionRows(name, grid, prefix, q, probs[:, :, q, :].cpu(), grid_rows.mean(2).cpu(),
+                                 distance.cpu(), True))
+
+    for name, m in layers:
+        if callable(getattr(m, "window_probs", None)):
+            def pre(module, args, name=name):
+                weights, keys = module.window_probs(args[0])
+                h, w = args[0].shape[-2:]
+                out.append(_window_rows(name, weights, keys, (h, w), query_token(query, (h, w), 0, img_size),
+                                        img_size, normalized=type(module).__name__ != "PatchwiseSA"))
+            hooks.append(m.register_forward_pre_hook(pre))
+        elif callable(getattr(m, "attention_probs", None)):
+            if token_grid is None:
+                raise NoAttention(f"{type(model).__name__} does not say its token grid (token_grid())")
+            rows, cols, prefix = token_grid()
+
+            def pre(module, args, name=name, grid=(rows, cols), prefix=prefix):
+                keep_global(name, module.attention_probs(*args), grid, prefix)
+            hooks.append(m.register_forward_pre_hook(pre))
+        else:  # timm: the weights are the input of attn_drop once the fused kernel is off
+            gh, gw = model.patch_embed.grid_size
+            prefix = getattr(model, "num_prefix_tokens", 1)
+            restore.append((m, m.fused_attn))
+            m.fused_attn = False
+
+            def pre(module, args, name=name, grid=(gh, gw), prefix=prefix):
+                keep_global(name, args[0], grid, prefix)
+            hooks.append(m.attn_drop.register_forward_pre_hook(pre))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, fused in restore:
+            m.fused_attn = fused
+    return out
+
+
+def pixel_distances(grid: tuple[int, int], img_size: int, device=None) -> torch.Tensor:
+    """[N, N]: the distance in image pixels between the centres of any two cells of the grid."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0], device=device), torch.arange(grid[1], device=device),
+                                indexing="ij")
+    pos = torch.stack([rows.flatten() * (img_size / grid[0]), cols.flatten() * (img_size / grid[1])], -1).float()
+    return torch.cdist(pos, pos)
+
+
+def _window_rows(name: str, weights: torch.Tensor, keys: torch.Tensor, grid: tuple[int, int], q: int,
+                 img_size: int, normalized: bool) -> AttentionRows:
+    """Local attention as rows over the whole grid: each footprint weight added at its key pixel
+    (a border pixel reflected twice into one footprint gets both weights). Unnormalized weights
+    (patchwise) are weighed by magnitude for the distance."""
+    b, heads, k2, n = weights.shape
+    weights = weights.float()
+    query = torch.zeros(b, heads, n, device=weights.device).index_add_(2, keys[:, q], weights[:, :, :, q])
+    mean = torch.zeros(b, heads, n, device=weights.device).index_add_(2, keys.reshape(-1), weights.reshape(b, heads, -1))
+    d = pixel_distances(grid, img_size, weights.device).gather(0, keys.t()).t()  # [k*k, N]: query i to its key
+    w = weights.abs()
+    distance = ((w * d).sum(2) / w.sum(2).clamp_min(1e-12)).mean(-1)
+    return AttentionRows(name, grid, 0, q, query.cpu(), (mean / n).cpu(), distance.cpu(), normalized)
+
+
+def gaussian_heads(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer, the learned centres [H, 2] and inverse covariances [H, 2, 2] of a quadratic-encoding
+    model (Cordonnier et al.'s figure); None for any other model."""
+    heads = getattr(model, "gaussian_heads", None)
+    found = heads() if callable(heads) else []
+    return found or None
