@@ -231,8 +231,7 @@ def probe(
     run folder and the store; a run is never probed twice with the same settings."""
     from analysis.probe_figures import draw
 
-    from . import commands as c
-    from . import render
+    from . import commands as c, render
     from .probe import run_blocks
 
     def block_done(result) -> None:
@@ -387,7 +386,6 @@ def sync(file: FileOpt = DEFAULT_FILE,
 
 
 from .cli_data import data_app  # noqa: E402  (the `runner data ...` commands)
-
 app.add_typer(data_app, name="data")
 
 

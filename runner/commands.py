@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import DataError, SelectionError, choices
-from .plan import Plan, Run, count_states, expand, missing_data, parse_where, select, state_of
+from .data_check import missing_data
+from .plan import Plan, Run, count_states, expand, parse_where, select, state_of
 from .provenance import git_commit
 from .runfolder import RunFolder
 from .spec import Study, data_root, load_study

@@ -283,30 +283,6 @@ def derive(study: Study, base: Run, assignments: dict[str, Any], *, label: str, 
     return Run(rid, cid, label, base.architecture, base.dataset, seed, (), {**resolved, "seed": seed})
 
 
-# ---------------------------------------------------------------- data on disk
-
-
-@dataclass(frozen=True)
-class MissingData:
-    dataset: str  # the study's name for it
-    problem: str  # one line: path, layout expected, how to get it
-    runs: int
-
-
-def missing_data(runs: Iterable[Run]) -> list[MissingData]:
-    """Datasets of these runs whose files are not in place, each checked once (torch-free)."""
-    checked: dict[str, str | None] = {}
-    counts: dict[tuple[str, str], int] = {}
-    for run in runs:
-        key = canonical_json(run.config["dataset"])
-        if key not in checked:
-            options = dict(run.config["dataset"])
-            checked[key] = datasets.data_problem(options.pop("source"), **options)
-        if checked[key] is not None:
-            counts[(run.dataset, checked[key])] = counts.get((run.dataset, checked[key]), 0) + 1
-    return [MissingData(name, problem, n) for (name, problem), n in counts.items()]
-
-
 # ---------------------------------------------------------------- selection
 
 

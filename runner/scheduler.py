@@ -17,7 +17,8 @@ from .backends.local import Slot
 from .backends.slurm import JOB_FILE
 from .errors import DataError
 from .launchlock import launch_lock
-from .plan import Run, missing_data, state_of
+from .data_check import missing_data
+from .plan import Run, state_of
 from .provenance import git_commit
 from .runfolder import RunFolder, lost_after_s
 from .spec import Study
