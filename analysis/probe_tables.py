@@ -38,8 +38,8 @@ def probe_tables(data: ReportData, wanted: list[str], *, with_figures: bool = Tr
     if not probes or data.store is None:
         return [TextTable(f"probe_{p.name}", _title(p), ["cell"], [], [_not_yet(p)]) for p in probes], []
     data.store.ingest_probes(data.study.runs_dir, [v.run.id for v in data.runs if v.finished])
-    rows = {(r["run_id"], r["probe"]): r for r in data.store.probes([v.run.id for v in data.runs])
-            if r["state"] == "done"}
+    rows = {(r["run_id"], r["probe"], r["key"]): r for r in data.store.probes([v.run.id for v in data.runs])
+            if r["state"] == "done"}  # earlier settings' results stay in the store, under their own key
     for p in probes:
         cells: dict[str, list[dict]] = {}
         for v in data.runs:
@@ -48,9 +48,9 @@ def probe_tables(data: ReportData, wanted: list[str], *, with_figures: bool = Tr
             family = architectures.get_family(v.run.config["architecture"]["model"])
             if p.kind == "attention_maps" and family is not None and family.attention is False:
                 continue  # as runner probe: nothing to read
-            r = rows.get((v.run.id, p.name))
+            r = rows.get((v.run.id, p.name, p.key))
             cells.setdefault(v.cell_label, [])
-            if r is not None and r["key"] == p.key:
+            if r is not None:
                 cells[v.cell_label].append({**r, "label": v.run.label})
         tables.append(_TABLES[p.kind](p, cells))
         if p.kind == "attention_maps" and with_figures:

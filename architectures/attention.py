@@ -95,7 +95,7 @@ def attention_rows(model: nn.Module, x: torch.Tensor, query: str | tuple[int, in
                 weights, keys = module.window_probs(args[0])
                 h, w = args[0].shape[-2:]
                 out.append(_window_rows(name, weights, keys, (h, w), query_token(query, (h, w), 0, img_size),
-                                        img_size, normalized=type(module).__name__ != "PatchwiseSA"))
+                                        img_size, normalized=getattr(module, "window_normalized", True)))
             hooks.append(m.register_forward_pre_hook(pre))
         elif callable(getattr(m, "attention_probs", None)):
             if token_grid is None:

@@ -120,6 +120,8 @@ def position(h: int, wd: int, device: torch.device, dtype: torch.dtype) -> torch
 class PairwiseSA(nn.Module):
     """Pairwise vector self-attention: C -> mid channels."""
 
+    window_normalized = True  # softmax over the footprint (for probes)
+
     def __init__(self, channels: int, rel: int, mid: int, kernel: int, relation: str = "subtraction"):
         super().__init__()
         self.kernel, self.relation = kernel, relation
@@ -168,6 +170,8 @@ class PairwiseSA(nn.Module):
 
 class PatchwiseSA(nn.Module):
     """Patchwise vector self-attention: C -> mid channels."""
+
+    window_normalized = False  # no softmax, as the reference (for probes)
 
     def __init__(self, channels: int, rel: int, mid: int, kernel: int, relation: str = "concatenation"):
         super().__init__()

@@ -138,9 +138,24 @@ def test_attention_maps_of_trained_runs_rows_sum_to_one_figures_drawn_and_never_
     assert again.returncode == 0 and "0 probed, 2 already had it" in again.stdout, again.stdout + again.stderr
     assert stamps == {k: (v / "result.json").stat().st_mtime_ns for k, v in folders.items()}
 
-    rep = run_cli("report", "--table", "probe_attn", cwd=trained)
+    # other settings are another result: probed again, the earlier one kept beside it
+    study = trained / "experiments.toml"
+    text = study.read_text()
+    study.write_text(text.replace("images = 3", "images = 1"))
+    try:
+        other = run_cli("probe", "attn", "--where", "architecture=vit", cwd=trained)
+    finally:
+        study.write_text(text)
+    assert other.returncode == 0 and "1 probed, 0 already had it" in other.stdout, other.stdout + other.stderr
+    vit_run = folders["vit"].parent.parent
+    assert len(list(vit_run.glob("probes/attn-*/result.json"))) == 2
+    assert db.execute("select count(*) from mr_probes where probe = 'attn'").fetchone()[0] == 3
+
+    rep = run_cli("report", "--table", "probe_attn", cwd=trained)  # the block's current settings: 3 images
     assert rep.returncode == 0, rep.stderr
-    assert "| vit/digits | 2 |" in rep.stdout and "| quad/digits | 4 |" in rep.stdout and "cnn/digits" not in rep.stdout
+    first = json.loads((folders["vit"] / "result.json").read_text())["summary"]["mean_distance_px"]
+    assert f"| vit/digits | 2 | {first[0]:.2f} | {first[1]:.2f} | 1 |" in rep.stdout
+    assert "| quad/digits | 4 |" in rep.stdout and "cnn/digits" not in rep.stdout
     page = run_cli("report", cwd=trained)
     html = (trained / "results" / "report" / "index.html").read_text()
     assert page.returncode == 0 and 'id="probe-figures"' in html and "learned Gaussian attention centres" in html

@@ -68,7 +68,9 @@ def submit(d: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_an_array_job_finishes_the_demo_matrix(tmp_path):
-    shutil.copy(ROOT / "experiments.toml", tmp_path / "experiments.toml")
+    # the demo's own 30 epochs are test_demo's; 4 epochs keep the SLURM path's test to a minute
+    text = (ROOT / "experiments.toml").read_text()
+    (tmp_path / "experiments.toml").write_text(text + '\n[[override]]\nmatch = { matrix = "demo" }\nset = { epochs = 4 }\n')
     out = submit(tmp_path, "--matrix", "demo", "--per-task", "3", "--time", "20")
     assert "submitted 6 run(s) as 2 array task(s)" in out.stdout
     again = run_cli(*SUBMIT, "--matrix", "demo", cwd=tmp_path)  # while the tasks wait or run
