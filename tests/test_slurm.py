@@ -87,7 +87,7 @@ def test_an_array_job_finishes_the_demo_matrix(tmp_path):
 
 
 def test_scancel_mid_run_then_a_relaunch_resumes_it(tmp_path):
-    write_study(tmp_path, epochs=300)
+    write_study(tmp_path, epochs=100)  # ~30 s of training: scancel lands long before the end
     submit(tmp_path, *ONE_RUN)
     run_dir = wait_for(lambda: next((p.parent for p in (tmp_path / "results" / "runs").glob("*/checkpoint.pt")), None),
                        "a checkpoint", every=0.2)
