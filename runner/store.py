@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from .errors import StoreError
 from .runfolder import RunFolder, still_done
 from .spec import sqlite_path
+from .store_probes import ingest_probe, probe_folders, probe_sig, probe_table
 
 SCHEMA_VERSION = 1
 
@@ -78,22 +79,7 @@ metrics_table = sa.Table(
     sa.Column("time", sa.Float),
 )
 
-probes_table = sa.Table(  # no foreign key: re-ingesting a run must not drop its probe results
-    "mr_probes", meta,
-    sa.Column("run_id", sa.String(32), primary_key=True),
-    sa.Column("probe", sa.String(128), primary_key=True),
-    sa.Column("key", sa.String(32), primary_key=True),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # done or failed
-    sa.Column("summary", sa.JSON),
-    sa.Column("settings", sa.JSON),
-    sa.Column("reason", sa.Text),
-    sa.Column("device", sa.Text),
-    sa.Column("seconds", sa.Float),
-    sa.Column("created_at", sa.Float),
-    sa.Column("folder", sa.Text, nullable=False),
-    sa.Column("folder_sig", sa.Text),
-)
+probes_table = probe_table(meta)  # runner/store_probes.py
 
 meta_table = sa.Table(
     "mr_meta", meta,
@@ -292,13 +278,7 @@ class Store:
         """Bring ``mr_probes`` up to date with the ``probes/`` folders of the runs (all, or the given
         ids); returns rows changed. A result folder whose files did not change is skipped."""
         runs_dir = Path(runs_dir)
-        names = [n for n, _ in _subdirs(runs_dir)] if ids is None else list(ids)
-        found = []
-        for name in names:
-            try:
-                found += [(name, e.path) for e in os.scandir(runs_dir / name / "probes") if e.is_dir()]
-            except (FileNotFoundError, NotADirectoryError):
-                continue
+        found = probe_folders(runs_dir, [n for n, _ in _subdirs(runs_dir)] if ids is None else list(ids))
         if not found:
             return 0
         changed = 0
@@ -307,11 +287,11 @@ class Store:
                 known = {r.folder: r.folder_sig for r in conn.execute(sa.select(probes_table.c.folder,
                                                                                 probes_table.c.folder_sig))}
             todo = [(run_id, path, sig) for run_id, path in found
-                    if (sig := _probe_sig(path)) is not None and known.get(path) != sig]
+                    if (sig := probe_sig(path)) is not None and known.get(path) != sig]
             for i in range(0, len(todo), 200):
                 with self.engine.begin() as conn:
                     for run_id, path, sig in todo[i:i + 200]:
-                        changed += _ingest_probe(conn, run_id, Path(path), sig)
+                        changed += ingest_probe(conn, probes_table, run_id, Path(path), sig)
         return changed
 
     def rebuild(self, runs_dir: Path) -> int:
@@ -354,34 +334,6 @@ def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
     ]
     if series:
         conn.execute(metrics_table.insert(), series)
-    return 1
-
-
-def _probe_sig(path: str) -> str | None:
-    """Size and mtime of the result (or the error) of a probe folder; None while it has neither."""
-    for name in ("result.json", "error.json"):
-        try:
-            st = os.stat(f"{path}{os.sep}{name}")
-            return f"{name}:{st.st_size}:{st.st_mtime_ns}"
-        except FileNotFoundError:
-            continue
-    return None
-
-
-def _ingest_probe(conn, run_id: str, path: Path, sig: str) -> int:
-    from .runfolder import read_json
-
-    done = sig.startswith("result.json")
-    data = read_json(path / ("result.json" if done else "error.json"))
-    if not data or data.get("run") != run_id:
-        return 0
-    row = dict(run_id=run_id, probe=data["probe"], key=data["key"], kind=data["kind"],
-               state="done" if done else "failed", summary=data.get("summary"), settings=data.get("settings"),
-               reason=data.get("reason"), device=data.get("device"), seconds=data.get("seconds"),
-               created_at=data.get("time"), folder=str(path), folder_sig=sig)
-    c = probes_table.c
-    conn.execute(probes_table.delete().where(c.run_id == run_id, c.probe == row["probe"], c.key == row["key"]))
-    conn.execute(probes_table.insert().values(**row))
     return 1
 
 
