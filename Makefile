@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(RUNNER) report --table demo_accuracy
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 bench: $(STAMP)
 	$(PY) bench/cli_speed.py

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.commands import Selection, store_for
-from runner.plan import Run, axes_of, matches, state_of, value_of
+from runner.plan import Run, axes_of, matches, value_of
+from runner.stages import effective_states, with_upstreams
 from runner.provenance import git_commit
 
 FINISHED = ("done", "stale")  # stale: done, at another git commit than HEAD
@@ -78,13 +79,15 @@ class ReportData:
 def collect(sel: Selection) -> ReportData:
     """Ingest the run folders, then pair each selected run with its record."""
     store = store_for(sel.study, ingest=True)
-    records = store.runs([r.id for r in sel.runs], progress=False) if store is not None else {}
+    ids = [r.id for r in with_upstreams(sel.runs, sel.plan.by_id())]
+    records = store.runs(ids, progress=False) if store is not None else {}
     hardware = store.hardware() if store is not None and records else {}
     commit = git_commit(sel.study.dir)
+    states, _ = effective_states(sel.runs, records, commit, sel.plan.by_id())
     views = []
     for run in sel.runs:
         rec = records.get(run.id)
-        views.append(RunView(run, state_of(rec, commit), rec.summary if rec else None,
+        views.append(RunView(run, states[run.id], rec.summary if rec else None,
                              rec.finished_at if rec else None, rec.git_commit if rec else None,
                              hardware.get(run.id, ())))
     return ReportData(sel, views, commit, store)

@@ -78,10 +78,22 @@ def first_per_class(idx: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return np.sort(keep)
 
 
+def keep_classes(idx: np.ndarray, labels: np.ndarray, classes: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, their labels) restricted to ``classes``, label ``classes[i]`` becoming ``i``."""
+    if classes is None:
+        return idx, labels[idx].astype(np.int64)
+    relabel = np.full(max(max(classes), int(labels.max())) + 1, -1)
+    relabel[list(classes)] = np.arange(len(classes))
+    new = relabel[labels[idx]]
+    return idx[new >= 0], new[new >= 0].astype(np.int64)
+
+
 def select(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, opts, max_value: int) -> ImageArray:
-    """Wrap the chosen rows of a source as an ``ImageArray`` with the options' size and statistics."""
+    """Wrap the chosen rows of a source as an ``ImageArray`` with the options' size and statistics
+    (and only the images of the ``classes`` option, relabelled)."""
     info = opts.info()
-    return ImageArray(torch.from_numpy(np.ascontiguousarray(images[idx])), torch.from_numpy(labels[idx].astype(np.int64)),
+    idx, y = keep_classes(idx, labels, opts.classes)
+    return ImageArray(torch.from_numpy(np.ascontiguousarray(images[idx])), torch.from_numpy(y),
                       max_value=max_value, img_size=info.img_size, mean=info.mean, std=info.std)
 
 

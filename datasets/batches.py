@@ -47,10 +47,26 @@ def draw_pad_crop_flip(b: int, aug: Augmentation, g: torch.Generator) -> tuple:
     return dy, dx, flip
 
 
-def pad_crop_flip(x: torch.Tensor, aug: Augmentation, g: torch.Generator) -> torch.Tensor:
-    """Per-image random pad-crop and horizontal flip of a uint8 batch, vectorized on its device."""
+def shard_bounds(m: int, rank: int, world: int) -> tuple[int, int]:
+    """The part of a global batch of ``m`` images that process ``rank`` of ``world`` takes: contiguous,
+    sizes differing by one at most. With one process, the whole batch."""
+    base, extra = divmod(m, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def global_batches(n: int, batch_size: int, world: int, drop_small: bool) -> int:
+    """Global batches of an epoch; with ``drop_small`` a last batch too small to give every
+    process an image is dropped (a process without a batch would stall the others)."""
+    count = math.ceil(n / batch_size)
+    return count - 1 if drop_small and count and n - (count - 1) * batch_size < world else count
+
+
+def pad_crop_flip(x: torch.Tensor, aug: Augmentation, g: torch.Generator, draws: tuple | None = None) -> torch.Tensor:
+    """Per-image random pad-crop and horizontal flip of a uint8 batch, vectorized on its device;
+    ``draws``: this batch's part of the draws of a global batch (distributed runs)."""
     b, c, h, w = x.shape
-    dy, dx, flip = draw_pad_crop_flip(b, aug, g)
+    dy, dx, flip = draws if draws is not None else draw_pad_crop_flip(b, aug, g)
     if dy is not None:
         p = aug.crop_padding
         padded = F.pad(x, (p, p, p, p))
@@ -71,15 +87,16 @@ class DeviceBatches:
     path = "device"
 
     def __init__(self, array: ImageArray, batch_size: int, device: torch.device, *, shuffle: bool,
-                 seed: int = 0, augmentation: Augmentation | None = None):
+                 seed: int = 0, augmentation: Augmentation | None = None, shard: tuple[int, int] = (0, 1)):
         if augmentation is not None and not augmentation.on_device:
             raise ValueError(f"the device path cannot apply {augmentation}; use the loader path")
         self.array, self.batch_size, self.shuffle, self.seed, self.epoch, self.start = array, batch_size, shuffle, seed, 0, 0
+        self.rank, self.world = shard
         self.aug = augmentation if augmentation is not None and (augmentation.crop != "none" or augmentation.hflip) else None
         self.images, self.labels = array.images.to(device), array.labels.to(device)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return global_batches(len(self.labels), self.batch_size, self.world, self.shuffle)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """The next iteration yields ``epoch``'s batches from batch ``start`` on."""
@@ -90,15 +107,19 @@ class DeviceBatches:
         g = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
-        for i in range(0, n, self.batch_size):
-            if i < self.start * self.batch_size:  # resumed mid-epoch: consume this batch's draws only
-                if self.aug is not None:
-                    draw_pad_crop_flip(min(self.batch_size, n - i), self.aug, g)
+        for k in range(len(self)):
+            i = k * self.batch_size
+            m = min(self.batch_size, n - i)
+            draws = draw_pad_crop_flip(m, self.aug, g) if self.aug is not None else None
+            if k < self.start:  # resumed mid-epoch: this batch's draws are consumed, nothing more
                 continue
-            idx = order[i:i + self.batch_size]
+            lo, hi = shard_bounds(m, self.rank, self.world)
+            if hi == lo:  # evaluation of a last batch smaller than the number of processes
+                continue
+            idx = order[i + lo:i + hi]
             x = self.images[idx]
-            if self.aug is not None:
-                x = pad_crop_flip(x, self.aug, g)
+            if draws is not None:
+                x = pad_crop_flip(x, self.aug, g, tuple(d[lo:hi] if d is not None else None for d in draws))
             yield self.array.normalize(x), self.labels[idx]
 
 
@@ -116,17 +137,28 @@ class _Transformed(Dataset):
 
 
 class _EpochOrder(Sampler):
-    """The image order of an epoch, from (seed, epoch), starting at image ``skip``."""
+    """The image order of an epoch, from (seed, epoch), from global batch ``skip`` on; in a
+    distributed run, each global batch's part that this process takes (``shard_bounds``)."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int):
+    def __init__(self, n: int, shuffle: bool, seed: int, batch_size: int, shard: tuple[int, int] = (0, 1)):
         self.n, self.shuffle, self.seed, self.epoch, self.skip = n, shuffle, seed, 0, 0
+        self.batch_size, (self.rank, self.world) = batch_size, shard
+
+    def _indices(self) -> list[int]:
+        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist() if self.shuffle \
+            else list(range(self.n))
+        out = []
+        for k in range(self.skip, global_batches(self.n, self.batch_size, self.world, self.shuffle)):
+            i = k * self.batch_size
+            lo, hi = shard_bounds(min(self.batch_size, self.n - i), self.rank, self.world)
+            out.extend(order[i + lo:i + hi])
+        return out
 
     def __len__(self) -> int:
-        return self.n - self.skip
+        return len(self._indices())
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle else range(self.n)
-        return iter(order[self.skip:].tolist() if self.shuffle else order[self.skip:])
+        return iter(self._indices())
 
 
 class _SeededPerImage(Dataset):
@@ -161,22 +193,24 @@ class LoaderBatches:
     path = "loader"
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, *, shuffle: bool, seed: int = 0,
-                 workers: int | None = None):
-        self.batch_size, self.n = batch_size, len(dataset)
+                 workers: int | None = None, shard: tuple[int, int] = (0, 1)):
+        self.batch_size, self.n, self.world = batch_size, len(dataset), shard[1]
         self.dataset = _SeededPerImage(dataset, seed) if shuffle else dataset
-        self.order = _EpochOrder(len(dataset), shuffle, seed)
+        self.order = _EpochOrder(len(dataset), shuffle, seed, batch_size, shard)
         workers = loader_workers() if workers is None else workers
+        # training batches split evenly (the recipe checks it); evaluation only sums, so any split does
+        per_process = max(1, math.ceil(batch_size / self.world))
         # the generator only seeds the workers' base seed, so the global torch RNG is never drawn from
-        self.loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.order, num_workers=workers,
+        self.loader = DataLoader(self.dataset, batch_size=per_process, sampler=self.order, num_workers=workers,
                                  generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
                                  prefetch_factor=4 if workers else None)
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return global_batches(self.n, self.batch_size, self.world, self.order.shuffle)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """The next iteration yields ``epoch``'s batches from batch ``start`` on."""
-        self.order.epoch, self.order.skip = epoch, min(self.n, start * self.batch_size)
+        self.order.epoch, self.order.skip = epoch, start
         if isinstance(self.dataset, _SeededPerImage):
             self.dataset.epoch = epoch
 
@@ -199,8 +233,11 @@ def choose_path(dataset: Dataset, augmentation: Augmentation | None) -> str:
 
 
 def make_batches(dataset: Dataset, batch_size: int, device: torch.device | str, *, shuffle: bool, seed: int = 0,
-                 augmentation: Augmentation | None = None, path: str = "auto", workers: int | None = None):
-    """Batches of one split; ``augmentation`` only for training. ``path`` forces a path (tests, bench)."""
+                 augmentation: Augmentation | None = None, path: str = "auto", workers: int | None = None,
+                 shard: tuple[int, int] = (0, 1)):
+    """Batches of one split; ``augmentation`` only for training. ``path`` forces a path (tests, bench).
+    ``shard = (rank, world)``: a distributed run's process takes its part of every global batch of
+    ``batch_size``, so the processes together see the batches of a single-process run."""
     device = torch.device(device)
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -209,12 +246,13 @@ def make_batches(dataset: Dataset, batch_size: int, device: torch.device | str, 
     if path == "device":
         if not isinstance(dataset, ImageArray):
             raise ValueError("the device path needs an in-memory dataset (ImageArray)")
-        return DeviceBatches(dataset, batch_size, device, shuffle=shuffle, seed=seed, augmentation=augmentation)
+        return DeviceBatches(dataset, batch_size, device, shuffle=shuffle, seed=seed, augmentation=augmentation,
+                             shard=shard)
     if isinstance(dataset, ImageArray):
         dataset = _Transformed(dataset, array_train_transform(dataset, augmentation or Augmentation()))
     elif isinstance(dataset, ImageFiles) and augmentation is not None:
         dataset = dataset.with_transform(folder_train_transform(dataset.opts.info(), dataset.opts.crop_pct, augmentation))
-    return LoaderBatches(dataset, batch_size, device, shuffle=shuffle, seed=seed, workers=workers)
+    return LoaderBatches(dataset, batch_size, device, shuffle=shuffle, seed=seed, workers=workers, shard=shard)
 
 
 def make_mixer(mixup: float, cutmix: float, prob: float, switch_prob: float, label_smoothing: float,

@@ -15,7 +15,13 @@ CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def class_names(source: str, opts: Options) -> tuple[str, ...]:
-    """Label i's name: digits for digits and MNIST, the release's names for Fashion-MNIST and CIFAR,
+    """Label i's name, after the ``classes`` option."""
+    names = source_class_names(source, opts)
+    return names if opts.classes is None else tuple(names[c] for c in opts.classes)
+
+
+def source_class_names(source: str, opts: Options) -> tuple[str, ...]:
+    """Label i's name of the source: digits for digits and MNIST, the release's names for Fashion-MNIST and CIFAR,
     the (sorted) class folder names of an image folder."""
     if source in ("digits", "mnist"):
         return DIGITS

@@ -75,6 +75,13 @@ def build(opts: ImageFolderOptions, split: str) -> ImageFiles:
         if split == "train" and opts.subset is not None:
             idx = first_per_class(idx, labels, opts.subset)
         samples = [train[i] for i in idx]
+    if opts.classes is not None:
+        if max(opts.classes) >= len(classes):
+            raise DataError(f"{root / 'train'}: {len(classes)} class folders, so no label {max(opts.classes)} "
+                            "(option classes)")
+        relabel = {c: i for i, c in enumerate(opts.classes)}
+        samples = [(path, relabel[label]) for path, label in samples if label in relabel]
+        classes = [classes[c] for c in opts.classes]
     return ImageFiles(list(samples), list(classes), eval_transform(opts.info(), opts.crop_pct), opts)
 
 

@@ -44,6 +44,8 @@ class Options(BaseModel):
 
     root: str | None = Field(None, description="folder holding the data (relative to the study file)")
     subset: int | None = Field(None, ge=1, description="keep the first N training images per class")
+    classes: list[int] | None = Field(None, min_length=2, description="keep only these labels (of the source), "
+                                      "relabelled 0..k-1 in this order: digits 0-4 for one stage, 5-9 for the next")
     img_size: int | None = Field(None, ge=4, description="side the images are resized to; default the native size")
     mean: list[float] | None = Field(None, description="per-channel mean for normalization; default the dataset's")
     std: list[float] | None = Field(None, description="per-channel std for normalization; default the dataset's")
@@ -57,6 +59,13 @@ class Options(BaseModel):
                 raise ValueError(f"{key}: give {chans} value(s), one per channel, got {len(value)}")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError("std: values must be positive")
+        if self.classes is not None:
+            native = self.source_info().num_classes if self.NATIVE[0] is not None else None  # folders: at build
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("classes: each label may appear once")
+            bad = [c for c in self.classes if c < 0 or (native is not None and c >= native)]
+            if bad:
+                raise ValueError(f"classes: {bad[0]} is no label of this source; labels run from 0 to {native - 1}")
         if self.NEEDS_ROOT and not self.root:
             raise ValueError(f'root: required, the folder holding the data, e.g. root = "data/{self.source_hint()}"')
         return self
@@ -66,6 +75,11 @@ class Options(BaseModel):
         return cls.__name__.removesuffix("Options").lower()
 
     def info(self) -> DatasetInfo:
+        """The data as the runs see it: the source's shape, with ``classes`` applied."""
+        info = self.source_info()
+        return info if self.classes is None else replace(info, num_classes=len(self.classes))
+
+    def source_info(self) -> DatasetInfo:
         classes, chans, side, mean, std = self.NATIVE
         return DatasetInfo(num_classes=classes, in_chans=chans, img_size=self.img_size or side,
                            mean=tuple(self.mean) if self.mean is not None else mean,
@@ -192,8 +206,8 @@ class CIFAR100Options(CIFAR10Options):
 
     labels: Literal["fine", "coarse"] = Field("fine", description="100 fine classes or 20 superclasses")
 
-    def info(self) -> DatasetInfo:
-        info = super().info()
+    def source_info(self) -> DatasetInfo:
+        info = super().source_info()
         return info if self.labels == "fine" else replace(info, num_classes=20)
 
 
@@ -211,9 +225,9 @@ class ImageFolderOptions(Options):
     val_per_class: int = Field(50, ge=1, description="images per class carved out of train/ when there is no test/")
     num_classes: int | None = Field(None, ge=2, description="checked against the class folders; default their count")
 
-    def info(self) -> DatasetInfo:
+    def source_info(self) -> DatasetInfo:
         classes = self.num_classes if self.num_classes is not None else self.count_classes()
-        return replace(super().info(), num_classes=classes)
+        return replace(super().source_info(), num_classes=classes)
 
     def count_classes(self) -> int | None:
         train = Path(self.root) / "train"

@@ -49,9 +49,12 @@ def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt
     from rich.markup import escape
 
     from .render import _counts_line, console, err_console, plan_view
+    from .stages import stage_lines
 
     plan_view(sel.study.name, entries)
     console.print(_counts_line(view["counts"]))
+    for line in stage_lines(sel.runs, sel.plan.by_id()):  # upstreams train first
+        console.print(line)
     for m in view["missing_data"]:
         err_console.print(f"[yellow]warning[/]: dataset {m['dataset']} is missing for {m['runs']} run(s): "
                           + escape(m["problem"]), soft_wrap=True)
@@ -105,10 +108,11 @@ def launch(
         used = ", ".join("--" + k.replace("_", "-") for k in slurm_flags)
         raise SelectionError(f"{used}: only with --backend slurm; add it, or use --gpus/--workers on this machine")
     sel = c.load(file, matrix or (), where or ())
+    sel = c.with_upstream_runs(sel)
     if backend == "slurm":
         return _submit(sel, slurm_flags, set(rerun or ()))
     from .backends.local import make_slots
-    from .render import LaunchDisplay, console, err_console
+    from .render import LaunchDisplay, launch_lines
     from .scheduler import launch as do_launch
 
     slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
@@ -116,19 +120,10 @@ def launch(
     with LaunchDisplay(total=len(sel.runs)) as display:
         result = do_launch(sel.study, sel.runs, store, slots, display, rerun=set(rerun or ()),
                            retries=retries, isolate=isolate)
-    ran = result.done + result.failed + result.lost + result.cancelled
-    if ran == 0 and not result.interrupted:
-        console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
-                      + (", the rest failed or stale (see --rerun)" if result.already_done < result.selected else ""))
-    else:
-        console.print(f"{result.done} done, {result.failed} failed, {result.lost} lost, {result.cancelled} cancelled "
-                      f"or interrupted ({result.already_done} were already done"
-                      + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
-    for label, state, reason in result.failures:
-        err_console.print(f"[red]{state}[/] {label}: {reason}", soft_wrap=True)
+    launch_lines(result)
     if result.interrupted:
         raise typer.Exit(130)
-    if result.failed or result.lost:
+    if result.failed or result.lost or result.blocked:
         raise typer.Exit(1)
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import DataError, SelectionError, choices
 from .data_check import missing_data
-from .plan import Plan, Run, count_states, expand, parse_where, select, state_of
+from .plan import Plan, Run, count_states, expand, parse_where, select
+from .stages import depths, effective_states, with_upstreams
 from .provenance import git_commit
 from .runfolder import RunFolder
 from .spec import Study, data_root, load_study
@@ -35,6 +36,11 @@ def load(file: str | Path, matrix: Iterable[str] = (), where: Iterable[str] = ()
     study = load_study(file)
     plan = expand(study)
     return Selection(study, plan, select(plan, matrix=list(matrix), where=parse_where(where)))
+
+
+def with_upstream_runs(sel: Selection) -> Selection:
+    """The selection and the upstream runs it starts from (``runner launch`` trains them first)."""
+    return Selection(sel.study, sel.plan, with_upstreams(sel.runs, sel.plan.by_id()))
 
 
 def open_store(study: Study, *, create: bool) -> "Store | None":
@@ -64,7 +70,8 @@ def store_for(study: Study, *, ingest: bool) -> "Store | None":
 def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[str, RunRecord]":
     """Store records of the selected runs; with ``ingest`` the run folders are read into the store first."""
     store = store_for(sel.study, ingest=ingest)
-    return store.runs([r.id for r in sel.runs], details=details) if store is not None else {}
+    ids = [r.id for r in with_upstreams(sel.runs, sel.plan.by_id())]  # their state decides if a run is stale
+    return store.runs(ids, details=details) if store is not None else {}
 
 
 def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iterable[str] = (),
@@ -72,18 +79,23 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
     """One dict per selected run in the shape of ``status --json``; ``queued``: the runs a running
     launcher will do, shown as queued until they start."""
     queued = set(queued)
-    commit = git_commit(sel.study.dir)
+    by_id = sel.plan.by_id()
+    states, why_stale = effective_states(sel.runs, records, git_commit(sel.study.dir), by_id)
+    stage = depths(sel.runs, by_id)
     out = []
     for run in sel.runs:
         rec = records.get(run.id)
-        state = state_of(rec, commit)
+        state = states[run.id]
         if (state in ("missing", "lost", "cancelled") and run.id in queued
                 and not RunFolder(sel.study.runs_dir / run.id).cancel_requested()):
             state = "queued"
         entry = {"id": run.id, "label": run.label, "state": state, "matrix": list(run.matrices),
-                 "cell": run.cell, "summary": rec.summary if rec else None, "reason": rec.reason if rec else None,
+                 "cell": run.cell, "summary": rec.summary if rec else None,
+                 "reason": why_stale.get(run.id) or (rec.reason if rec else None),
                  "progress": rec.progress if rec and state == "running" else None,
                  "attempts": rec.attempts if rec else 0}
+        if run.upstream:
+            entry |= {"upstream": run.upstream, "stage": stage[run.id]}
         if with_config:
             entry["config"] = run.config
         out.append(entry)

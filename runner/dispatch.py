@@ -13,6 +13,13 @@
   the queue, resuming from its checkpoint, ``retries`` times at most.
 * **Cancel.** A queued run whose folder holds a cancel request is skipped; a running one
   stops by itself (the worker watches for the request).
+* **Stages.** A run that starts from another run's weights waits until that upstream is done;
+  if the upstream fails or is not part of the launch and not done, the run is blocked (left to
+  a later launch) and said so.
+* **Multi-slot runs.** A run with ``gpus_per_run = N`` takes N idle workers: the first trains
+  it as rank 0 and starts the other ranks on the others' GPUs (``runner/distributed.py``); the
+  others stay idle until it ends. While it gathers its N slots, slots that free up wait for it
+  (it keeps its place at the head of the queue); the slots it does not need take other runs.
 * **Feeds.** A launch knows its runs up front; a tuner (``runner/tune.py``) makes them as it
   goes: with a ``feed``, a slot that runs dry asks it for more, every settled run is handed
   to it, and it looks at the runs in flight every second (to prune them).
@@ -29,6 +36,7 @@ from typing import Protocol
 from .backends.local import Worker, WorkerPool
 from .errors import BackendError
 from .runfolder import RunFolder
+from .stages import depths
 
 WATCH_EVERY_S = 2.0  # how often in-flight heartbeats are looked at
 INGEST_EVERY_S = 1.0
@@ -51,6 +59,8 @@ class Dispatcher:
         self.retries, self.isolate, self.lost_after_s, self.stop_grace_s = retries, isolate, lost_after_s, stop_grace_s
         self.tries: dict[str, int] = {}  # lost attempts per run in this launch
         self.in_flight: dict[str, Worker] = {}
+        self.idle: list[Worker] = []  # ready, waiting for a run they can take
+        self.lent: dict[str, list[Worker]] = {}  # a distributed run's other slots, held while it runs
         self.pool = WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
         self.feed = feed
 
@@ -62,7 +72,7 @@ class Dispatcher:
         try:
             while self.feed and len(self.queue) < len(self.slots) and self._refill():
                 pass
-            for slot in self.slots[: len(self.queue)]:
+            for slot in self.slots[: sum(ranks_of(r) for r in self.queue)]:
                 self._start_worker(slot)
             self._order_queue()
             while self.queue or self.in_flight or self.pool.workers:
@@ -96,7 +106,9 @@ class Dispatcher:
         from .estimate import expected_seconds, longest_first
 
         runs = list(self.queue)
-        self.queue = deque(longest_first(runs, expected_seconds(runs, self.store.history())))
+        ordered = longest_first(runs, expected_seconds(runs, self.store.history()))
+        stage = depths(ordered, self.by_id)  # upstreams first, longest first within a stage
+        self.queue = deque(sorted(ordered, key=lambda r: stage[r.id]))
 
     def _refill(self) -> bool:
         """Ask the feed for more runs; False when it has none now."""
@@ -110,15 +122,60 @@ class Dispatcher:
         return bool(runs)
 
     def _next_run(self):
-        """The next queued run, skipping (and reporting) those cancelled while they waited."""
+        """The next queued run that can start, skipping (and reporting) those cancelled while they
+        waited and those whose upstream will not be done; runs waiting for an upstream stay queued."""
         if not self.queue:
             self._refill()
+        waiting = []
+        run = None
         while self.queue:
-            run = self.queue.popleft()
-            if not self.folder(run.id).cancel_requested():
-                return run
-            self._finished(run, "cancelled", "cancelled before it started")
-        return None
+            candidate = self.queue.popleft()
+            if self.folder(candidate.id).cancel_requested():
+                self._finished(candidate, "cancelled", "cancelled before it started")
+                continue
+            upstream = self._upstream(candidate)
+            if upstream == "wait":
+                waiting.append(candidate)
+                continue
+            if upstream is not None:
+                self._finished(candidate, "blocked", upstream)
+                continue
+            run = candidate
+            break
+        self.queue.extendleft(reversed(waiting))
+        return run
+
+    def _upstream(self, run) -> str | None:
+        """None when ``run`` may start; "wait" while its upstream is queued or running; else why it cannot."""
+        up = getattr(run, "upstream", None)
+        if up is None or self.folder(up).file("summary.json").exists():
+            return None
+        if up in self.unsettled:
+            return "wait"
+        label = self.by_id[up].label if up in self.by_id else up
+        return f"not started: its upstream {label} is not done"
+
+    def _assign(self) -> None:
+        """Hand queued runs to idle workers: a distributed run once it has as many idle workers as ranks."""
+        while self.idle:
+            run = self._next_run()
+            if run is None:
+                if not self.queue:  # nothing left for them: they exit
+                    for w in self.idle:
+                        w.close_input()
+                    self.idle.clear()
+                return
+            need = ranks_of(run)
+            if need > len(self.idle):
+                self.queue.appendleft(run)  # it keeps its place; slots that free up wait for it
+                return
+            w, helpers = self.idle.pop(0), [self.idle.pop(0) for _ in range(need - 1)]
+            w.send(self.study.runs_dir / run.id, [{"gpu": h.slot.gpu, "device": "cuda:0" if h.slot.gpu is not None
+                                                   else "cpu", "threads": h.slot.threads} for h in helpers])
+            if helpers:
+                self.lent[run.id] = helpers
+            self.in_flight[run.id] = w
+            self.display.started(run, w.slot)
 
     # ------------------------------------------------------------------ events
 
@@ -126,18 +183,15 @@ class Dispatcher:
         kind = event.get("event")
         if kind == "ready":
             w.started = True
-            run = self._next_run()
-            if run is None:
-                w.close_input()
-                return
-            w.send(self.study.runs_dir / run.id)
-            self.in_flight[run.id] = w
-            self.display.started(run, w.slot)
+            self.idle.append(w)
+            self._assign()
         elif kind == "finished":
             rid = event["run"]
             self.in_flight.pop(rid, None)
+            self.idle.extend(self.lent.pop(rid, []))
             w.run_id = None
             self._finished(self.by_id[rid], event["state"], event.get("reason"))
+            self._assign()
         elif kind == "eof":
             self._worker_exited(w)
 
@@ -146,7 +200,13 @@ class Dispatcher:
         self.pool.retire(w)
         code = w.proc.wait()
         rid = w.run_id
+        if w in self.idle:
+            self.idle.remove(w)
+        for helpers in self.lent.values():
+            if w in helpers:  # a lent slot's worker died: its slot comes back with a fresh worker
+                helpers.remove(w)
         if rid is not None and self.in_flight.pop(rid, None) is not None:
+            self.idle.extend(self.lent.pop(rid, []))
             self._died_during(self.by_id[rid], w, code)
         if not w.started:
             raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
@@ -155,6 +215,7 @@ class Dispatcher:
             self._refill()  # a tuner replaces a failed trial
         if self.queue and not w.closing:
             self._start_worker(w.slot)
+        self._assign()
 
     def _died_during(self, run, w: Worker, code: int) -> None:
         """Mark the open attempt lost and put the run back at the front of the queue, or give up on it."""
@@ -191,6 +252,9 @@ class Dispatcher:
             self.result.failures.append((run.label, state, reason or "?"))
         elif state == "pruned":
             self.result.pruned += 1
+        elif state == "blocked":
+            self.result.blocked += 1
+            self.result.failures.append((run.label, state, reason or "?"))
         else:
             self.result.cancelled += 1
         self.display.finished(run, state, record, reason)
@@ -221,6 +285,11 @@ class Dispatcher:
                 self.display.message(f"{self.by_id[rid].label}: no heartbeat for {silent:.0f} s "
                                      f"(RUNNER_LOST_AFTER_S={self.lost_after_s:g}); killing worker pid {w.proc.pid}")
                 w.kill()
+
+
+def ranks_of(run) -> int:
+    """Slots a run takes: its recipe's ``gpus_per_run``."""
+    return int(run.config["train"].get("gpus_per_run", 1))
 
 
 def _this_attempt(fs, w: Worker) -> dict | None:

@@ -15,23 +15,31 @@ from torch import nn
 from .recipe import Recipe
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, *, head: set[int] = frozenset(),
+                 head_scale: float = 1.0) -> list[dict]:
     """Weight decay on weights only: norms, biases and other vectors (ndim < 2) are exempt, and
     so is whatever the model names in ``no_weight_decay()`` (timm's convention: position
-    embeddings, class tokens)."""
+    embeddings, class tokens). Parameters in ``head`` (ids) get their own groups whose learning
+    rate is ``head_scale`` times the schedule's (``head_lr``); frozen parameters are left out."""
     exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    groups = {(h, d): [] for h in (False, True) for d in (True, False)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name in exempt else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups[(id(p) in head, not (p.ndim < 2 or name in exempt))].append(p)
+    out = []
+    for (is_head, decays), params in groups.items():
+        if params or not is_head:  # the two body groups always exist (checkpoints rely on their order)
+            out.append({"params": params, "weight_decay": weight_decay if decays else 0.0,
+                        "lr_scale": head_scale if is_head else 1.0})
+    return out
 
 
-def make_optimizer(model: nn.Module, r: Recipe, *, fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, r: Recipe, *, fused: bool = False, head: set[int] = frozenset()) -> torch.optim.Optimizer:
     """AdamW, SGD (momentum, Nesterov) or LAMB (timm's); ``fused`` picks the one-kernel
-    implementations of AdamW and SGD (LAMB has none)."""
-    groups = param_groups(model, r.weight_decay)
+    implementations of AdamW and SGD (LAMB has none). ``head``: ids of the parameters ``head_lr`` applies to."""
+    scale = r.head_lr / r.lr if r.head_lr is not None else 1.0
+    groups = param_groups(model, r.weight_decay, head=head if r.head_lr is not None else frozenset(), head_scale=scale)
     if r.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0,
                                fused=fused or None)

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import architectures
 import datasets
 
+from . import stages
 from .errors import SelectionError, SpecError, choices
 from .recipe import Recipe, is_identity
 from .messages import pydantic_problem, show_value
@@ -41,6 +42,7 @@ class Run:
     seed: int
     matrices: tuple[str, ...]
     config: dict[str, Any]
+    upstream: str | None = None  # the run whose weights it starts from (init = "run:..."), runner/stages.py
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,7 @@ def expand(study: Study) -> Plan:
                     continue
                 cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
                 runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config)
-    return Plan(study, tuple(runs.values()))
+    return Plan(study, tuple(stages.resolve(study, runs).values()))
 
 
 def derive(study: Study, base: Run, assignments: dict[str, Any], *, label: str, where: str,
@@ -280,7 +282,7 @@ def derive(study: Study, base: Run, assignments: dict[str, Any], *, label: str, 
     seed = base.seed if seed is None else seed
     rid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"seed":{seed},"train":{tj}}}')
     cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
-    return Run(rid, cid, label, base.architecture, base.dataset, seed, (), {**resolved, "seed": seed})
+    return Run(rid, cid, label, base.architecture, base.dataset, seed, (), {**resolved, "seed": seed}, base.upstream)
 
 
 # ---------------------------------------------------------------- selection

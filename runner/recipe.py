@@ -61,6 +61,14 @@ class Recipe(BaseModel):
         "best", description="which checkpoint test_acc/test_loss report: best on monitor, or last epoch"
     )
 
+    # where the weights start, what trains (runner/finetune.py); a run:<selector> init makes the
+    # selected run an upstream of this one (runner/stages.py resolves it to "run:<run id>")
+    init: str = Field("scratch", description='"scratch", "pretrained" (timm weights) or "run:<selector>": '
+                                             "the selected weights of another run of the study")
+    freeze: Literal["none", "backbone", "all_but_head"] = Field(
+        "none", description='"backbone": train only the head and the norm before it; "all_but_head": only the head')
+    head_lr: float | None = Field(None, gt=0.0, description="learning rate of the classifier head; default lr")
+
     # augmentation of the training split (see datasets.Augmentation); evaluation is never augmented
     crop: Literal["none", "pad", "resized"] = Field(
         "none", description='"pad": pad and crop back at random (CIFAR); "resized": random-resized crop (ImageNet)')
@@ -82,6 +90,8 @@ class Recipe(BaseModel):
     data_path: Literal["auto", "device", "loader"] = engine_field(
         "auto", "auto = device-resident batches when the data and augmentation allow")
     checkpoint_every: int = engine_field(1, "epochs between checkpoints (0: only when stopped by a signal)", ge=0)
+    gpus_per_run: int = engine_field(1, "DistributedDataParallel processes (GPUs) of one run; batch_size is the "
+                                        "global batch, split evenly among them", ge=1)
 
     @field_validator("auto_augment")
     @classmethod
@@ -90,6 +100,13 @@ class Recipe(BaseModel):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, value):
+        if value in ("scratch", "pretrained") or (value.startswith("run:") and value[4:].strip()):
+            return value
+        raise ValueError(f'init: "scratch", "pretrained" or "run:<matrix or KEY=VALUE,...>", got "{value}"')
 
     @field_validator("decay_epochs")
     @classmethod
@@ -101,17 +118,21 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.mixes and self.batch_size % 2:  # mixing happens on the whole batch, before accumulation splits it
-            raise ValueError(f"batch_size: Mixup/CutMix pair each image with another, so it must be even, "
-                             f"got {self.batch_size}")
-        if self.batch_size % self.accum_steps:
+        if self.mixes and self.batch_size % (2 * self.gpus_per_run):  # each process mixes its share of the batch
+            raise ValueError(f"batch_size: Mixup/CutMix pair each image with another, so it must be even "
+                             f"on each of the {self.gpus_per_run} process(es), got {self.batch_size}")
+        if self.batch_size % (self.accum_steps * self.gpus_per_run):
+            if self.gpus_per_run > 1:
+                raise ValueError(f"gpus_per_run: {self.gpus_per_run} processes times accum_steps {self.accum_steps} "
+                                 f"must divide batch_size ({self.batch_size}), the global batch")
             raise ValueError(f"accum_steps: must divide batch_size ({self.batch_size}) into equal micro-batches, "
                              f"got {self.accum_steps}")
         return self
 
     @property
     def micro_batch(self) -> int:
-        return self.batch_size // self.accum_steps
+        """Images per forward pass of one process."""
+        return self.batch_size // (self.accum_steps * self.gpus_per_run)
 
     def augmentation(self) -> Augmentation:
         return Augmentation(crop=self.crop, crop_padding=self.crop_padding, crop_scale=self.crop_scale,

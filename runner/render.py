@@ -302,3 +302,18 @@ def submit_lines(result) -> None:
     arrays = sorted({j.split("_")[0] for j in result.job_ids})
     console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
                   f"({result.already_done} were already done{waiting}); follow them with `runner status`")
+
+
+def launch_lines(result) -> None:
+    """``runner launch``'s closing lines: what ran and how it ended, then each failure's reason."""
+    ran = result.done + result.failed + result.lost + result.cancelled + result.blocked
+    if ran == 0 and not result.interrupted:
+        console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
+                      + (", the rest failed or stale (see --rerun)" if result.already_done < result.selected else ""))
+    else:
+        console.print(f"{result.done} done, {result.failed} failed, {result.lost} lost, {result.cancelled} cancelled "
+                      f"or interrupted" + (f", {result.blocked} blocked" if result.blocked else "")
+                      + f" ({result.already_done} were already done"
+                      + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
+    for label, state, reason in result.failures:
+        err_console.print(f"[red]{state}[/] {label}: {reason}", soft_wrap=True)

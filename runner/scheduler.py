@@ -15,10 +15,11 @@ from typing import Protocol
 
 from .backends.local import Slot
 from .backends.slurm import JOB_FILE
-from .errors import DataError
+from .errors import BackendError, DataError
 from .launchlock import launch_lock
 from .data_check import missing_data
-from .plan import Run, state_of
+from .plan import Run
+from .stages import depths, effective_states
 from .provenance import git_commit
 from .runfolder import RunFolder, lost_after_s
 from .spec import Study
@@ -37,6 +38,7 @@ class LaunchResult:
     lost: int = 0  # the worker died or hung more often than --retries allows
     cancelled: int = 0  # by `runner cancel`, or interrupted by a signal
     pruned: int = 0  # tuning trials stopped early by the pruner
+    blocked: int = 0  # not started: their upstream was not done
     retried: int = 0
     interrupted: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (label, state, reason)
@@ -53,12 +55,15 @@ def run_json(run: Run, study: Study) -> dict:
     """What run.json holds: enough to rebuild the index without the study file."""
     return {"id": run.id, "cell": run.cell, "label": run.label, "matrices": list(run.matrices),
             "study": study.name, "architecture": run.architecture, "dataset": run.dataset, "seed": run.seed,
-            "config": run.config, **({"wandb": study.wandb} if study.wandb else {})}
+            "config": run.config, **({"upstream": run.upstream} if run.upstream else {}),
+            **({"wandb": study.wandb} if study.wandb else {})}
 
 
 def runs_to_do(runs: list[Run], records: dict[str, RunRecord], commit: str | None, rerun: set[str]) -> list[Run]:
-    """Incomplete runs, plus failed/stale ones when asked; never done or running ones."""
-    return [r for r in runs if (s := state_of(records.get(r.id), commit)) in INCOMPLETE or s in rerun]
+    """Incomplete runs, plus failed/stale ones when asked; never done or running ones. A run is
+    stale also when its upstream is (``runner/stages.py``); ``runs`` holds the upstreams it needs."""
+    states, _ = effective_states(runs, records, commit, {r.id: r for r in runs})
+    return [r for r in runs if (s := states[r.id]) in INCOMPLETE or s in rerun]
 
 
 def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
@@ -73,6 +78,17 @@ def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
     hint = (f"or leave those cells out: --where dataset={','.join(present)}" if present else
             "nothing else selected can run without it")
     raise DataError("\n".join(lines + [hint]))
+
+
+def refuse_too_wide(todo: list[Run], slots: list[Slot]) -> None:
+    """A run with ``gpus_per_run = N`` needs N slots of this launch at once."""
+    from .dispatch import ranks_of
+
+    wide = max(todo, key=ranks_of)
+    if ranks_of(wide) > len(slots):
+        kind = "--gpus N (or --per-gpu K)" if slots[0].device == "cuda" else "--workers N"
+        raise BackendError(f"{wide.label}: gpus_per_run = {ranks_of(wide)}, but this launch has {len(slots)} "
+                           f"slot(s); give it at least {ranks_of(wide)} with {kind}")
 
 
 def prepare_folders(study: Study, todo: list[Run], records: dict[str, RunRecord]) -> None:
@@ -104,6 +120,7 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
         if not todo:
             return result
         refuse_missing_data(todo, runs)
+        refuse_too_wide(todo, slots)
         lock.announce([r.id for r in todo])
         prepare_folders(study, todo, records)
         store.ingest(study.runs_dir, [r.id for r in todo])
@@ -111,6 +128,18 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
                    lost_after_s=lost_after, stop_grace_s=stop_grace_s).run()
         store.ingest(study.runs_dir, [r.id for r in todo])
     return result
+
+
+def slurm_groups(todo: list[Run]) -> list[list[Run]]:
+    """One job array per stage and number of processes per run, upstream stages first: a task's
+    resources fit every run of its array, and a stage's array waits for the arrays it starts from."""
+    from .dispatch import ranks_of
+
+    stage = depths(todo, {r.id: r for r in todo})
+    groups: dict[tuple[int, int], list[Run]] = {}
+    for r in todo:
+        groups.setdefault((stage[r.id], ranks_of(r)), []).append(r)
+    return [groups[k] for k in sorted(groups)]
 
 
 @dataclass
@@ -153,16 +182,23 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
             return result
         refuse_missing_data(todo, runs)
         prepare_folders(study, todo, records)
+        from .dispatch import ranks_of
+
         if len({r.cell for r in todo}) > 1:
             from .estimate import expected_seconds, longest_first
 
             todo = longest_first(todo, expected_seconds(todo, store.history()))
-        # dealt round-robin from longest to shortest: each task starts with a long run and chunks even out
-        n = -(-len(todo) // options.per_task)
-        chunks = [[r.id for r in todo[i::n]] for i in range(n)]
         device = "cuda" if options.gpus_per_task else "cpu"
-        result.job_ids = slurm.submit(study.runs_dir, study.dir, chunks, options.executor_parameters(f"runner-{study.name}"),
-                                      device)
+        task_of_run = {r.id: tasks[r.id] for r in waiting}  # upstreams submitted earlier, still to run
+        for group in slurm_groups(todo):
+            after = sorted({task_of_run[r.upstream].split("_")[0] for r in group if r.upstream in task_of_run})
+            # dealt round-robin from longest to shortest: each task starts with a long run and chunks even out
+            n = -(-len(group) // options.per_task)
+            chunks = [[r.id for r in group[i::n]] for i in range(n)]
+            params = options.executor_parameters(f"runner-{study.name}", ranks=ranks_of(group[0]), after=after)
+            ids = slurm.submit(study.runs_dir, study.dir, chunks, params, device)
+            task_of_run |= {rid: task for chunk, task in zip(chunks, ids) for rid in chunk}
+            result.job_ids += ids
         result.submitted = len(todo)
         store.ingest(study.runs_dir, [r.id for r in todo])
     return result

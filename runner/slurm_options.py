@@ -95,9 +95,13 @@ class SlurmOptions(BaseModel):
                              "make it shorter than the time limit")
         return self
 
-    def executor_parameters(self, job_name: str) -> dict[str, Any]:
-        """The options as submitit's ``update_parameters`` keywords."""
+    def executor_parameters(self, job_name: str, *, ranks: int = 1, after: list[str] = ()) -> dict[str, Any]:
+        """The options as submitit's ``update_parameters`` keywords. ``ranks``: processes of each run
+        (``gpus_per_run``): a task gets that many times the GPUs (or CPUs) of one, on one node.
+        ``after``: arrays whose tasks must end first (the upstreams of a staged study)."""
         extra: dict[str, Any] = {"requeue": True}  # a requeued task resumes its runs from their checkpoints
+        if after:
+            extra["dependency"] = "afterany:" + ":".join(after)  # the worker checks the upstream is done
         for flag in self.sbatch:
             m = _FLAG.match(flag)
             extra[m.group(1).replace("-", "_")] = m.group(2) if m.group(2) is not None else True
@@ -112,9 +116,9 @@ class SlurmOptions(BaseModel):
         if self.partition:
             params["slurm_partition"] = self.partition
         if self.gpus_per_task:
-            params["slurm_gres"] = f"gpu:{self.gpu_type + ':' if self.gpu_type else ''}{self.gpus_per_task}"
-        if self.cpus_per_task:
-            params["cpus_per_task"] = self.cpus_per_task
+            params["slurm_gres"] = f"gpu:{self.gpu_type + ':' if self.gpu_type else ''}{self.gpus_per_task * ranks}"
+        if self.cpus_per_task or ranks > 1:
+            params["cpus_per_task"] = (self.cpus_per_task or 1) * ranks
         if self.mem:
             params["slurm_mem"] = self.mem
         if self.constraint:

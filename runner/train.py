@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -35,12 +36,16 @@ from datasets import SPLITS, build_dataset
 from datasets.batches import make_batches, make_mixer
 
 from . import checkpoint as ckpt
+from . import finetune
+from .distributed import Ranks
+from .loop_state import Diverged, Progress, StepStats  # noqa: F401  (callers catch train.Diverged)
 from .engine import Engine, resolve_engine
 from .measure import INFER_BATCH, count_flops, count_params, inference_speed, peak_memory_mb, reset_peak_memory
 from .optim import WeightEma, lr_at, make_optimizer
 from .recipe import Recipe
 
 EVAL_BATCH = 512
+SOLO = Ranks()  # a run in one process
 SYNC_EVERY_CUDA = 16  # optimizer steps between reads of the loss on CUDA (a read waits for the GPU)
 
 
@@ -49,75 +54,15 @@ class Interrupted(Exception):
     The run checkpointed first, so it resumes where it stopped."""
 
 
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-# ---------------------------------------------------------------- loop state
-
-
-@dataclass
-class Progress:
-    """The loop's counters: with the state dicts and RNG states, all a checkpoint needs."""
-
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # batches done of the epoch in progress
-    step: int = 0  # optimizer steps done
-    best: float | None = None  # best value of the recipe's monitor
-    best_epoch: int = 0
-    best_val_acc: float = -1.0
-    bad_evals: int = 0  # validations in a row without improvement (patience)
-    stopped_by: str | None = None  # epochs, max_steps, early_stop, time_budget
-    elapsed_s: float = 0.0  # wall time in the loop over all attempts (the time budget)
-    train_time_s: float = 0.0
-    images: int = 0
-    peak_mb: float = 0.0
-    last: dict = field(default_factory=dict)  # metrics of the last finished epoch (validated: it was the last)
-    # the epoch in progress
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    epoch_train_s: float = 0.0
-
-
-class StepStats:
-    """Per-step loss and correct counts stay on the device and are read back every ``every`` steps
-    (every step on CPU, where a read costs nothing), so a CUDA step does not wait for the host.
-    A NaN or infinite loss is caught at the next read, with the step it happened at."""
-
-    def __init__(self, every: int):
-        self.every, self.pending = every, []
-
-    def add(self, p: Progress, epoch: int, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        self.pending.append((p.step, loss, correct, n))
-        if len(self.pending) >= self.every:
-            self.flush(p, epoch)
-
-    def flush(self, p: Progress, epoch: int) -> None:
-        if not self.pending:
-            return
-        if len(self.pending) == 1:  # reading every step (CPU): no stacking
-            losses, corrects = [self.pending[0][1].item()], [self.pending[0][2].item()]
-        else:
-            losses = torch.stack([t[1] for t in self.pending]).float().tolist()
-            corrects = torch.stack([t[2] for t in self.pending]).tolist()
-        for (step, _, _, n), loss, correct in zip(self.pending, losses, corrects):
-            if not math.isfinite(loss):
-                self.pending.clear()
-                raise Diverged(f"diverged at epoch {epoch} step {step}: training loss is {loss}")
-            p.loss_sum, p.correct, p.seen = p.loss_sum + loss * n, p.correct + int(correct), p.seen + n
-        self.pending.clear()
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, engine: Engine) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split."""
+def evaluate(model: nn.Module, batches, engine: Engine, ranks: Ranks = SOLO) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a split (its parts summed over the ranks of a distributed run)."""
     model.eval()
     dev = torch.device(engine.device)
     loss_sum, correct, n = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long), 0
@@ -129,7 +74,8 @@ def evaluate(model: nn.Module, batches, engine: Engine) -> tuple[float, float]:
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
-    return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
+    total_loss, total_correct, total = ranks.sums([loss_sum.item(), float(correct.item()), float(n)], dev)
+    return total_loss / max(total, 1), total_correct / max(total, 1)
 
 
 def sync(dev: torch.device) -> None:
@@ -146,53 +92,67 @@ def load_split(dataset: dict, split: str):
     return build_dataset(opts.pop("source"), root=opts.pop("root", None), split=split, **opts)
 
 
-def build_model(architecture: dict, info) -> nn.Module:
-    """The model of a resolved ``architecture`` section, shaped by the dataset (classes, channels, size)."""
-    arch = dict(architecture)
+def build_model(architecture: dict, info, *, pretrained: bool = False) -> nn.Module:
+    """The model of a resolved ``architecture`` section, shaped by the dataset (classes, channels, size);
+    ``pretrained``: timm's weights (``init = "pretrained"``; plan time allows it for timm models only)."""
+    arch = dict(architecture) | ({"pretrained": True} if pretrained else {})
     arch.pop("in_chans", None)  # a family's optional in_chans was checked against the dataset at plan time
     return create_model(arch.pop("model"), num_classes=info.num_classes, in_chans=info.in_chans,
                         img_size=info.img_size, **arch)
 
 
 def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, weights: Path | None = None,
+          upstream: Path | None = None, ranks: Ranks = SOLO,
           on_engine: Callable[[dict], None] = lambda e: None,
           on_epoch: Callable[[int, int, dict], None] = lambda *a: None,
           should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Train one resolved config (resuming from ``checkpoint`` if it exists); return its summary."""
+    """Train one resolved config (resuming from ``checkpoint`` if it exists); return its summary.
+    ``upstream``: the weights ``init = "run:..."`` starts from. ``ranks``: this process's place in a
+    distributed run (``runner/distributed.py``); ranks other than 0 write nothing and return {}."""
     r = Recipe(**config["train"])
     dev = torch.device(device)
     seed_everything(config["seed"])
     reset_peak_memory(dev)
+    shard = (ranks.rank, ranks.world)
 
     # data: the split is fixed by the dataset; the order of batches and the augmentation by (seed, epoch)
     splits = {s: load_split(config["dataset"], s) for s in SPLITS}
     info = splits["train"][1]
     train_batches = make_batches(splits["train"][0], r.batch_size, dev, shuffle=True, seed=config["seed"],
-                                 augmentation=r.augmentation(), path=r.data_path)
+                                 augmentation=r.augmentation(), path=r.data_path, shard=shard)
     eval_path = "loader" if r.data_path == "loader" else "auto"
-    val_batches = make_batches(splits["val"][0], EVAL_BATCH, dev, shuffle=False, path=eval_path)
-    test_batches = make_batches(splits["test"][0], EVAL_BATCH, dev, shuffle=False, path=eval_path)
+    val_batches = make_batches(splits["val"][0], EVAL_BATCH, dev, shuffle=False, path=eval_path, shard=shard)
+    test_batches = make_batches(splits["test"][0], EVAL_BATCH, dev, shuffle=False, path=eval_path, shard=shard)
     sizes = {f"n_{s}": len(splits[s][0]) for s in SPLITS}
     mixer = make_mixer(r.mixup, r.cutmix, r.mix_prob, r.mix_switch_prob, r.label_smoothing, info.num_classes)
 
-    # model and engine
-    model = build_model(config["architecture"], info).to(dev)
+    # model (from scratch, pretrained, or an upstream run's weights unless resuming), what trains, engine
+    model = build_model(config["architecture"], info, pretrained=r.init == "pretrained").to(dev)
+    saved = ckpt.load(checkpoint) if checkpoint is not None else None
+    fresh_head = finetune.load_upstream(model, upstream, r.init[4:]) if upstream is not None and saved is None else []
+    frozen = finetune.freeze(model, r.freeze)
+    if ranks.rank:  # dropout and other randomness of the model differ between ranks; rank 0 draws as alone
+        torch.manual_seed(config["seed"] + 1_000_003 * ranks.rank)
     engine = resolve_engine(r, dev, model, train_batches.path)
     model = model.to(memory_format=engine.memory_format)
-    forward = torch.compile(model) if engine.compile else model  # shares the parameters of ``model``
+    wrapped = model if ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev] if dev.type == "cuda" else None)
+    forward = torch.compile(wrapped) if engine.compile else wrapped  # shares the parameters of ``model``
 
-    # optimizer, per-step schedule, EMA, loss scaling (fp16 only)
-    opt = make_optimizer(model, r, fused=engine.fused)
+    # optimizer (the head at head_lr), per-step schedule, EMA, loss scaling (fp16 only)
+    head = finetune.head_parameters(model) if r.head_lr is not None else set()
+    opt = make_optimizer(model, r, fused=engine.fused, head=head)
     ema = WeightEma(model, r.ema_decay) if r.ema_decay else None
     scaler = torch.amp.GradScaler(dev.type) if engine.precision == "fp16" else None
     steps_per_epoch = len(train_batches)
     total_steps = min(r.epochs * steps_per_epoch, r.max_steps or math.inf)
     warmup_steps = round(r.warmup_epochs * steps_per_epoch)
-    evaluated = ema.module if ema is not None else forward  # what validation, test and model.pt see
+    # what validation, test and model.pt see (never the DDP wrapper: evaluation has no gradients to share)
+    evaluated = ema.module if ema is not None else (forward if ranks.world == 1 else model)
+    n_train = len(splits["train"][0])
 
     # resume
     p, best_state = Progress(), None
-    saved = ckpt.load(checkpoint) if checkpoint is not None else None
     if saved is not None:
         p = Progress(**saved["progress"])
         model.load_state_dict(saved["model"])
@@ -202,11 +162,20 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
         if ema is not None:
             ema.load_state_dict(saved["ema"])
         best_state = saved["best_state"] or ckpt.cpu_state(ema.module if ema is not None else model)
-        ckpt.set_rng_state(saved["rng"])
+        shares = saved.get("ranks") or []
+        mine = shares[ranks.rank] if ranks.world > 1 and len(shares) == ranks.world else None
+        ckpt.set_rng_state(mine["rng"] if mine else saved["rng"])
+        if mine:  # this rank's share of the epoch in progress
+            p.loss_sum, p.correct, p.seen = mine["sums"]
+        elif ranks.rank:  # saved with another number of processes: rank 0 carries what was counted
+            p.loss_sum, p.correct, p.seen = 0.0, 0, 0
         del saved
-        on_engine({**asdict(engine), "resumed_from": {"epoch": p.epoch, "batch": p.batch, "step": p.step}})
+        resumed = {"epoch": p.epoch, "batch": p.batch, "step": p.step}
     else:
-        on_engine({**asdict(engine), "resumed_from": None})
+        resumed = None
+    on_engine({**asdict(engine), "resumed_from": resumed, "world_size": ranks.world, "ddp_backend": ranks.backend,
+               "global_batch": r.batch_size, "batch_per_process": r.batch_size // ranks.world, "init": r.init,
+               "frozen_params": frozen, "fresh_head": fresh_head})
 
     attempt_t0, attempt_base = time.perf_counter(), p.elapsed_s
 
@@ -216,13 +185,17 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
     def save_checkpoint() -> None:
         if checkpoint is None:
             return
+        shares = ranks.gather({"rng": ckpt.rng_state(), "sums": (p.loss_sum, p.correct, p.seen)})
+        if not ranks.main:
+            return
         p.elapsed_s = elapsed()
         best_is_current = p.best_epoch == p.epoch and p.batch == 0  # saved right after the epoch that set it
         ckpt.save(checkpoint, {
             "progress": asdict(p), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "ema": ema.state_dict() if ema is not None else None,
-            "best_state": None if best_is_current else best_state, "rng": ckpt.rng_state(),
+            "best_state": None if best_is_current else best_state, "rng": shares[0]["rng"],
+            "ranks": shares if ranks.world > 1 else None,
         })
 
     def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -230,20 +203,25 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             return F.cross_entropy(logits, target)
         return F.cross_entropy(logits, target, label_smoothing=r.label_smoothing)
 
-    def optimizer_step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step over a batch, in ``accum_steps`` micro-batches; (mean loss, correct)."""
+    def optimizer_step(x: torch.Tensor, y: torch.Tensor, whole: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over a batch, in ``accum_steps`` micro-batches; (mean loss, correct).
+        ``whole``: images in the step's global batch; each micro-batch's loss is weighted by its share
+        of it (times the ranks, whose gradients DDP averages), so the step is the single-process step."""
         target = y
         if mixer is not None:  # accuracy is counted against the unmixed labels
             x, target = mixer(x, y)
         x = x.contiguous(memory_format=engine.memory_format)
         opt.zero_grad(set_to_none=True)
         losses, corrects = [], []
-        for xc, tc, yc in zip(x.split(r.micro_batch), target.split(r.micro_batch), y.split(r.micro_batch)):
-            with engine.autocast():
-                logits = forward(xc)
-                loss = criterion(logits, tc)
-            weighted = loss if len(yc) == len(y) else loss * (len(yc) / len(y))
-            (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        chunks = list(zip(x.split(r.micro_batch), target.split(r.micro_batch), y.split(r.micro_batch)))
+        for i, (xc, tc, yc) in enumerate(chunks):
+            share = len(yc) * ranks.world / whole
+            with wrapped.no_sync() if ranks.world > 1 and i < len(chunks) - 1 else nullcontext():
+                with engine.autocast():
+                    logits = forward(xc)
+                    loss = criterion(logits, tc)
+                weighted = loss if share == 1 else loss * share
+                (scaler.scale(weighted) if scaler is not None else weighted).backward()
             losses.append(weighted.detach())
             corrects.append((logits.detach().argmax(1) == yc).sum())
         if r.grad_clip is not None:
@@ -261,8 +239,22 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             return losses[0], corrects[0]
         return torch.stack(losses).sum(), torch.stack(corrects).sum()
 
+    # stopping: alone, asked before every step; distributed, every rank agrees at the same steps
+    check_every = SYNC_EVERY_CUDA if dev.type == "cuda" else 1
+
+    def stop_now() -> bool:
+        if ranks.world == 1:
+            return should_stop()
+        return p.batch % check_every == 0 and ranks.any(should_stop(), dev)
+
+    def over_budget() -> bool:
+        hit = r.time_budget_min is not None and elapsed() >= 60 * r.time_budget_min
+        if ranks.world == 1 or r.time_budget_min is None:
+            return hit
+        return p.batch % check_every == 0 and ranks.any(hit, dev)
+
     # epochs
-    stats = StepStats(SYNC_EVERY_CUDA if dev.type == "cuda" else 1)
+    stats = StepStats(check_every)
     while p.stopped_by is None:
         if p.epoch >= r.epochs or p.step >= total_steps:  # resumed from the checkpoint of a finished loop
             p.stopped_by = "epochs" if p.epoch >= r.epochs else "max_steps"
@@ -271,10 +263,11 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
         if p.batch == 0:
             reset_peak_memory(dev)
         model.train()
+        finetune.frozen_norms_to_eval(model)
         train_batches.set_epoch(epoch, start=p.batch)
         segment_t0 = time.perf_counter()
         for x, y in train_batches:
-            if should_stop():
+            if stop_now():
                 stats.flush(p, epoch)
                 sync(dev)
                 p.epoch_train_s += time.perf_counter() - segment_t0
@@ -289,17 +282,20 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             for group in opt.param_groups:
                 group["lr"] = lr_at(p.step, r, total_steps=total_steps, warmup_steps=warmup_steps,
                                     steps_per_epoch=steps_per_epoch)
-            loss, correct = optimizer_step(x, y)
+            whole = len(y) if ranks.world == 1 else min(r.batch_size, n_train - (p.batch - 1) * r.batch_size)
+            loss, correct = optimizer_step(x, y, whole)
             p.step += 1
             stats.add(p, epoch, loss, correct, len(y))
             if p.step >= total_steps:
                 break
-            if r.time_budget_min is not None and elapsed() >= 60 * r.time_budget_min:
+            if over_budget():
                 p.stopped_by = "time_budget"
                 break
         stats.flush(p, epoch)
         sync(dev)
         p.epoch_train_s += time.perf_counter() - segment_t0
+        p.loss_sum, p.correct, p.seen = ranks.sums([p.loss_sum, float(p.correct), float(p.seen)], dev)
+        p.correct, p.seen = int(p.correct), int(p.seen)
 
         # the epoch's numbers, validation when due (always after the last epoch)
         if p.stopped_by is None and (epoch >= r.epochs or p.step >= total_steps):
@@ -309,7 +305,7 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
                    "lr": opt.param_groups[0]["lr"], "train_images_per_s": p.seen / max(p.epoch_train_s, 1e-9)}
         val_t0 = time.perf_counter()
         if epoch % r.eval_every == 0 or last:
-            val_loss, val_acc = evaluate(evaluated, val_batches, engine)
+            val_loss, val_acc = evaluate(evaluated, val_batches, engine, ranks)
             metrics.update(val_loss=val_loss, val_acc=val_acc)
             p.best_val_acc = max(p.best_val_acc, val_acc)
             value = metrics[r.monitor]
@@ -333,13 +329,15 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             save_checkpoint()
 
     # test the last weights, then the best (on the monitor); the recipe picks the reported pair
-    last_loss, last_acc = evaluate(evaluated, test_batches, engine)
+    last_loss, last_acc = evaluate(evaluated, test_batches, engine, ranks)
     eval_module = ema.module if ema is not None else model
     last_state = ckpt.cpu_state(eval_module)
     eval_module.load_state_dict(best_state)
-    best_loss, best_acc = evaluate(evaluated, test_batches, engine)
+    best_loss, best_acc = evaluate(evaluated, test_batches, engine, ranks)
     chosen = best_state if r.select == "best" else last_state
     eval_module.load_state_dict(chosen)
+    if not ranks.main:
+        return {}
     if weights is not None:
         ckpt.save_atomic(weights, chosen)
 

@@ -146,7 +146,7 @@ class Tuner:
         if not info:
             return None
         return Run(info["id"], info["cell"], info["label"], info["architecture"], info["dataset"], info["seed"],
-                   tuple(info.get("matrices") or ()), info["config"])
+                   tuple(info.get("matrices") or ()), info["config"], info.get("upstream"))
 
     # ------------------------------------------------------------------ the feed
 

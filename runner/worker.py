@@ -112,8 +112,23 @@ class _Heartbeat:
         self.thread.join()
 
 
-def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str | None]:
-    """Train one run into its folder; returns (state, reason)."""
+def upstream_of(folder: RunFolder, run: dict) -> tuple[RunFolder | None, str | None]:
+    """The folder of the run this one starts from (``init = "run:..."``), and why it cannot start yet."""
+    init = run["config"]["train"].get("init", "scratch")
+    if not init.startswith("run:"):
+        return None, None
+    up = RunFolder(folder.path.parent / init[len("run:"):])
+    fs = up.read()
+    if fs.summary is None:
+        label = (fs.run or {}).get("label", up.path.name)
+        return up, f"its upstream {label} is not done ({fs.state}); train it first (runner launch does)"
+    return up, None
+
+
+def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict] | None = None) -> tuple[str, str | None]:
+    """Train one run into its folder; returns (state, reason). ``helpers``: the other ranks' devices
+    of a distributed run (``gpus_per_run`` > 1), as the launcher assigned them."""
+    from . import distributed
     from .train import Interrupted, train
     from .wandb_log import WandbMirror
 
@@ -125,7 +140,11 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
     if folder.prune_requested():
         return "pruned", "pruned before it started"
     config = state.run["config"]
+    upstream, waiting = upstream_of(folder, state.run)
     attempt = folder.start_attempt(provenance)
+    if waiting:
+        folder.fail(attempt, waiting, "")
+        return "failed", waiting
     _busy.update(folder=folder, attempt=attempt)
     progress = {"epoch": 0, "epochs": config["train"]["epochs"], "metrics": {}}
     mirror = WandbMirror(state.run.get("wandb"), state.run, provenance, folder.path)
@@ -141,15 +160,31 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
         beat.beat()
 
     result: tuple[str, str | None]
+    world = config["train"].get("gpus_per_run", 1)
+    ranks, failed = distributed.Ranks(), True
     try:
+        if upstream is not None:  # which training of the upstream this run starts from (stale if it trains again)
+            ended = upstream.read().attempts[-1].get("ended_at")
+            from_upstream = {"init_run": upstream.path.name, "init_run_finished_at": ended}
+        else:
+            from_upstream = {}
         with _Heartbeat(folder, attempt, progress) as beat:
+            if world > 1:
+                if helpers is None:  # a batch task (SLURM) holds the resources of every rank: share them
+                    helpers = distributed.default_helpers(world, device, _share_threads(world))
+                ranks = distributed.start(folder.path, world, device, helpers, _threads[0])
             summary = train(config, device=device, checkpoint=folder.file("checkpoint.pt"),
-                            weights=folder.file("model.pt"), on_engine=on_engine, on_epoch=on_epoch,
+                            weights=folder.file("model.pt"), upstream=upstream.file("model.pt") if upstream else None,
+                            ranks=ranks, on_engine=on_engine, on_epoch=on_epoch,
                             should_stop=lambda: _stop.is_set() or beat.cancelled.is_set())
-        folder.finish(attempt, summary)
+            failed = False
+            distributed.finish(ranks, failed=False)
+        folder.finish(attempt, summary | from_upstream)
         mirror.finish("done", summary)
         result = "done", None
     except Interrupted:
+        failed = False
+        distributed.finish(ranks, failed=False)
         pruned = folder.prune_requested() if not _stop.is_set() else None
         if pruned is not None:
             status, reason = "pruned", (f"pruned by the tuner after epoch {pruned.get('epoch')} "
@@ -169,15 +204,30 @@ def run_one(folder: RunFolder, device: str, provenance: dict) -> tuple[str, str 
         mirror.finish("failed", reason=reason)
         result = "failed", reason
     finally:
+        if failed:
+            distributed.finish(ranks, failed=True)
+        if _threads[0] and world > 1:
+            sys.modules["torch"].set_num_threads(_threads[0])
         _busy.clear()
     if result[0] != "done":
         release_memory()
     return result
 
 
+_threads: list[int | None] = [None]  # torch CPU threads of this worker (and of the ranks it starts)
+
+
+def _share_threads(world: int) -> int:
+    """CPU threads per rank when this process's cores serve all ``world`` ranks (rank 0 takes its share now)."""
+    per = max(1, (_threads[0] or os.cpu_count() or 1) // world)
+    sys.modules["torch"].set_num_threads(per)
+    return per
+
+
 def _setup(device: str, threads: int | None) -> str:
     import torch
 
+    _threads[0] = threads
     if threads:
         torch.set_num_threads(threads)
     if device == "cuda":
@@ -262,9 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         path = _next_task(tasks)
         if path is None:
             break
+        helpers = None
+        if path.startswith("{"):  # a distributed run: {"run": folder, "helpers": [the other ranks' devices]}
+            task = json.loads(path)
+            path, helpers = task["run"], task["helpers"]
         folder = RunFolder(path)
         tell(event="started", run=folder.path.name)
-        state, reason = run_one(folder, device, prov)
+        state, reason = run_one(folder, device, prov, helpers)
         tell(event="finished", run=folder.path.name, state=state, reason=reason)
         runs += 1
         if state == "failed" or runs == args.max_runs:

@@ -49,6 +49,41 @@ columns = "dataset"
 metric = "test_acc"
 """
 
+# pretrain on digits 0-4, then fine-tune on 5-9 from those weights (tests/test_stages.py, test_slurm.py)
+STAGED_STUDY = """
+[study]
+name = "stages"
+seeds = [0]
+
+[defaults]
+epochs = EPOCHS
+batch_size = 64
+lr = 3e-3
+
+[architectures.cnn]
+model = "resnet18_cifar"
+width = 4
+
+[datasets.low]
+source = "digits"
+classes = [0, 1, 2, 3, 4]
+
+[datasets.high]
+source = "digits"
+classes = [5, 6, 7, 8, 9]
+
+[[matrix]]
+name = "pretrain"
+architectures = ["cnn"]
+datasets = ["low"]
+
+[[matrix]]
+name = "finetune"
+architectures = ["cnn"]
+datasets = ["high"]
+set = { FINETUNE }
+"""
+
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``runner ARGS`` as a user types it, in ``cwd``."""

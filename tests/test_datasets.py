@@ -49,6 +49,17 @@ def test_subset_keeps_the_first_n_per_class():
     assert torch.bincount(ds.tensors[1]).tolist() == [5] * 10
 
 
+def test_classes_keeps_the_listed_labels_and_relabels_them_in_order():
+    full, _ = build_dataset("digits", split="test")
+    ds, info = build_dataset("digits", split="test", classes=[7, 5])
+    assert info.num_classes == 2
+    y = full.labels
+    assert torch.equal(ds.images, full.images[(y == 5) | (y == 7)])
+    assert torch.equal(ds.labels, (full.labels[(y == 5) | (y == 7)] == 5).long())  # 7 -> 0, 5 -> 1
+    with pytest.raises(ValueError, match="classes: 10 is no label of this source; labels run from 0 to 9"):
+        build_dataset("digits", split="test", classes=[3, 10])
+
+
 # ================================================================ file-based sources, read from tiny files in their real format
 #
 # The fixtures (tests/data_fixtures.py) write each source's real on-disk format; every image's mean

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_STUDY, run_cli, write_study
+from conftest import ROOT, STAGED_STUDY, TINY_STUDY, run_cli, write_study
 
 
 def _slurm_missing() -> str | None:
@@ -253,3 +253,23 @@ def test_runner_tune_on_slurm_and_a_killed_tuner_watches_its_jobs_again_without_
         assert attempt["slurm_job_id"] and attempt["status"] == ("done" if t.state == S.COMPLETE else "pruned")
         if run_id in jobs:  # submitted before the kill: watched again, not submitted twice
             assert json.loads((runs / run_id / "slurm.json").read_text())["job_id"] == jobs[run_id]
+
+
+def test_a_staged_study_submits_one_array_per_stage_and_the_second_waits_for_the_first(tmp_path):
+    """The fine-tuning run is also a 2-process (gloo) run: its task asks for 2 CPUs on one node."""
+    write_study(tmp_path, STAGED_STUDY.replace("EPOCHS", "1")
+                .replace("FINETUNE", 'init = "run:pretrain", freeze = "backbone", gpus_per_run = 2'))
+    out = submit(tmp_path, "--matrix", "finetune")
+    assert "submitted 2 run(s) as 2 array task(s)" in out.stdout, out.stdout
+    jobs = {json.loads((p.parent / "run.json").read_text())["label"]: json.loads(p.read_text())["job_id"]
+            for p in tmp_path.glob("results/runs/*/slurm.json")}
+    first, second = jobs["cnn/low/s0"], jobs["cnn/high/s0"]
+    job = subprocess.run(["scontrol", "show", "job", second.split("_")[0]], capture_output=True, text=True).stdout
+    assert f"Dependency=afterany:{first.split('_')[0]}" in job and "NumCPUs=2" in job, job
+    view = wait_for(lambda: (v := status(tmp_path))["counts"] == {"done": 2} and v, "both stages to finish")
+    runs = {r["label"]: r for r in view["runs"]}
+    up, down = runs["cnn/low/s0"], runs["cnn/high/s0"]
+    up_end = attempts(tmp_path, up["id"])[-1]["ended_at"]
+    down_attempts = attempts(tmp_path, down["id"])
+    assert down_attempts[0]["started_at"] >= up_end and down["upstream"] == up["id"]
+    assert down_attempts[-1]["provenance"]["engine"]["world_size"] == 2

@@ -103,9 +103,11 @@ class Worker:
     def fileno(self) -> int:
         return self.control.fileno()
 
-    def send(self, run_dir: Path) -> None:
+    def send(self, run_dir: Path, helpers: list[dict] | None = None) -> None:
+        """Hand over a run; ``helpers``: the devices of a distributed run's other ranks."""
         self.run_id, self.sent_at = Path(run_dir).name, time.time()
-        self.proc.stdin.write(str(run_dir) + "\n")
+        line = json.dumps({"run": str(run_dir), "helpers": helpers}) if helpers else str(run_dir)
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
     def events(self) -> list[dict]:

@@ -1,0 +1,174 @@
+"""One run over several processes (``gpus_per_run = N``): DistributedDataParallel, torchrun-style.
+
+The worker that takes the run is rank 0: it opens a TCP rendezvous store on localhost (port
+chosen by the system, so two runs never collide), starts ranks 1..N-1 as ``python -m
+runner.rank`` processes, and trains alongside them. Each process has one device: locally
+each rank is pinned to its slot's GPU by ``CUDA_VISIBLE_DEVICES``; in a SLURM task that holds
+N GPUs, rank r takes ``cuda:r``. ``nccl`` joins processes on distinct GPUs, ``gloo`` every
+other case (CPU processes, or ranks sharing one GPU with ``--per-gpu``).
+
+What the loop relies on (``runner/train.py``): every rank sees its part of the same global
+batches (``datasets.batches.shard_bounds``), gradients are averaged, and every decision
+(stop, best epoch, early stop) is taken on values all ranks agree on, so they step in lockstep.
+Rank 0 alone writes the run folder; every rank resumes from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def timeout_s() -> float:
+    """How long a rank waits for the others (rendezvous, a collective): ``RUNNER_DDP_TIMEOUT_S``."""
+    return float(os.environ.get("RUNNER_DDP_TIMEOUT_S", "600"))
+
+
+@dataclass
+class Ranks:
+    """This process's place in a run: rank, world size, and the collectives the loop needs."""
+
+    rank: int = 0
+    world: int = 1
+    backend: str | None = None  # None: one process, no process group
+    helpers: list = field(default_factory=list)  # rank 0: the Popen of ranks 1..N-1
+    store: object = None  # rank 0: the rendezvous server, alive for the run
+    ending: threading.Event = field(default_factory=threading.Event)  # rank 0: helpers may exit now
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sums(self, values: list[float], device) -> list[float]:
+        """Each value summed over the ranks."""
+        if self.world == 1:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=device if self.backend == "nccl" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def any(self, flag: bool, device) -> bool:
+        """True on every rank when it is true on one (a stop request reaches them all at the same step)."""
+        return flag if self.world == 1 else self.sums([float(flag)], device)[0] > 0
+
+    def gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order (the RNG states a checkpoint keeps)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def backend_for(devices: list[str], gpus: list[str | None]) -> str:
+    """nccl when every rank has a GPU of its own, gloo otherwise."""
+    if all(d.startswith("cuda") for d in devices) and None not in gpus and len(set(gpus)) == len(gpus):
+        return "nccl"
+    return "gloo"
+
+
+def join(rank: int, world: int, port: int, backend: str, store=None):
+    """Join the process group (rank 0 passes the store it opened)."""
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=timeout_s())
+    if store is None:
+        store = dist.TCPStore(HOST, port, world, is_master=False, timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+
+
+def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: int | None) -> Ranks:
+    """Rank 0: open the rendezvous, start ranks 1..N-1, join the group. ``helpers``: for each other
+    rank ``{"gpu": CUDA_VISIBLE_DEVICES or None, "device": "cuda:0" | "cuda:r" | "cpu", "threads": n}``."""
+    import torch.distributed as dist
+
+    devices = [device] + [h["device"] for h in helpers]
+    gpus = [os.environ.get("CUDA_VISIBLE_DEVICES") if device.startswith("cuda") else None] + \
+        [h.get("gpu") or (h["device"] if h["device"].startswith("cuda") else None) for h in helpers]
+    if helpers and all(h.get("gpu") is None for h in helpers) and device.startswith("cuda"):
+        gpus = devices  # one process sees every GPU of the task: ranks differ by index
+    backend = backend_for(devices, gpus)
+    store = dist.TCPStore(HOST, 0, world, is_master=True, timeout=datetime.timedelta(seconds=timeout_s()),
+                          wait_for_workers=False)
+    procs = []
+    for r, h in enumerate(helpers, start=1):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if h.get("gpu") is not None:
+            env["CUDA_VISIBLE_DEVICES"] = h["gpu"]
+        cmd = [sys.executable, "-m", "runner.rank", "--run-dir", str(run_dir), "--rank", str(r), "--world", str(world),
+               "--port", str(store.port), "--backend", backend, "--device", h["device"], "--parent", str(os.getpid())]
+        if h.get("threads") or threads:
+            cmd += ["--threads", str(h.get("threads") or threads)]
+        log = open(Path(run_dir) / f"rank-{r}.log", "ab")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
+        log.close()
+    ranks = Ranks(0, world, backend, procs, store)
+    _watch_helpers(procs, run_dir, ranks.ending)
+    join(0, world, store.port, backend, store)
+    return ranks
+
+
+def _watch_helpers(procs: list, run_dir: Path, ending: threading.Event) -> None:
+    """A rank that dies leaves the others blocked in a collective (NCCL waits for its timeout): rank 0
+    exits too, with the reason on stderr, and the launcher retries the run from its checkpoint."""
+
+    def watch() -> None:
+        while not ending.is_set():
+            for r, p in enumerate(procs, start=1):
+                code = p.poll()
+                if code not in (None, 0) and not ending.is_set():
+                    print(f"rank {r} of the run in {run_dir} exited with code {code} (its log: rank-{r}.log); "
+                          "stopping rank 0", file=sys.stderr, flush=True)
+                    os._exit(76)
+            if all(p.poll() == 0 for p in procs):
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def finish(ranks: Ranks, *, failed: bool) -> None:
+    """Leave the group; rank 0 waits for the other ranks (and ends them if the run failed)."""
+    import torch.distributed as dist
+
+    if ranks.world == 1:
+        return
+    if failed:
+        ranks.ending.set()
+    if dist.is_initialized():
+        if not failed:
+            dist.barrier()
+        dist.destroy_process_group()
+    ranks.ending.set()
+    for p in ranks.helpers:
+        try:
+            p.wait(timeout=2 if failed else 60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def default_helpers(world: int, device: str, threads: int | None) -> list[dict]:
+    """Ranks 1..N-1 when no launcher assigned slots (a SLURM task): GPUs of this process by index, or CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        have = torch.cuda.device_count()
+        if have < world:
+            raise RuntimeError(f"gpus_per_run = {world}, but this process sees {have} GPU(s); "
+                               f"ask for {world} (--gpus-per-task {world})")
+        return [{"gpu": None, "device": f"cuda:{r}", "threads": threads} for r in range(1, world)]
+    return [{"gpu": None, "device": "cpu", "threads": threads} for _ in range(1, world)]

@@ -1,0 +1,115 @@
+"""One run over two processes (``gpus_per_run = 2``): DistributedDataParallel with gloo on CPU.
+
+No GPU here, so the two ranks are CPU processes; NCCL, the GPU backend, cannot run. Everything
+else is real: ``runner launch --workers 2`` reserves both slots for the run, its worker starts
+the second rank as a process of its own, they rendezvous on localhost and average gradients.
+The test checks what a user relies on: the same global batch on two processes trains the
+weights one process trains (to float rounding: SGD, no dropout), and a run whose worker is
+killed with -9 mid-training resumes from its checkpoint to the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import run_cli, write_study
+from runner.runfolder import read_json, read_jsonl
+
+STUDY = """
+[study]
+name = "ddp"
+seeds = [0]
+
+[defaults]
+epochs = EPOCHS
+batch_size = 64
+optimizer = "sgd"
+lr = 0.05
+gpus_per_run = RANKS
+
+[architectures.vit]
+model = "vit"
+patch_size = 4
+dim = 32
+depth = 2
+heads = 2
+mlp_dim = 64
+
+[datasets.digits]
+source = "digits"
+
+[[matrix]]
+name = "main"
+architectures = ["vit"]
+datasets = ["digits"]
+"""
+
+
+def _launch(root, ranks: int, epochs: int, *, kill_after: int | None = None):
+    """Train the study's one run with ``ranks`` processes; returns (its folder, the CLI's result)."""
+    write_study(root, STUDY.replace("EPOCHS", str(epochs)).replace("RANKS", str(ranks)))
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "launch", "--workers", str(max(ranks, 1))], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = root / "results" / "runs"
+    if kill_after is not None:  # kill -9 rank 0's worker once it checkpointed `kill_after` epochs
+        end = time.monotonic() + 300
+        while True:
+            folders = [p for p in runs.glob("*") if p.is_dir() and not p.name.startswith(".")] if runs.exists() else []
+            if folders and len(read_jsonl(folders[0] / "metrics.jsonl")) >= kill_after:
+                break
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+            time.sleep(0.01)
+        os.kill(read_json(folders[0] / "heartbeat.json")["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    (folder,) = [p for p in runs.glob("*") if p.is_dir() and not p.name.startswith(".")]
+    return folder, out + err
+
+
+def _weights(folder):
+    return torch.load(folder / "model.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    return _launch(tmp_path_factory.mktemp("single"), 1, 4)[0]
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory):
+    return _launch(tmp_path_factory.mktemp("double"), 2, 4)[0]
+
+
+def test_two_gloo_processes_train_the_weights_of_one_with_the_same_global_batch(single, double):
+    assert single.name == double.name  # gpus_per_run says how the run is trained, not what: the same run id
+    one, two = _weights(single), _weights(double)
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    a, b = (read_json(f / "summary.json") for f in (single, double))
+    # the last epoch's mean loss, summed over both ranks' shares, is the single process's (float rounding
+    # of 80 steps apart); so is the accuracy on the test split, which the ranks evaluate half each
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * a["train_loss"] and a["test_acc"] == b["test_acc"]
+    assert a["steps"] == b["steps"]
+    engine = next(e["engine"] for e in read_jsonl(double / "attempts.jsonl") if e["event"] == "engine")
+    assert (engine["world_size"], engine["ddp_backend"], engine["global_batch"], engine["batch_per_process"]) == \
+        (2, "gloo", 64, 32)
+    assert (double / "rank-1.log").exists()  # the second rank ran as a process of its own
+
+
+def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(double, tmp_path):
+    folder, out = _launch(tmp_path, 2, 4, kill_after=2)
+    assert "retrying" in out and "1 done" in out, out
+    attempts = [e for e in read_jsonl(folder / "attempts.jsonl")]
+    assert [e["status"] for e in attempts if e["event"] == "end"] == ["lost", "done"]
+    resumed = [e["engine"]["resumed_from"] for e in attempts if e["event"] == "engine"]
+    assert resumed[0] is None and resumed[1]["epoch"] >= 1
+    mine, straight = _weights(folder), _weights(double)
+    assert max((mine[k] - straight[k]).abs().max().item() for k in mine) < 1e-6
+    assert json.loads((folder / "summary.json").read_text())["epochs"] == 4

@@ -1,0 +1,123 @@
+"""Staged studies: a fine-tuning cell starts from the weights of a pretraining cell.
+
+A real two-stage study on digits (pretrain a CNN on digits 0-4, fine-tune it on 5-9 with a
+frozen backbone) launched with real workers: the upstream is trained first even when only the
+downstream is selected, the frozen parameters (BatchNorm statistics included) do not move, and
+retraining the upstream makes the finished downstream stale. Bad dependencies are refused at
+plan time with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import STAGED_STUDY, run_cli, write_study
+from runner.errors import SpecError
+from runner.plan import expand
+from runner.spec import load_study
+
+
+def _study(tmp_path, init: str = "run:pretrain", extra: str = "", seeds: str = "[0]"):
+    finetune = f'init = "{init}", freeze = "all_but_head", head_lr = 0.01'
+    write_study(tmp_path, STAGED_STUDY.replace("EPOCHS", "2").replace("FINETUNE", finetune)
+                .replace("seeds = [0]", f"seeds = {seeds}") + extra)
+    return tmp_path / "experiments.toml"
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+
+
+def _status(cwd, *args) -> dict:
+    out = run_cli("status", "--json", *args, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return {r["label"]: r for r in json.loads(out.stdout)["runs"]}
+
+
+def test_the_downstream_resolves_to_its_upstream_run_and_keeps_one_cell_over_seeds(tmp_path):
+    runs = {r.label: r for r in expand(load_study(_study(tmp_path, seeds="[0, 1]"))).runs}
+    for seed in (0, 1):
+        down, up = runs[f"cnn/high/s{seed}"], runs[f"cnn/low/s{seed}"]
+        assert down.upstream == up.id and down.config["train"]["init"] == f"run:{up.id}"
+    assert runs["cnn/high/s0"].cell == runs["cnn/high/s1"].cell  # the seeds of a fine-tuning cell stay one cell
+    # editing the upstream's recipe makes a new upstream run, hence a new downstream run
+    edited = _study(tmp_path / "edited", seeds="[0, 1]",
+                    extra='\n[[override]]\nmatch = { matrix = "pretrain" }\nset = { epochs = 3 }\n')
+    again = {r.label: r for r in expand(load_study(edited)).runs}
+    assert again["cnn/high/s0"].id != runs["cnn/high/s0"].id
+    assert again["cnn/high/s0"].upstream == again["cnn/low/s0"].id != runs["cnn/low/s0"].id
+
+
+@pytest.mark.parametrize("init, message", [
+    ("run:finetune", "cyclic dependency: cnn/high/s0 -> cnn/high/s0"),
+    ("run:nowhere", "no matrix named nowhere; defined: pretrain, finetune"),
+    ("run:dataset=nowhere", 'selects no run of the study (cell cnn/high/s0)'),
+    ("run:matrix=pretrain,architecture.nope=1", "architecture.nope: no run has architecture.nope"),
+])
+def test_a_cyclic_or_dangling_dependency_is_refused_at_plan_time(tmp_path, init, message):
+    with pytest.raises(SpecError) as e:
+        expand(load_study(_study(tmp_path, init)))
+    assert message in str(e.value) and "[[matrix]] finetune set init:" in str(e.value)
+
+
+def test_a_cycle_through_two_cells_names_the_loop_in_one_line_with_exit_code_2(tmp_path):
+    extra = '\n[[override]]\nmatch = { matrix = "pretrain" }\nset = { init = "run:finetune" }\n'
+    _study(tmp_path, extra=extra)
+    out = run_cli("plan", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "init: cyclic dependency: cnn/low/s0 -> cnn/high/s0 -> cnn/low/s0" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_pretrained_weights_are_refused_for_an_architecture_timm_does_not_provide(tmp_path):
+    with pytest.raises(SpecError, match="pretrained weights exist for timm:<model> architectures only"):
+        expand(load_study(_study(tmp_path, "pretrained")))
+
+
+def test_two_stage_study_runs_in_order_freezes_the_backbone_and_goes_stale_when_the_upstream_retrains(tmp_path):
+    _study(tmp_path)
+    (tmp_path / ".gitignore").write_text("results/\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "study")
+
+    plan = run_cli("plan", cwd=tmp_path, timeout=120)
+    assert "stage 1: pretrain (1 run)" in plan.stdout and "stage 2: finetune (1 run)" in plan.stdout, plan.stdout
+
+    # only the downstream is selected: its upstream is trained first, then it
+    out = run_cli("launch", "--matrix", "finetune", "--workers", "2", cwd=tmp_path)
+    assert out.returncode == 0 and "2 done" in out.stdout, out.stdout + out.stderr
+    runs = _status(tmp_path)
+    up, down = runs["cnn/low/s0"], runs["cnn/high/s0"]
+    assert up["state"] == down["state"] == "done"
+    assert down["upstream"] == up["id"] and down["stage"] == 2
+    folders = tmp_path / "results" / "runs"
+    up_end = [json.loads(line) for line in (folders / up["id"] / "attempts.jsonl").open()][-1]["time"]
+    down_events = [json.loads(line) for line in (folders / down["id"] / "attempts.jsonl").open()]
+    assert down_events[0]["time"] >= up_end  # the downstream started after its upstream finished
+    engine = next(e["engine"] for e in down_events if e["event"] == "engine")
+    assert engine["init"] == f"run:{up['id']}" and engine["frozen_params"] > 0 and engine["fresh_head"] == []
+
+    # frozen: every tensor but the head's, BatchNorm statistics included, is the upstream's
+    before = torch.load(folders / up["id"] / "model.pt", weights_only=True)
+    after = torch.load(folders / down["id"] / "model.pt", weights_only=True)
+    moved = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert moved == ["head.bias", "head.weight"]
+    assert down["summary"]["init_run"] == up["id"]
+
+    # retrain the first stage at a new commit: the second is stale because of it
+    (tmp_path / "notes.txt").write_text("the code changed\n")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "change")
+    again = run_cli("launch", "--matrix", "pretrain", "--rerun", "stale", "--workers", "1", cwd=tmp_path)
+    assert again.returncode == 0 and "1 done" in again.stdout, again.stdout + again.stderr
+    runs = _status(tmp_path)
+    assert runs["cnn/low/s0"]["state"] == "done"
+    assert runs["cnn/high/s0"]["state"] == "stale"
+    assert "its upstream cnn/low/s0 trained again after it started from it" in runs["cnn/high/s0"]["reason"]
