@@ -55,6 +55,13 @@ def shard_bounds(m: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + base + (rank < extra)
 
 
+def trained_shares(m: int, world: int, even: bool) -> list[int]:
+    """Images each process trains of a global batch of ``m``: its ``shard_bounds`` part, less an
+    odd image when batches are mixed (Mixup/CutMix pair images). Every process computes the same list."""
+    sizes = [hi - lo for lo, hi in (shard_bounds(m, r, world) for r in range(world))]
+    return [n - n % 2 for n in sizes] if even else sizes
+
+
 def global_batches(n: int, batch_size: int, world: int, drop_small: bool) -> int:
     """Global batches of an epoch; with ``drop_small`` a last batch too small to give every
     process an image is dropped (a process without a batch would stall the others)."""

@@ -75,6 +75,8 @@ class Dispatcher:
             for slot in self.slots[: sum(ranks_of(r) for r in self.queue)]:
                 self._start_worker(slot)
             self._order_queue()
+            stage = depths(self.queue, self.by_id)  # upstreams first (stable: the order above within a stage)
+            self.queue = deque(sorted(self.queue, key=lambda r: stage[r.id]))
             while self.queue or self.in_flight or self.pool.workers:
                 for w, event in self.pool.poll(0.5):
                     self._on_event(w, event)
@@ -106,9 +108,7 @@ class Dispatcher:
         from .estimate import expected_seconds, longest_first
 
         runs = list(self.queue)
-        ordered = longest_first(runs, expected_seconds(runs, self.store.history()))
-        stage = depths(ordered, self.by_id)  # upstreams first, longest first within a stage
-        self.queue = deque(sorted(ordered, key=lambda r: stage[r.id]))
+        self.queue = deque(longest_first(runs, expected_seconds(runs, self.store.history())))
 
     def _refill(self) -> bool:
         """Ask the feed for more runs; False when it has none now."""
@@ -126,24 +126,27 @@ class Dispatcher:
         waited and those whose upstream will not be done; runs waiting for an upstream stay queued."""
         if not self.queue:
             self._refill()
-        waiting = []
-        run = None
-        while self.queue:
-            candidate = self.queue.popleft()
-            if self.folder(candidate.id).cancel_requested():
-                self._finished(candidate, "cancelled", "cancelled before it started")
-                continue
-            upstream = self._upstream(candidate)
-            if upstream == "wait":
-                waiting.append(candidate)
-                continue
-            if upstream is not None:
-                self._finished(candidate, "blocked", upstream)
-                continue
-            run = candidate
-            break
-        self.queue.extendleft(reversed(waiting))
-        return run
+        settled = True
+        while settled:  # a run settled in a pass may be the upstream a run parked earlier waits for
+            settled, waiting, run = False, [], None
+            while self.queue:
+                candidate = self.queue.popleft()
+                upstream = self._upstream(candidate)
+                if self.folder(candidate.id).cancel_requested():
+                    self._finished(candidate, "cancelled", "cancelled before it started")
+                elif upstream == "wait":
+                    waiting.append(candidate)
+                    continue
+                elif upstream is not None:
+                    self._finished(candidate, "blocked", upstream)
+                else:
+                    run = candidate
+                    break
+                settled = True
+            self.queue.extendleft(reversed(waiting))
+            if run is not None:
+                return run
+        return None
 
     def _upstream(self, run) -> str | None:
         """None when ``run`` may start; "wait" while its upstream is queued or running; else why it cannot."""
@@ -169,13 +172,26 @@ class Dispatcher:
             if need > len(self.idle):
                 self.queue.appendleft(run)  # it keeps its place; slots that free up wait for it
                 return
-            w, helpers = self.idle.pop(0), [self.idle.pop(0) for _ in range(need - 1)]
+            w, helpers = self._take_idle(need)
             w.send(self.study.runs_dir / run.id, [{"gpu": h.slot.gpu, "device": "cuda:0" if h.slot.gpu is not None
                                                    else "cpu", "threads": h.slot.threads} for h in helpers])
             if helpers:
                 self.lent[run.id] = helpers
             self.in_flight[run.id] = w
             self.display.started(run, w.slot)
+
+    def _take_idle(self, n: int) -> tuple[Worker, list[Worker]]:
+        """``n`` idle workers for one run, on distinct GPUs where there are enough (``--per-gpu`` puts
+        several slots on one GPU; ranks sharing a GPU fall back to gloo)."""
+        chosen, gpus = [], set()
+        for w in self.idle:  # one slot per GPU first
+            if len(chosen) < n and (w.slot.gpu is None or w.slot.gpu not in gpus):
+                chosen.append(w)
+                gpus.add(w.slot.gpu)
+        chosen += [w for w in self.idle if w not in chosen][:n - len(chosen)]
+        for w in chosen:
+            self.idle.remove(w)
+        return chosen[0], chosen[1:]
 
     # ------------------------------------------------------------------ events
 

@@ -23,8 +23,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+from .runfolder import read_json
 
 HOST = "127.0.0.1"
+GRACE_S = 15.0  # how long rank 0 may take to notice on its own that another rank failed
 
 
 def timeout_s() -> float:
@@ -40,6 +44,7 @@ class Ranks:
     world: int = 1
     backend: str | None = None  # None: one process, no process group
     helpers: list = field(default_factory=list)  # rank 0: the Popen of ranks 1..N-1
+    run_dir: Path | None = None
     store: object = None  # rank 0: the rendezvous server, alive for the run
     ending: threading.Event = field(default_factory=threading.Event)  # rank 0: helpers may exit now
 
@@ -61,6 +66,17 @@ class Ranks:
     def any(self, flag: bool, device) -> bool:
         """True on every rank when it is true on one (a stop request reaches them all at the same step)."""
         return flag if self.world == 1 else self.sums([float(flag)], device)[0] > 0
+
+    def sync_buffers(self, *modules) -> None:
+        """Rank 0's buffers (BatchNorm statistics, which each rank updates on its own batches) on
+        every rank, so that evaluation and the saved weights are one model's."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for m in modules:
+            for b in m.buffers():
+                dist.broadcast(b, 0)
 
     def gather(self, obj) -> list:
         """``obj`` of every rank, in rank order (the RNG states a checkpoint keeps)."""
@@ -90,9 +106,11 @@ def join(rank: int, world: int, port: int, backend: str, store=None):
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
 
 
-def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: int | None) -> Ranks:
+def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: int | None,
+          on_failure: Callable[[str], None]) -> Ranks:
     """Rank 0: open the rendezvous, start ranks 1..N-1, join the group. ``helpers``: for each other
-    rank ``{"gpu": CUDA_VISIBLE_DEVICES or None, "device": "cuda:0" | "cuda:r" | "cpu", "threads": n}``."""
+    rank ``{"gpu": CUDA_VISIBLE_DEVICES or None, "device": "cuda:0" | "cuda:r" | "cpu", "threads": n}``.
+    ``on_failure(reason)``: records the run failed when another rank fails and rank 0 is stuck."""
     import torch.distributed as dist
 
     devices = [device] + [h["device"] for h in helpers]
@@ -108,6 +126,7 @@ def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: 
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if h.get("gpu") is not None:
             env["CUDA_VISIBLE_DEVICES"] = h["gpu"]
+        error_file(run_dir, r).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "runner.rank", "--run-dir", str(run_dir), "--rank", str(r), "--world", str(world),
                "--port", str(store.port), "--backend", backend, "--device", h["device"], "--parent", str(os.getpid())]
         if h.get("threads") or threads:
@@ -115,29 +134,53 @@ def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: 
         log = open(Path(run_dir) / f"rank-{r}.log", "ab")
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
         log.close()
-    ranks = Ranks(0, world, backend, procs, store)
-    _watch_helpers(procs, run_dir, ranks.ending)
+    ranks = Ranks(0, world, backend, procs, run_dir=Path(run_dir), store=store)
+    _watch_helpers(ranks, on_failure)
     join(0, world, store.port, backend, store)
     return ranks
 
 
-def _watch_helpers(procs: list, run_dir: Path, ending: threading.Event) -> None:
-    """A rank that dies leaves the others blocked in a collective (NCCL waits for its timeout): rank 0
-    exits too, with the reason on stderr, and the launcher retries the run from its checkpoint."""
+def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None]) -> None:
+    """Another rank that ends early leaves rank 0 in a collective: gloo raises there soon (the run
+    fails in rank 0 with the other rank's reason), NCCL waits out its timeout. So after a grace
+    period rank 0 exits: a rank that failed (its error file says why) fails the run, one killed by a
+    signal (the OOM killer, kill -9) makes it lost, and the launcher retries it from its checkpoint."""
 
     def watch() -> None:
-        while not ending.is_set():
-            for r, p in enumerate(procs, start=1):
+        while not ranks.ending.is_set():
+            for r, p in enumerate(ranks.helpers, start=1):
                 code = p.poll()
-                if code not in (None, 0) and not ending.is_set():
-                    print(f"rank {r} of the run in {run_dir} exited with code {code} (its log: rank-{r}.log); "
+                if code not in (None, 0) and not ranks.ending.wait(GRACE_S):
+                    reason = failure_of(ranks)
+                    if reason is not None:
+                        on_failure(reason)
+                    print(f"rank {r} of the run in {ranks.run_dir} exited with code {code} (its log: rank-{r}.log); "
                           "stopping rank 0", file=sys.stderr, flush=True)
                     os._exit(76)
-            if all(p.poll() == 0 for p in procs):
+            if all(p.poll() == 0 for p in ranks.helpers):
                 return
             time.sleep(0.5)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def error_file(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank-{rank}.error.json"
+
+
+def failure_of(ranks: Ranks, wait_s: float = 0.0) -> str | None:
+    """Why another rank of the run failed (from its error file), if one did; ``wait_s``: time the
+    other ranks get to exit first (rank 0 may see a collective break before the rank that broke it ends)."""
+    deadline = time.monotonic() + wait_s
+    for r, p in enumerate(ranks.helpers, start=1):
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        info = read_json(error_file(ranks.run_dir, r)) if ranks.run_dir else None
+        if info:
+            return f"rank {r}: {info['reason']}"
+    return None
 
 
 def finish(ranks: Ranks, *, failed: bool) -> None:

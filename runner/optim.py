@@ -50,6 +50,12 @@ def make_optimizer(model: nn.Module, r: Recipe, *, fused: bool = False, head: se
     return torch.optim.AdamW(groups, lr=r.lr, fused=fused or None)
 
 
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate for this step, times each group's ``lr_scale`` (the head's ``head_lr``)."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
 def use_fused(r: Recipe, device: torch.device) -> bool:
     """Fused kernels exist for AdamW and SGD on CUDA and CPU; ``auto`` takes them on CUDA only,
     where they pay off (on CPU they are a choice, ``fused = true``)."""

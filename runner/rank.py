@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 
@@ -46,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from .distributed import Ranks, join
-    from .runfolder import RunFolder
+    from .distributed import Ranks, error_file, join
+    from .runfolder import RunFolder, write_json_atomic
+    from .worker import one_line
     from .train import Interrupted, train
 
     if args.threads:
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
               ranks=ranks, should_stop=stop.is_set)
     except Interrupted:
         pass
+    except Exception as e:  # rank 0 reports it as the run's failure (runner/distributed.py)
+        write_json_atomic(error_file(args.run_dir, args.rank), {"reason": one_line(e), "traceback": traceback.format_exc()})
+        raise
     import torch.distributed as dist
 
     dist.barrier()

@@ -130,12 +130,13 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
     return result
 
 
-def slurm_groups(todo: list[Run]) -> list[list[Run]]:
+def slurm_groups(todo: list[Run], by_id: dict[str, Run]) -> list[list[Run]]:
     """One job array per stage and number of processes per run, upstream stages first: a task's
-    resources fit every run of its array, and a stage's array waits for the arrays it starts from."""
+    resources fit every run of its array, and a stage's array waits for the arrays it starts from
+    (``by_id``: every run of the launch, so a run whose upstream was submitted earlier is not stage 1)."""
     from .dispatch import ranks_of
 
-    stage = depths(todo, {r.id: r for r in todo})
+    stage = depths(todo, by_id)
     groups: dict[tuple[int, int], list[Run]] = {}
     for r in todo:
         groups.setdefault((stage[r.id], ranks_of(r)), []).append(r)
@@ -190,7 +191,7 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
             todo = longest_first(todo, expected_seconds(todo, store.history()))
         device = "cuda" if options.gpus_per_task else "cpu"
         task_of_run = {r.id: tasks[r.id] for r in waiting}  # upstreams submitted earlier, still to run
-        for group in slurm_groups(todo):
+        for group in slurm_groups(todo, {r.id: r for r in runs}):
             after = sorted({task_of_run[r.upstream].split("_")[0] for r in group if r.upstream in task_of_run})
             # dealt round-robin from longest to shortest: each task starts with a long run and chunks even out
             n = -(-len(group) // options.per_task)

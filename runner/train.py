@@ -33,7 +33,7 @@ from torch import nn
 
 from architectures import create_model
 from datasets import SPLITS, build_dataset
-from datasets.batches import make_batches, make_mixer
+from datasets.batches import make_batches, make_mixer, trained_shares
 
 from . import checkpoint as ckpt
 from . import finetune
@@ -41,7 +41,7 @@ from .distributed import Ranks
 from .loop_state import Diverged, Progress, StepStats  # noqa: F401  (callers catch train.Diverged)
 from .engine import Engine, resolve_engine
 from .measure import INFER_BATCH, count_flops, count_params, inference_speed, peak_memory_mb, reset_peak_memory
-from .optim import WeightEma, lr_at, make_optimizer
+from .optim import WeightEma, lr_at, make_optimizer, set_lr
 from .recipe import Recipe
 
 EVAL_BATCH = 512
@@ -127,8 +127,8 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
     mixer = make_mixer(r.mixup, r.cutmix, r.mix_prob, r.mix_switch_prob, r.label_smoothing, info.num_classes)
 
     # model (from scratch, pretrained, or an upstream run's weights unless resuming), what trains, engine
-    model = build_model(config["architecture"], info, pretrained=r.init == "pretrained").to(dev)
     saved = ckpt.load(checkpoint) if checkpoint is not None else None
+    model = build_model(config["architecture"], info, pretrained=r.init == "pretrained" and saved is None).to(dev)
     fresh_head = finetune.load_upstream(model, upstream, r.init[4:]) if upstream is not None and saved is None else []
     frozen = finetune.freeze(model, r.freeze)
     if ranks.rank:  # dropout and other randomness of the model differ between ranks; rank 0 draws as alone
@@ -150,6 +150,7 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
     # what validation, test and model.pt see (never the DDP wrapper: evaluation has no gradients to share)
     evaluated = ema.module if ema is not None else (forward if ranks.world == 1 else model)
     n_train = len(splits["train"][0])
+    buffered = (model, ema.module) if ema is not None else (model,)  # rank 0's BatchNorm statistics before evaluating
 
     # resume
     p, best_state = Progress(), None
@@ -277,13 +278,14 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if mixer is not None and len(y) % 2:  # mixing pairs images: drop the odd one of a last batch
                 x, y = x[:-1], y[:-1]
-            if len(y) == 0:
+            # images the step trains over all ranks; a batch some rank has none of is skipped by all alike
+            shares = [len(y)] if ranks.world == 1 else trained_shares(
+                min(r.batch_size, n_train - (p.batch - 1) * r.batch_size), ranks.world, mixer is not None)
+            if min(shares) == 0:
                 continue
-            for group in opt.param_groups:
-                group["lr"] = lr_at(p.step, r, total_steps=total_steps, warmup_steps=warmup_steps,
-                                    steps_per_epoch=steps_per_epoch)
-            whole = len(y) if ranks.world == 1 else min(r.batch_size, n_train - (p.batch - 1) * r.batch_size)
-            loss, correct = optimizer_step(x, y, whole)
+            set_lr(opt, lr_at(p.step, r, total_steps=total_steps, warmup_steps=warmup_steps,
+                              steps_per_epoch=steps_per_epoch))
+            loss, correct = optimizer_step(x, y, sum(shares))
             p.step += 1
             stats.add(p, epoch, loss, correct, len(y))
             if p.step >= total_steps:
@@ -305,6 +307,7 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
                    "lr": opt.param_groups[0]["lr"], "train_images_per_s": p.seen / max(p.epoch_train_s, 1e-9)}
         val_t0 = time.perf_counter()
         if epoch % r.eval_every == 0 or last:
+            ranks.sync_buffers(*buffered)
             val_loss, val_acc = evaluate(evaluated, val_batches, engine, ranks)
             metrics.update(val_loss=val_loss, val_acc=val_acc)
             p.best_val_acc = max(p.best_val_acc, val_acc)
@@ -329,6 +332,7 @@ def train(config: dict, *, device: str = "cpu", checkpoint: Path | None = None, 
             save_checkpoint()
 
     # test the last weights, then the best (on the monitor); the recipe picks the reported pair
+    ranks.sync_buffers(*buffered)
     last_loss, last_acc = evaluate(evaluated, test_batches, engine, ranks)
     eval_module = ema.module if ema is not None else model
     last_state = ckpt.cpu_state(eval_module)

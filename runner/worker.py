@@ -33,7 +33,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .runfolder import RunFolder, heartbeat_every_s
+from .runfolder import RunFolder, heartbeat_every_s, read_json, write_json_atomic
 
 _stop = threading.Event()
 _busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
@@ -125,6 +125,16 @@ def upstream_of(folder: RunFolder, run: dict) -> tuple[RunFolder | None, str | N
     return up, None
 
 
+def started_from(folder: RunFolder, upstream: RunFolder) -> dict:
+    """Which training of the upstream the run's weights come from (it is stale once the upstream
+    trains again): noted when the run starts from the upstream's weights, kept while it resumes."""
+    note = folder.file("init_from.json")
+    if not folder.file("checkpoint.pt").exists() or read_json(note) is None:
+        write_json_atomic(note, {"init_run": upstream.path.name,
+                                 "init_run_finished_at": upstream.read().attempts[-1].get("ended_at")})
+    return read_json(note)
+
+
 def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict] | None = None) -> tuple[str, str | None]:
     """Train one run into its folder; returns (state, reason). ``helpers``: the other ranks' devices
     of a distributed run (``gpus_per_run`` > 1), as the launcher assigned them."""
@@ -163,16 +173,13 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
     world = config["train"].get("gpus_per_run", 1)
     ranks, failed = distributed.Ranks(), True
     try:
-        if upstream is not None:  # which training of the upstream this run starts from (stale if it trains again)
-            ended = upstream.read().attempts[-1].get("ended_at")
-            from_upstream = {"init_run": upstream.path.name, "init_run_finished_at": ended}
-        else:
-            from_upstream = {}
+        from_upstream = started_from(folder, upstream) if upstream is not None else {}
         with _Heartbeat(folder, attempt, progress) as beat:
             if world > 1:
                 if helpers is None:  # a batch task (SLURM) holds the resources of every rank: share them
                     helpers = distributed.default_helpers(world, device, _share_threads(world))
-                ranks = distributed.start(folder.path, world, device, helpers, _threads[0])
+                ranks = distributed.start(folder.path, world, device, helpers, _threads[0],
+                                          on_failure=lambda reason: folder.fail(attempt, reason, ""))
             summary = train(config, device=device, checkpoint=folder.file("checkpoint.pt"),
                             weights=folder.file("model.pt"), upstream=upstream.file("model.pt") if upstream else None,
                             ranks=ranks, on_engine=on_engine, on_epoch=on_epoch,
@@ -199,7 +206,7 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         mirror.finish("cancelled", reason=status)
         result = ("pruned" if pruned is not None else "cancelled"), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
-        reason = one_line(e)
+        reason = (distributed.failure_of(ranks, wait_s=5.0) if world > 1 else None) or one_line(e)
         folder.fail(attempt, reason, traceback.format_exc())
         mirror.finish("failed", reason=reason)
         result = "failed", reason

@@ -121,3 +121,18 @@ def test_two_stage_study_runs_in_order_freezes_the_backbone_and_goes_stale_when_
     assert runs["cnn/low/s0"]["state"] == "done"
     assert runs["cnn/high/s0"]["state"] == "stale"
     assert "its upstream cnn/low/s0 trained again after it started from it" in runs["cnn/high/s0"]["reason"]
+
+
+def test_head_lr_gives_the_head_its_own_rate_through_the_schedule():
+    from architectures import create_model
+    from runner.finetune import freeze, head_parameters
+    from runner.optim import make_optimizer, set_lr
+    from runner.recipe import Recipe
+
+    model = create_model("resnet18_cifar", num_classes=5, in_chans=1, img_size=8, width=4)
+    assert freeze(model, "backbone") == sum(p.numel() for n, p in model.named_parameters() if not n.startswith("head."))
+    opt = make_optimizer(model, Recipe(lr=1e-3, head_lr=1e-2), head=head_parameters(model))
+    set_lr(opt, 5e-4)  # the schedule, half way down
+    head = {id(p) for p in model.head.parameters()}
+    rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert set(rates) == head and all(rates[i] == pytest.approx(5e-3) for i in head)  # the rest is frozen
