@@ -172,6 +172,7 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
     result: tuple[str, str | None]
     world = config["train"].get("gpus_per_run", 1)
     ranks, failed = distributed.Ranks(), True
+    threads = sys.modules["torch"].get_num_threads()  # a distributed run may share them out: restored after
     try:
         from_upstream = started_from(folder, upstream) if upstream is not None else {}
         with _Heartbeat(folder, attempt, progress) as beat:
@@ -213,8 +214,8 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
     finally:
         if failed:
             distributed.finish(ranks, failed=True)
-        if _threads[0] and world > 1:
-            sys.modules["torch"].set_num_threads(_threads[0])
+        if world > 1:
+            sys.modules["torch"].set_num_threads(threads)
         _busy.clear()
     if result[0] != "done":
         release_memory()
