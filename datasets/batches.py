@@ -151,21 +151,22 @@ class _EpochOrder(Sampler):
         self.n, self.shuffle, self.seed, self.epoch, self.skip = n, shuffle, seed, 0, 0
         self.batch_size, (self.rank, self.world) = batch_size, shard
 
-    def _indices(self) -> list[int]:
-        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist() if self.shuffle \
-            else list(range(self.n))
+    def _parts(self) -> list[tuple[int, int]]:
+        """(start, stop) in the epoch's order of this process's part of each global batch from ``skip`` on."""
         out = []
         for k in range(self.skip, global_batches(self.n, self.batch_size, self.world, self.shuffle)):
             i = k * self.batch_size
             lo, hi = shard_bounds(min(self.batch_size, self.n - i), self.rank, self.world)
-            out.extend(order[i + lo:i + hi])
+            out.append((i + lo, i + hi))
         return out
 
-    def __len__(self) -> int:
-        return len(self._indices())
+    def __len__(self) -> int:  # without drawing the epoch's permutation
+        return sum(hi - lo for lo, hi in self._parts())
 
     def __iter__(self):
-        return iter(self._indices())
+        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist() if self.shuffle \
+            else list(range(self.n))
+        return iter([i for lo, hi in self._parts() for i in order[lo:hi]])
 
 
 class _SeededPerImage(Dataset):

@@ -89,9 +89,11 @@ class Ranks:
         return out
 
 
-def backend_for(devices: list[str], gpus: list[str | None]) -> str:
-    """nccl when every rank has a GPU of its own, gloo otherwise."""
-    if all(d.startswith("cuda") for d in devices) and None not in gpus and len(set(gpus)) == len(gpus):
+def backend_for(places: list[tuple[str | None, str]]) -> str:
+    """nccl when every rank has a GPU of its own, gloo otherwise. ``places``: each rank's
+    (CUDA_VISIBLE_DEVICES, device): ("0", "cuda:0") and ("1", "cuda:0") are two GPUs, as are
+    ("0,1", "cuda:0") and ("0,1", "cuda:1"); two ("0", "cuda:0") share one."""
+    if all(device.startswith("cuda") for _, device in places) and len(set(places)) == len(places):
         return "nccl"
     return "gloo"
 
@@ -113,12 +115,8 @@ def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: 
     ``on_failure(reason)``: records the run failed when another rank fails and rank 0 is stuck."""
     import torch.distributed as dist
 
-    devices = [device] + [h["device"] for h in helpers]
-    gpus = [os.environ.get("CUDA_VISIBLE_DEVICES") if device.startswith("cuda") else None] + \
-        [h.get("gpu") or (h["device"] if h["device"].startswith("cuda") else None) for h in helpers]
-    if helpers and all(h.get("gpu") is None for h in helpers) and device.startswith("cuda"):
-        gpus = devices  # one process sees every GPU of the task: ranks differ by index
-    backend = backend_for(devices, gpus)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    backend = backend_for([(visible, device)] + [(h.get("gpu") or visible, h["device"]) for h in helpers])
     store = dist.TCPStore(HOST, 0, world, is_master=True, timeout=datetime.timedelta(seconds=timeout_s()),
                           wait_for_workers=False)
     procs = []
