@@ -61,6 +61,7 @@ class Dispatcher:
         self.in_flight: dict[str, Worker] = {}
         self.idle: list[Worker] = []  # ready, waiting for a run they can take
         self.lent: dict[str, list[Worker]] = {}  # a distributed run's other slots, held while it runs
+        self.vacated: dict[str, list] = {}  # lent slots whose worker died: their GPU still trains a rank
         self.pool = WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
         self.feed = feed
 
@@ -204,7 +205,7 @@ class Dispatcher:
         elif kind == "finished":
             rid = event["run"]
             self.in_flight.pop(rid, None)
-            self.idle.extend(self.lent.pop(rid, []))
+            self._release(rid)
             w.run_id = None
             self._finished(self.by_id[rid], event["state"], event.get("reason"))
             self._assign()
@@ -218,20 +219,29 @@ class Dispatcher:
         rid = w.run_id
         if w in self.idle:
             self.idle.remove(w)
-        for helpers in self.lent.values():
-            if w in helpers:  # a lent slot's worker died: its slot comes back with a fresh worker
-                helpers.remove(w)
+        lent_to = next((r for r, helpers in self.lent.items() if w in helpers), None)
+        if lent_to is not None:  # its slot gets a fresh worker once that run ends, not while a rank trains on it
+            self.lent[lent_to].remove(w)
+            self.vacated.setdefault(lent_to, []).append(w.slot)
         if rid is not None and self.in_flight.pop(rid, None) is not None:
-            self.idle.extend(self.lent.pop(rid, []))
+            self._release(rid)
             self._died_during(self.by_id[rid], w, code)
         if not w.started:
             raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
                                f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
         if not self.queue and not w.closing:
             self._refill()  # a tuner replaces a failed trial
-        if self.queue and not w.closing:
+        if self.queue and not w.closing and lent_to is None:
             self._start_worker(w.slot)
         self._assign()
+
+    def _release(self, run_id: str) -> None:
+        """A distributed run ended: its lent slots take runs again, a vacated one with a fresh worker
+        (always: the run may be retried, or a tuner may add runs, and both need every slot; a worker
+        with nothing to do is told to exit as soon as it is ready)."""
+        self.idle.extend(self.lent.pop(run_id, []))
+        for slot in self.vacated.pop(run_id, []):
+            self._start_worker(slot)
 
     def _died_during(self, run, w: Worker, code: int) -> None:
         """Mark the open attempt lost and put the run back at the front of the queue, or give up on it."""

@@ -5,7 +5,8 @@ else is real: ``runner launch --workers 2`` reserves both slots for the run, its
 the second rank as a process of its own, they rendezvous on localhost and average gradients.
 The test checks what a user relies on: the same global batch on two processes trains the
 weights one process trains (to float rounding: SGD, no dropout), and a run whose worker is
-killed with -9 mid-training resumes from its checkpoint to the weights of an uninterrupted run.
+killed with -9 mid-training resumes from its checkpoint to the weights of an uninterrupted run,
+and a slot lent to a distributed run takes no other run while that run's rank still trains there.
 """
 
 from __future__ import annotations
@@ -113,3 +114,60 @@ def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(doubl
     mine, straight = _weights(folder), _weights(double)
     assert max((mine[k] - straight[k]).abs().max().item() for k in mine) < 1e-6
     assert json.loads((folder / "summary.json").read_text())["epochs"] == 4
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of ``pid``'s child processes, read from /proc (no psutil here)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            ppid = int(open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()[1])
+            cmdline = open(f"/proc/{stat}/cmdline").read().replace("\0", " ")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append((int(stat), cmdline))
+    return out
+
+
+def test_a_lent_slot_whose_worker_dies_takes_no_run_until_the_distributed_run_ends(tmp_path):
+    # vit trains on both slots; the other slot's own worker only waits for it. Kill that worker:
+    # the slot's second rank still trains there, so the queued run must wait for the slot
+    study = STUDY.replace("EPOCHS", "3").replace("RANKS", "1").replace(
+        'architectures = ["vit"]', 'architectures = ["vit", "small"]') + """
+[architectures.small]
+model = "vit"
+patch_size = 4
+dim = 16
+depth = 1
+heads = 2
+mlp_dim = 32
+
+[[override]]
+match = { architecture = "vit" }
+set = { gpus_per_run = 2, epochs = 40 }  # about 15 s: time for a fresh worker to start
+"""
+    write_study(tmp_path, study)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "launch", "--workers", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "results" / "runs"
+    end = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        trained = [p for p in runs.glob("[!.]*") if read_jsonl(p / "metrics.jsonl")] if runs.exists() else []
+        if trained:
+            break
+        time.sleep(0.05)
+    (wide,) = trained
+    rank0 = read_json(wide / "heartbeat.json")["pid"]
+    (lent,) = [pid for pid, cmd in _children(proc.pid) if "runner.worker" in cmd and pid != rank0]
+    os.kill(lent, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "2 done" in out, out + err
+    (small,) = [p for p in runs.glob("[!.]*") if p != wide]
+    wide_end = max(e["time"] for e in read_jsonl(wide / "attempts.jsonl") if e["event"] == "end")
+    small_start = min(e["time"] for e in read_jsonl(small / "attempts.jsonl") if e["event"] == "start")
+    assert small_start > wide_end
+    assert [e["status"] for e in read_jsonl(wide / "attempts.jsonl") if e["event"] == "end"] == ["done"]
