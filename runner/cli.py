@@ -54,7 +54,7 @@ def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt
     plan_view(sel.study.name, entries)
     console.print(_counts_line(view["counts"]))
     for line in stage_lines(sel.runs, sel.plan.by_id()):  # upstreams train first
-        console.print(line)
+        console.print(escape(line))
     for m in view["missing_data"]:
         err_console.print(f"[yellow]warning[/]: dataset {m['dataset']} is missing for {m['runs']} run(s): "
                           + escape(m["problem"]), soft_wrap=True)
@@ -173,6 +173,8 @@ def tune(
         raise SelectionError("--gpus, --workers, --per-gpu: only for the local backend; with --backend slurm "
                              "the [slurm] section of the study file says what each trial's job gets")
     from .plan import expand
+    from rich.markup import escape
+
     from .render import LaunchDisplay, console, err_console, tune_line
 
     plan = expand(study)
@@ -193,9 +195,9 @@ def tune(
         store = c.open_store(study, create=True)
         with LaunchDisplay(total=trials or block.trials) as display:
             result = do_tune(study, plan, block, store, slots, display, trials=trials, retries=retries)
-    console.print(tune_line(result, block.metric, study.file, name))
+    console.print(escape(tune_line(result, block.metric, study.file, name)))
     if result.stopped_for:
-        err_console.print(f"[red]stopped[/]: {result.stopped_for}", soft_wrap=True)
+        err_console.print("[red]stopped[/]: " + escape(result.stopped_for), soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
     if result.stopped_for:

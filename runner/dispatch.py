@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .backends.local import Worker, WorkerPool
+from .distributed import EXIT_RANK_LOST
 from .errors import BackendError
 from .runfolder import RunFolder
 from .stages import depths
@@ -251,6 +252,8 @@ class Dispatcher:
         if fs.state == "done" or (attempt and attempt.get("status") is not None):  # it got that far before dying
             return self._finished(run, fs.state, fs.reason)
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        if code == EXIT_RANK_LOST:
+            how = f"exit code {code}: another rank of this distributed run died, see rank-N.log in the run folder"
         if w.hung_for is not None:
             how = f"no heartbeat for {w.hung_for:.0f} s, killed"
         reason = f"worker process died ({how}); its log: {w.log_path}"

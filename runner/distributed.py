@@ -29,6 +29,7 @@ from .runfolder import read_json
 
 HOST = "127.0.0.1"
 GRACE_S = 15.0  # how long rank 0 may take to notice on its own that another rank failed
+EXIT_RANK_LOST = 76  # rank 0's worker exits so when another rank died without a reason: the run is lost, retried
 
 
 def timeout_s() -> float:
@@ -152,14 +153,28 @@ def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None]) -> None:
                     reason = failure_of(ranks)
                     if reason is not None:
                         on_failure(reason)
-                    print(f"rank {r} of the run in {ranks.run_dir} exited with code {code} (its log: rank-{r}.log); "
-                          "stopping rank 0", file=sys.stderr, flush=True)
-                    os._exit(76)
+                    _stop_rank_0(ranks, r, code)
             if all(p.poll() == 0 for p in ranks.helpers):
                 return
             time.sleep(0.5)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop_rank_0(ranks: Ranks, r: int, code: int) -> None:
+    print(f"rank {r} of the run in {ranks.run_dir} exited with code {code} (its log: rank-{r}.log); "
+          "stopping rank 0", file=sys.stderr, flush=True)
+    os._exit(EXIT_RANK_LOST)
+
+
+def exit_if_a_rank_was_killed(ranks: Ranks) -> None:
+    """Rank 0 failed in a collective and no other rank says why: one that ended was killed (kill -9,
+    the OOM killer), so this run is not broken, it was lost. Rank 0's worker exits with the attempt
+    left open: the launcher counts the run lost and retries it from its checkpoint."""
+    for r, p in enumerate(ranks.helpers, start=1):
+        code = p.poll()
+        if code not in (None, 0):
+            _stop_rank_0(ranks, r, code)
 
 
 def error_file(run_dir: Path, rank: int) -> Path:

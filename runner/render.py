@@ -66,7 +66,7 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
         states: dict[str, int] = defaultdict(int)
         for r in runs:
             states[r["state"]] += 1
-        table.add_row(label, cell, ",".join(runs[0]["matrix"]),
+        table.add_row(escape(label), cell, ",".join(runs[0]["matrix"]),
                       ",".join(r["label"].rsplit("/s", 1)[-1] for r in runs),
                       ", ".join(f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in states.items()))
     console.print(table)
@@ -82,7 +82,7 @@ def status_view(study_name: str, overview: dict) -> None:
         for e in running:
             p = e.get("progress") or {}
             m = p.get("metrics") or {}
-            t.add_row(e["id"], e["label"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
+            t.add_row(e["id"], escape(e["label"]), f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
                       _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
         console.print(t)
     in_slurm = [e for e in overview["runs"] if e.get("job") and e["state"] in ("queued", "running")]
@@ -91,7 +91,7 @@ def status_view(study_name: str, overview: dict) -> None:
         for col in ("run", "label", "state", "task", "SLURM state"):
             t.add_column(col)
         for e in in_slurm[:MAX_ROWS]:
-            t.add_row(e["id"], e["label"], e["state"], e["job"]["id"], e["job"]["state"] or "?")
+            t.add_row(e["id"], escape(e["label"]), e["state"], e["job"]["id"], e["job"]["state"] or "?")
         if len(in_slurm) > MAX_ROWS:
             t.add_row("…", f"{len(in_slurm) - MAX_ROWS} more (use --json)", "", "", "")
         console.print(t)
@@ -102,7 +102,7 @@ def status_view(study_name: str, overview: dict) -> None:
             t.add_column(col, overflow="fold")
         for e in failed[:MAX_ROWS]:
             job = f" [dim](task {e['job']['id']})[/]" if e.get("job") else ""
-            t.add_row(e["id"], e["label"], e["state"], (e.get("reason") or "—") + job)
+            t.add_row(e["id"], escape(e["label"]), e["state"], escape(e.get("reason") or "—") + job)
         console.print(t)
     done = [e for e in overview["runs"] if e["state"] in ("done", "stale")]
     if done:
@@ -111,7 +111,7 @@ def status_view(study_name: str, overview: dict) -> None:
             t.add_column(col)
         for e in done[:MAX_ROWS]:
             s = e.get("summary") or {}
-            t.add_row(e["id"], e["label"] + (" [yellow](stale)[/]" if e["state"] == "stale" else ""),
+            t.add_row(e["id"], escape(e["label"]) + (" [yellow](stale)[/]" if e["state"] == "stale" else ""),
                       _fmt(s.get("test_acc")), _fmt(s.get("best_val_acc")), _fmt(s.get("params")),
                       _duration(s.get("train_time_s")))
         if len(done) > MAX_ROWS:
@@ -152,17 +152,18 @@ def tuning_view(studies: list[dict]) -> None:
 
 
 def show_view(info: dict) -> None:
-    console.print(f"[bold]{info['label']}[/]  id {info['id']}  cell {info['cell']}  "
-                  f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]" + (f": {info['reason']}" if info["reason"] else ""))
-    console.print(f"folder {info['folder']}")
-    console.print("config " + json.dumps(info["config"], sort_keys=True))
+    console.print(f"[bold]{escape(info['label'])}[/]  id {info['id']}  cell {info['cell']}  "
+                  f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]"
+                  + (f": {escape(info['reason'])}" if info["reason"] else ""))
+    console.print(f"folder {escape(info['folder'])}")
+    console.print("config " + escape(json.dumps(info["config"], sort_keys=True)))
     for a in info["attempts"]:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["started_at"])) if a["started_at"] else "?"
         console.print(f"attempt {a['number']}: {a.get('status') or 'open'} on {a.get('host')} ({a.get('device')}, "
                       f"{a.get('gpu_model') or 'no GPU'}), started {started}, git {str(a.get('git_commit'))[:10]}"
                       f"{' dirty' if a.get('git_dirty') else ''}, torch {a.get('torch')}"
                       + (f", SLURM job {a['slurm_job_id']}" + (f"_{a['slurm_array_task_id']}" if a.get("slurm_array_task_id") else "")
-                         if a.get("slurm_job_id") else "") + f"; command: {a.get('command')}")
+                         if a.get("slurm_job_id") else "") + f"; command: {escape(str(a.get('command')))}")
         engine = (a.get("provenance") or {}).get("engine")
         if engine:
             resumed = engine.get("resumed_from")
@@ -178,7 +179,8 @@ def show_view(info: dict) -> None:
                       ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["last_metrics"].items())))
     for p in info.get("probes", ()):
         console.print(f"probe {p['probe']} ({p['kind']}, settings {p['key']}): {p['state']}"
-                      + (f": {p['reason']}" if p["reason"] else f" on {p['device']}") + f"; {p['folder']}", soft_wrap=True)
+                      + escape(f": {p['reason']}" if p["reason"] else f" on {p['device']}") + f"; {escape(p['folder'])}",
+                      soft_wrap=True)
 
 
 class LaunchDisplay:
@@ -211,7 +213,7 @@ class LaunchDisplay:
             rec = self.records.get(run.id)
             p = (rec.progress if rec else None) or {}
             m = p.get("metrics") or {}
-            t.add_row(slot, run.label, f"{p.get('epoch', 0)}/{p.get('epochs', run.config['train']['epochs'])}",
+            t.add_row(slot, escape(run.label), f"{p.get('epoch', 0)}/{p.get('epochs', run.config['train']['epochs'])}",
                       _fmt(m.get("val_acc")), _duration(eta_seconds(p)))
         return t
 
@@ -222,7 +224,7 @@ class LaunchDisplay:
     def started(self, run, slot) -> None:
         self.slots[slot.name] = (run, slot.name)
         if not self.live:
-            console.print(f"start  {run.label} [dim]{run.id}[/] on {slot.name}")
+            console.print(f"start  {escape(run.label)} [dim]{run.id}[/] on {slot.name}")
         self._refresh()
 
     def finished(self, run, state, record, reason) -> None:
@@ -233,7 +235,7 @@ class LaunchDisplay:
         s = (record.summary if record else None) or {}
         detail = (f"test_acc={_fmt(s.get('test_acc'))} in {_duration(s.get('train_time_s'))}" if state == "done"
                   else (reason or ""))
-        console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {run.label} [dim]{run.id}[/] {detail}")
+        console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {escape(run.label)} [dim]{run.id}[/] {escape(detail)}")
         self._refresh()
 
     def progress(self, records: dict) -> None:
@@ -241,7 +243,7 @@ class LaunchDisplay:
         self._refresh()
 
     def message(self, text: str) -> None:
-        err_console.print(text)
+        err_console.print(text, markup=False)  # plain text: reasons quote tracebacks, paths, "[...]"
 
 
 def data_view(rows: list[dict]) -> None:
@@ -316,4 +318,4 @@ def launch_lines(result) -> None:
                       + f" ({result.already_done} were already done"
                       + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
     for label, state, reason in result.failures:
-        err_console.print(f"[red]{state}[/] {label}: {reason}", soft_wrap=True)
+        err_console.print(f"[red]{state}[/] {escape(label)}: {escape(reason)}", soft_wrap=True)

@@ -207,7 +207,10 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         mirror.finish("cancelled", reason=status)
         result = ("pruned" if pruned is not None else "cancelled"), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
-        reason = (distributed.failure_of(ranks, wait_s=5.0) if world > 1 else None) or one_line(e)
+        reason = distributed.failure_of(ranks, wait_s=5.0) if world > 1 else None
+        if world > 1 and reason is None:
+            distributed.exit_if_a_rank_was_killed(ranks)
+        reason = reason or one_line(e)
         folder.fail(attempt, reason, traceback.format_exc())
         mirror.finish("failed", reason=reason)
         result = "failed", reason

@@ -4,8 +4,9 @@ No GPU here, so the two ranks are CPU processes; NCCL, the GPU backend, cannot r
 else is real: ``runner launch --workers 2`` reserves both slots for the run, its worker starts
 the second rank as a process of its own, they rendezvous on localhost and average gradients.
 The test checks what a user relies on: the same global batch on two processes trains the
-weights one process trains (to float rounding: SGD, no dropout), and a run whose worker is
-killed with -9 mid-training resumes from its checkpoint to the weights of an uninterrupted run,
+weights one process trains (to float rounding: SGD, no dropout), and a run whose worker, or
+whose second rank, is killed with -9 mid-training resumes from its checkpoint to the weights of
+an uninterrupted run,
 and a slot lent to a distributed run takes no other run while that run's rank still trains there.
 """
 
@@ -54,13 +55,30 @@ datasets = ["digits"]
 """
 
 
-def _launch(root, ranks: int, epochs: int, *, kill_after: int | None = None):
-    """Train the study's one run with ``ranks`` processes; returns (its folder, the CLI's result)."""
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of ``pid``'s child processes, read from /proc (no psutil here)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            ppid = int(open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()[1])
+            cmdline = open(f"/proc/{stat}/cmdline").read().replace("\0", " ")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append((int(stat), cmdline))
+    return out
+
+
+def _launch(root, ranks: int, epochs: int, *, kill_after: int | None = None, kill_rank: int = 0):
+    """Train the study's one run with ``ranks`` processes; returns (its folder, the CLI's result).
+    ``kill_after``: kill -9 rank ``kill_rank`` (0: the worker that took the run) after that many epochs."""
     write_study(root, STUDY.replace("EPOCHS", str(epochs)).replace("RANKS", str(ranks)))
     proc = subprocess.Popen([sys.executable, "-m", "runner", "launch", "--workers", str(max(ranks, 1))], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = root / "results" / "runs"
-    if kill_after is not None:  # kill -9 rank 0's worker once it checkpointed `kill_after` epochs
+    if kill_after is not None:  # kill -9 a rank once rank 0 checkpointed `kill_after` epochs
         end = time.monotonic() + 300
         while True:
             folders = [p for p in runs.glob("*") if p.is_dir() and not p.name.startswith(".")] if runs.exists() else []
@@ -68,7 +86,10 @@ def _launch(root, ranks: int, epochs: int, *, kill_after: int | None = None):
                 break
             assert proc.poll() is None and time.monotonic() < end, proc.communicate()
             time.sleep(0.01)
-        os.kill(read_json(folders[0] / "heartbeat.json")["pid"], signal.SIGKILL)
+        victim = read_json(folders[0] / "heartbeat.json")["pid"]
+        if kill_rank:
+            (victim,) = [pid for pid, cmd in _children(victim) if f"--rank {kill_rank} " in cmd]
+        os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
     (folder,) = [p for p in runs.glob("*") if p.is_dir() and not p.name.startswith(".")]
@@ -104,9 +125,14 @@ def test_two_gloo_processes_train_the_weights_of_one_with_the_same_global_batch(
     assert (double / "rank-1.log").exists()  # the second rank ran as a process of its own
 
 
-def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(double, tmp_path):
-    folder, out = _launch(tmp_path, 2, 4, kill_after=2)
+@pytest.mark.parametrize("kill_rank", [0, 1], ids=["rank-0-worker", "rank-1"])
+def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(double, tmp_path, kill_rank):
+    # rank 0 killed: the launcher sees its worker die. Rank 1 killed: rank 0 fails in a collective
+    # with no reason from rank 1, so the run was lost, not broken, and is retried all the same
+    folder, out = _launch(tmp_path, 2, 4, kill_after=2, kill_rank=kill_rank)
     assert "retrying" in out and "1 done" in out, out
+    if kill_rank:
+        assert "another rank of this distributed run died" in out, out
     attempts = [e for e in read_jsonl(folder / "attempts.jsonl")]
     assert [e["status"] for e in attempts if e["event"] == "end"] == ["lost", "done"]
     resumed = [e["engine"]["resumed_from"] for e in attempts if e["event"] == "engine"]
@@ -114,22 +140,6 @@ def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(doubl
     mine, straight = _weights(folder), _weights(double)
     assert max((mine[k] - straight[k]).abs().max().item() for k in mine) < 1e-6
     assert json.loads((folder / "summary.json").read_text())["epochs"] == 4
-
-
-def _children(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of ``pid``'s child processes, read from /proc (no psutil here)."""
-    out = []
-    for stat in os.listdir("/proc"):
-        if not stat.isdigit():
-            continue
-        try:
-            ppid = int(open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()[1])
-            cmdline = open(f"/proc/{stat}/cmdline").read().replace("\0", " ")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            out.append((int(stat), cmdline))
-    return out
 
 
 def test_a_lent_slot_whose_worker_dies_takes_no_run_until_the_distributed_run_ends(tmp_path):
