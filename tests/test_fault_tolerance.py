@@ -101,7 +101,7 @@ def test_a_hung_worker_is_killed_after_its_heartbeat_goes_stale(tmp_path):
 
 
 def test_cancel_stops_running_and_queued_runs_and_the_next_launch_finishes_them(tmp_path):
-    write_study(tmp_path, epochs=80)
+    write_study(tmp_path, epochs=40)  # ~15 s a run here: the cancel lands mid-run with ten times the time it takes
     proc = start_launch(tmp_path, "--workers", "1")
     run_dir = wait_for(lambda: checkpointed_run(tmp_path), "a checkpoint")
     arch = json.loads((run_dir / "run.json").read_text())["architecture"]
