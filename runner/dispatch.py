@@ -63,6 +63,7 @@ class Dispatcher:
         self.idle: list[Worker] = []  # ready, waiting for a run they can take
         self.lent: dict[str, list[Worker]] = {}  # a distributed run's other slots, held while it runs
         self.vacated: dict[str, list] = {}  # lent slots whose worker died: their GPU still trains a rank
+        self.spare: list = []  # slots without a worker, started again when there is work for them
         self.pool = WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
         self.feed = feed
 
@@ -162,6 +163,7 @@ class Dispatcher:
 
     def _assign(self) -> None:
         """Hand queued runs to idle workers: a distributed run once it has as many idle workers as ranks."""
+        self._wake_spare()
         while self.idle:
             run = self._next_run()
             if run is None:
@@ -173,6 +175,7 @@ class Dispatcher:
             need = ranks_of(run)
             if need > len(self.idle):
                 self.queue.appendleft(run)  # it keeps its place; slots that free up wait for it
+                self._wake_spare()
                 return
             w, helpers = self._take_idle(need)
             w.send(self.study.runs_dir / run.id, [{"gpu": h.slot.gpu, "device": "cuda:0" if h.slot.gpu is not None
@@ -225,8 +228,8 @@ class Dispatcher:
             self.lent[lent_to].remove(w)
             self.vacated.setdefault(lent_to, []).append(w.slot)
         if rid is not None and self.in_flight.pop(rid, None) is not None:
-            self._release(rid)
             self._died_during(self.by_id[rid], w, code)
+            self._release(rid)
         if not w.started:
             raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
                                f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
@@ -237,12 +240,17 @@ class Dispatcher:
         self._assign()
 
     def _release(self, run_id: str) -> None:
-        """A distributed run ended: its lent slots take runs again, a vacated one with a fresh worker
-        (always: the run may be retried, or a tuner may add runs, and both need every slot; a worker
-        with nothing to do is told to exit as soon as it is ready)."""
-        self.idle.extend(self.lent.pop(run_id, []))
-        for slot in self.vacated.pop(run_id, []):
-            self._start_worker(slot)
+        """A distributed run ended: its lent slots take runs again (a worker that died meanwhile
+        is dealt with when its end of file comes); a vacated slot is spare until there is work."""
+        self.idle.extend(w for w in self.lent.pop(run_id, []) if w.proc.poll() is None)
+        self.spare.extend(self.vacated.pop(run_id, []))
+
+    def _wake_spare(self) -> None:
+        """Fresh workers on the spare slots once runs are queued (a retried run, a tuner's next trial)."""
+        if self.queue:
+            for slot in self.spare:
+                self._start_worker(slot)
+            self.spare.clear()
 
     def _died_during(self, run, w: Worker, code: int) -> None:
         """Mark the open attempt lost and put the run back at the front of the queue, or give up on it."""

@@ -142,18 +142,20 @@ def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: 
 def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None]) -> None:
     """Another rank that ends early leaves rank 0 in a collective: gloo raises there soon (the run
     fails in rank 0 with the other rank's reason), NCCL waits out its timeout. So after a grace
-    period rank 0 exits: a rank that failed (its error file says why) fails the run, one killed by a
-    signal (the OOM killer, kill -9) makes it lost, and the launcher retries it from its checkpoint."""
+    period rank 0 exits: a rank that failed (its error file says why, or its exit code) fails the
+    run, one killed by a signal (the OOM killer, kill -9) makes it lost, and the launcher retries
+    it from its checkpoint."""
 
     def watch() -> None:
         while not ranks.ending.is_set():
             for r, p in enumerate(ranks.helpers, start=1):
                 code = p.poll()
                 if code not in (None, 0) and not ranks.ending.wait(GRACE_S):
-                    reason = failure_of(ranks)
-                    if reason is not None:
-                        on_failure(reason)
-                    _stop_rank_0(ranks, r, code)
+                    killed = killed_rank(ranks)
+                    if killed is None:
+                        on_failure(failure_of(ranks) or f"rank {r} exited with code {code} without saying why "
+                                                        f"(its log: rank-{r}.log in the run folder)")
+                    exit_lost(killed or f"rank {r} failed")
             if all(p.poll() == 0 for p in ranks.helpers):
                 return
             time.sleep(0.5)
@@ -161,39 +163,48 @@ def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None]) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _stop_rank_0(ranks: Ranks, r: int, code: int) -> None:
-    print(f"rank {r} of the run in {ranks.run_dir} exited with code {code} (its log: rank-{r}.log); "
-          "stopping rank 0", file=sys.stderr, flush=True)
+def exit_lost(why: str) -> None:
+    """Rank 0's worker exits with the attempt left open: its launcher counts the run lost and
+    retries it from its checkpoint (the only way out of a collective that never returns)."""
+    print(f"{why}; stopping rank 0", file=sys.stderr, flush=True)
     os._exit(EXIT_RANK_LOST)
 
 
-def exit_if_a_rank_was_killed(ranks: Ranks) -> None:
-    """Rank 0 failed in a collective and no other rank says why: one that ended was killed (kill -9,
-    the OOM killer), so this run is not broken, it was lost. Rank 0's worker exits with the attempt
-    left open: the launcher counts the run lost and retries it from its checkpoint."""
+def let_ranks_exit(ranks: Ranks, wait_s: float) -> None:
+    """Give the other ranks ``wait_s`` to end: rank 0 may see a collective break before the rank
+    that broke it has exited (or written why)."""
+    deadline = time.monotonic() + wait_s
+    for p in ranks.helpers:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def killed_rank(ranks: Ranks) -> str | None:
+    """A rank that ended by a signal (kill -9, the OOM killer): the run was lost, not broken. Asked
+    first, since the ranks it left in a collective fail too and write their own error files."""
     for r, p in enumerate(ranks.helpers, start=1):
         code = p.poll()
-        if code not in (None, 0):
-            _stop_rank_0(ranks, r, code)
+        if code is not None and code < 0:
+            return f"rank {r} was killed by signal {-code} (its log: rank-{r}.log)"
+    return None
 
 
 def error_file(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / f"rank-{rank}.error.json"
 
 
-def failure_of(ranks: Ranks, wait_s: float = 0.0) -> str | None:
-    """Why another rank of the run failed (from its error file), if one did; ``wait_s``: time the
-    other ranks get to exit first (rank 0 may see a collective break before the rank that broke it ends)."""
-    deadline = time.monotonic() + wait_s
-    for r, p in enumerate(ranks.helpers, start=1):
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        info = read_json(error_file(ranks.run_dir, r)) if ranks.run_dir else None
+def failure_of(ranks: Ranks) -> str | None:
+    """Why another rank of the run failed, from the first error file written: the ranks that
+    failure leaves in a collective write theirs after it."""
+    found = []
+    for r in range(1, len(ranks.helpers) + 1):
+        path = error_file(ranks.run_dir, r) if ranks.run_dir else None
+        info = read_json(path) if path else None
         if info:
-            return f"rank {r}: {info['reason']}"
-    return None
+            found.append((path.stat().st_mtime, r, info["reason"]))
+    return f"rank {min(found)[1]}: {min(found)[2]}" if found else None
 
 
 def finish(ranks: Ranks, *, failed: bool) -> None:

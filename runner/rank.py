@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGUSR1, lambda *a: stop.set())
+    signal.signal(signal.SIGUSR2, lambda *a: stop.set())  # SLURM's time-limit warning may reach every process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     import torch

@@ -52,7 +52,7 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
     cells: dict[str, list[dict]] = defaultdict(list)
     for e in entries:
         cells[e["cell"]].append(e)
-    table = Table(title=f"plan of {study_name}", title_justify="left")
+    table = Table(title=f"plan of {escape(study_name)}", title_justify="left")
     table.add_column("cell", overflow="fold", ratio=3)
     table.add_column("id", style="dim", no_wrap=True)
     for col in ("matrix", "seeds", "states"):
@@ -73,7 +73,7 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
 
 
 def status_view(study_name: str, overview: dict) -> None:
-    console.print(f"[bold]{study_name}[/]: " + _counts_line(overview["counts"]))
+    console.print(f"[bold]{escape(study_name)}[/]: " + _counts_line(overview["counts"]))
     running = [e for e in overview["runs"] if e["state"] == "running"]
     if running:
         t = Table(title="running", title_justify="left")
@@ -146,8 +146,8 @@ def tuning_view(studies: list[dict]) -> None:
         best = (f"trial {b['trial']}: {e['metric']} = {_fmt(b['value'])} ("
                 + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()) + ")"
                 if b else "—")
-        t.add_row(e["name"], f"{e['complete'] + e['pruned']}/{e['trials']}", str(e["complete"]), str(e["pruned"]),
-                  str(e["failed"]), str(e["running"]), best)
+        t.add_row(escape(e["name"]), f"{e['complete'] + e['pruned']}/{e['trials']}", str(e["complete"]),
+                  str(e["pruned"]), str(e["failed"]), str(e["running"]), escape(best))
     console.print(t)
 
 
@@ -178,7 +178,7 @@ def show_view(info: dict) -> None:
         console.print(f"epoch {info['epochs_logged']}: " +
                       ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["last_metrics"].items())))
     for p in info.get("probes", ()):
-        console.print(f"probe {p['probe']} ({p['kind']}, settings {p['key']}): {p['state']}"
+        console.print(escape(f"probe {p['probe']} ({p['kind']}, settings {p['key']}): {p['state']}")
                       + escape(f": {p['reason']}" if p["reason"] else f" on {p['device']}") + f"; {escape(p['folder'])}",
                       soft_wrap=True)
 

@@ -135,9 +135,12 @@ def started_from(folder: RunFolder, upstream: RunFolder) -> dict:
     return read_json(note)
 
 
-def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict] | None = None) -> tuple[str, str | None]:
+def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict] | None = None,
+            lost_exits: bool = False) -> tuple[str, str | None]:
     """Train one run into its folder; returns (state, reason). ``helpers``: the other ranks' devices
-    of a distributed run (``gpus_per_run`` > 1), as the launcher assigned them."""
+    of a distributed run (``gpus_per_run`` > 1), as the launcher assigned them. ``lost_exits``: a
+    launcher's worker exits when another rank of its run was killed, so that the launcher retries
+    the run; a batch worker records the run lost and goes on with its next."""
     from . import distributed
     from .train import Interrupted, train
     from .wandb_log import WandbMirror
@@ -207,13 +210,21 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         mirror.finish("cancelled", reason=status)
         result = ("pruned" if pruned is not None else "cancelled"), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
-        reason = distributed.failure_of(ranks, wait_s=5.0) if world > 1 else None
-        if world > 1 and reason is None:
-            distributed.exit_if_a_rank_was_killed(ranks)
-        reason = reason or one_line(e)
-        folder.fail(attempt, reason, traceback.format_exc())
-        mirror.finish("failed", reason=reason)
-        result = "failed", reason
+        killed = None
+        if world > 1:
+            distributed.let_ranks_exit(ranks, wait_s=5.0)
+            killed = distributed.killed_rank(ranks)
+        if killed is not None and lost_exits:
+            distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
+        if killed is not None:  # a batch task: the next `runner launch` takes the run again
+            folder.mark_lost(attempt, killed)
+            mirror.finish("lost", reason=killed)
+            result = "lost", killed
+        else:
+            reason = (distributed.failure_of(ranks) if world > 1 else None) or one_line(e)
+            folder.fail(attempt, reason, traceback.format_exc())
+            mirror.finish("failed", reason=reason)
+            result = "failed", reason
     finally:
         if failed:
             distributed.finish(ranks, failed=True)
@@ -329,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             path, helpers = task["run"], task["helpers"]
         folder = RunFolder(path)
         tell(event="started", run=folder.path.name)
-        state, reason = run_one(folder, device, prov, helpers)
+        state, reason = run_one(folder, device, prov, helpers, lost_exits=True)
         tell(event="finished", run=folder.path.name, state=state, reason=reason)
         runs += 1
         if state == "failed" or runs == args.max_runs:

@@ -6,8 +6,8 @@ the second rank as a process of its own, they rendezvous on localhost and averag
 The test checks what a user relies on: the same global batch on two processes trains the
 weights one process trains (to float rounding: SGD, no dropout), and a run whose worker, or
 whose second rank, is killed with -9 mid-training resumes from its checkpoint to the weights of
-an uninterrupted run,
-and a slot lent to a distributed run takes no other run while that run's rank still trains there.
+an uninterrupted run, a SLURM task's batch worker records such a run lost and goes on with its
+next, and a slot lent to a distributed run takes no other run while that run's rank trains there.
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ source = "digits"
 name = "main"
 architectures = ["vit"]
 datasets = ["digits"]
+"""
+
+SMALL = """
+[architectures.small]
+model = "vit"
+patch_size = 4
+dim = 16
+depth = 1
+heads = 2
+mlp_dim = 32
+"""
+SMALL_ONE_PROCESS = SMALL + """
+[[override]]
+match = { architecture = "small" }
+set = { gpus_per_run = 1, epochs = 2 }
 """
 
 
@@ -146,15 +161,7 @@ def test_a_lent_slot_whose_worker_dies_takes_no_run_until_the_distributed_run_en
     # vit trains on both slots; the other slot's own worker only waits for it. Kill that worker:
     # the slot's second rank still trains there, so the queued run must wait for the slot
     study = STUDY.replace("EPOCHS", "3").replace("RANKS", "1").replace(
-        'architectures = ["vit"]', 'architectures = ["vit", "small"]') + """
-[architectures.small]
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 1
-heads = 2
-mlp_dim = 32
-
+        'architectures = ["vit"]', 'architectures = ["vit", "small"]') + SMALL + """
 [[override]]
 match = { architecture = "vit" }
 set = { gpus_per_run = 2, epochs = 40 }  # about 15 s: time for a fresh worker to start
@@ -181,3 +188,51 @@ set = { gpus_per_run = 2, epochs = 40 }  # about 15 s: time for a fresh worker t
     small_start = min(e["time"] for e in read_jsonl(small / "attempts.jsonl") if e["event"] == "start")
     assert small_start > wide_end
     assert [e["status"] for e in read_jsonl(wide / "attempts.jsonl") if e["event"] == "end"] == ["done"]
+
+
+def test_a_batch_worker_records_a_run_lost_when_its_second_rank_is_killed_and_goes_on(tmp_path):
+    # a SLURM task's worker runs its runs in turn (batch mode): rank 1 killed is the run lost (the
+    # next launch takes it again from its checkpoint), and the task's next run still trains
+    from runner.commands import load
+    from runner.runfolder import RunFolder
+    from runner.scheduler import run_json
+
+    write_study(tmp_path, STUDY.replace("EPOCHS", "40").replace("RANKS", "2").replace(
+        'architectures = ["vit"]', 'architectures = ["vit", "small"]') + SMALL_ONE_PROCESS)
+    sel = load(tmp_path / "experiments.toml")
+    folders = {run.architecture: RunFolder(sel.study.runs_dir / run.id) for run in sel.runs}
+    for run in sel.runs:
+        folders[run.architecture].create(run_json(run, sel.study))
+    proc = subprocess.Popen([sys.executable, "-m", "runner.worker", "--study-dir", str(tmp_path), "--device", "cpu",
+                             "--runs", str(folders["vit"].path), str(folders["small"].path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 300
+    while len(read_jsonl(folders["vit"].file("metrics.jsonl"))) < 2:
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        time.sleep(0.01)
+    (rank1,) = [pid for pid, cmd in _children(proc.pid) if "--rank 1 " in cmd]
+    os.kill(rank1, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    (end_event,) = [e for e in read_jsonl(folders["vit"].file("attempts.jsonl")) if e["event"] == "end"]
+    assert end_event["status"] == "lost" and "rank 1 was killed by signal 9" in end_event["reason"]
+    assert folders["vit"].file("checkpoint.pt").exists()
+    assert folders["small"].read().state == "done"
+
+
+def test_a_killed_rank_is_named_before_the_errors_it_caused_and_the_first_error_before_later_ones(tmp_path):
+    from runner.distributed import Ranks, error_file, failure_of, killed_rank
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    helpers = [subprocess.Popen(sleeper), subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])]
+    ranks = Ranks(0, 3, "gloo", helpers, run_dir=tmp_path)
+    assert killed_rank(ranks) is None  # rank 1 alive, rank 2 (soon) exited with an error code: not killed
+    helpers[0].kill()
+    for p in helpers:
+        p.wait()
+    for rank, reason, mtime in ((2, "Connection closed by peer", 100.0), (1, "out of memory", 50.0)):
+        path = error_file(tmp_path, rank)
+        path.write_text(json.dumps({"reason": reason}))
+        os.utime(path, (mtime, mtime))
+    assert killed_rank(ranks) == "rank 1 was killed by signal 9 (its log: rank-1.log)"
+    assert failure_of(ranks) == "rank 1: out of memory"  # written first: the cause, not its echo

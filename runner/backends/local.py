@@ -107,8 +107,11 @@ class Worker:
         """Hand over a run; ``helpers``: the devices of a distributed run's other ranks."""
         self.run_id, self.sent_at = Path(run_dir).name, time.time()
         line = json.dumps({"run": str(run_dir), "helpers": helpers}) if helpers else str(run_dir)
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died since it was ready: its end of file comes next, and the run is queued again
 
     def events(self) -> list[dict]:
         """Events available now (call when the selector says the pipe is readable)."""
