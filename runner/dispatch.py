@@ -75,8 +75,10 @@ class Dispatcher:
         try:
             while self.feed and len(self.queue) < len(self.slots) and self._refill():
                 pass
-            for slot in self.slots[: sum(ranks_of(r) for r in self.queue)]:
+            wanted = sum(ranks_of(r) for r in self.queue)
+            for slot in self.slots[:wanted]:
                 self._start_worker(slot)
+            self.spare = list(self.slots[wanted:])  # a tuner's later trials may want them
             self._order_queue()
             stage = depths(self.queue, self.by_id)  # upstreams first (stable: the order above within a stage)
             self.queue = deque(sorted(self.queue, key=lambda r: stage[r.id]))
@@ -122,6 +124,7 @@ class Dispatcher:
             self.queue.append(run)
         if runs:
             self.lock.announce(sorted(self.unsettled))
+            self._wake_spare()
         return bool(runs)
 
     def _next_run(self):
@@ -175,7 +178,6 @@ class Dispatcher:
             need = ranks_of(run)
             if need > len(self.idle):
                 self.queue.appendleft(run)  # it keeps its place; slots that free up wait for it
-                self._wake_spare()
                 return
             w, helpers = self._take_idle(need)
             w.send(self.study.runs_dir / run.id, [{"gpu": h.slot.gpu, "device": "cuda:0" if h.slot.gpu is not None
@@ -235,8 +237,8 @@ class Dispatcher:
                                f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
         if not self.queue and not w.closing:
             self._refill()  # a tuner replaces a failed trial
-        if self.queue and not w.closing and lent_to is None:
-            self._start_worker(w.slot)
+        if not w.closing and lent_to is None:
+            self.spare.append(w.slot)  # a fresh worker now if runs are queued, else once some are
         self._assign()
 
     def _release(self, run_id: str) -> None:
@@ -259,9 +261,12 @@ class Dispatcher:
         attempt = _this_attempt(fs, w)
         if fs.state == "done" or (attempt and attempt.get("status") is not None):  # it got that far before dying
             return self._finished(run, fs.state, fs.reason)
+        if w.send_failed:  # the run never reached it: queued again, no try spent
+            self.queue.appendleft(run)
+            return
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         if code == EXIT_RANK_LOST:
-            how = f"exit code {code}: another rank of this distributed run died, see rank-N.log in the run folder"
+            how = f"exit code {code}: another rank of this distributed run was killed, see rank-N.log in its folder"
         if w.hung_for is not None:
             how = f"no heartbeat for {w.hung_for:.0f} s, killed"
         reason = f"worker process died ({how}); its log: {w.log_path}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +30,8 @@ from .runfolder import read_json
 
 HOST = "127.0.0.1"
 GRACE_S = 15.0  # how long rank 0 may take to notice on its own that another rank failed
-EXIT_RANK_LOST = 76  # rank 0's worker exits so when another rank died without a reason: the run is lost, retried
+EXIT_RANK_LOST = 76  # rank 0's worker exits so when another rank was killed: the run is lost, retried
+KILLED_FROM_OUTSIDE = {signal.SIGKILL, signal.SIGTERM, signal.SIGHUP}  # a crash (SIGSEGV, SIGABRT) fails the run
 
 
 def timeout_s() -> float:
@@ -110,10 +112,11 @@ def join(rank: int, world: int, port: int, backend: str, store=None):
 
 
 def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: int | None,
-          on_failure: Callable[[str], None]) -> Ranks:
+          on_failure: Callable[[str], None], on_lost: Callable[[str], None] | None = None) -> Ranks:
     """Rank 0: open the rendezvous, start ranks 1..N-1, join the group. ``helpers``: for each other
     rank ``{"gpu": CUDA_VISIBLE_DEVICES or None, "device": "cuda:0" | "cuda:r" | "cpu", "threads": n}``.
-    ``on_failure(reason)``: records the run failed when another rank fails and rank 0 is stuck."""
+    When another rank ends and rank 0 is stuck: ``on_failure(reason)`` records the run failed,
+    ``on_lost(reason)`` (a batch worker, whose launcher is not there to see it exit) lost."""
     import torch.distributed as dist
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -134,17 +137,16 @@ def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: 
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
         log.close()
     ranks = Ranks(0, world, backend, procs, run_dir=Path(run_dir), store=store)
-    _watch_helpers(ranks, on_failure)
+    _watch_helpers(ranks, on_failure, on_lost)
     join(0, world, store.port, backend, store)
     return ranks
 
 
-def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None]) -> None:
-    """Another rank that ends early leaves rank 0 in a collective: gloo raises there soon (the run
-    fails in rank 0 with the other rank's reason), NCCL waits out its timeout. So after a grace
-    period rank 0 exits: a rank that failed (its error file says why, or its exit code) fails the
-    run, one killed by a signal (the OOM killer, kill -9) makes it lost, and the launcher retries
-    it from its checkpoint."""
+def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None], on_lost: Callable[[str], None] | None) -> None:
+    """Another rank that ends early leaves rank 0 in a collective: gloo raises there soon (the
+    worker's handler then records why, and sets ``ranks.ending``), NCCL may wait out its timeout.
+    So after a grace period rank 0 exits: a rank that failed fails the run, one killed from outside
+    makes it lost, and the launcher retries it from its checkpoint."""
 
     def watch() -> None:
         while not ranks.ending.is_set():
@@ -153,8 +155,9 @@ def _watch_helpers(ranks: Ranks, on_failure: Callable[[str], None]) -> None:
                 if code not in (None, 0) and not ranks.ending.wait(GRACE_S):
                     killed = killed_rank(ranks)
                     if killed is None:
-                        on_failure(failure_of(ranks) or f"rank {r} exited with code {code} without saying why "
-                                                        f"(its log: rank-{r}.log in the run folder)")
+                        on_failure(failure_of(ranks) or f"rank {r} exited with code {code}")
+                    elif on_lost is not None:
+                        on_lost(killed)
                     exit_lost(killed or f"rank {r} failed")
             if all(p.poll() == 0 for p in ranks.helpers):
                 return
@@ -182,12 +185,13 @@ def let_ranks_exit(ranks: Ranks, wait_s: float) -> None:
 
 
 def killed_rank(ranks: Ranks) -> str | None:
-    """A rank that ended by a signal (kill -9, the OOM killer): the run was lost, not broken. Asked
-    first, since the ranks it left in a collective fail too and write their own error files."""
+    """A rank killed from outside (kill -9, the OOM killer, a shutdown): the run was lost, not
+    broken. Asked before ``failure_of``: the ranks it left in a collective fail too and write
+    their own error files."""
     for r, p in enumerate(ranks.helpers, start=1):
         code = p.poll()
-        if code is not None and code < 0:
-            return f"rank {r} was killed by signal {-code} (its log: rank-{r}.log)"
+        if code is not None and code < 0 and -code in KILLED_FROM_OUTSIDE:
+            return f"rank {r} was killed by {signal.Signals(-code).name} (its log: rank-{r}.log)"
     return None
 
 
@@ -196,15 +200,24 @@ def error_file(run_dir: Path, rank: int) -> Path:
 
 
 def failure_of(ranks: Ranks) -> str | None:
-    """Why another rank of the run failed, from the first error file written: the ranks that
-    failure leaves in a collective write theirs after it."""
+    """Why another rank of the run failed: the first error file written (the ranks that failure
+    leaves in a collective write theirs after it), else a rank that crashed or exited non-zero."""
     found = []
     for r in range(1, len(ranks.helpers) + 1):
         path = error_file(ranks.run_dir, r) if ranks.run_dir else None
         info = read_json(path) if path else None
         if info:
             found.append((path.stat().st_mtime, r, info["reason"]))
-    return f"rank {min(found)[1]}: {min(found)[2]}" if found else None
+    if found:
+        _, r, reason = min(found)
+        return f"rank {r}: {reason}"
+    for r, p in enumerate(ranks.helpers, start=1):
+        code = p.poll()
+        if code is not None and code < 0:
+            return f"rank {r} crashed with {signal.Signals(-code).name} (its log: rank-{r}.log)"
+        if code:
+            return f"rank {r} exited with code {code} without saying why (its log: rank-{r}.log)"
+    return None
 
 
 def finish(ranks: Ranks, *, failed: bool) -> None:

@@ -183,7 +183,8 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
                 if helpers is None:  # a batch task (SLURM) holds the resources of every rank: share them
                     helpers = distributed.default_helpers(world, device, _share_threads(world))
                 ranks = distributed.start(folder.path, world, device, helpers, _threads[0],
-                                          on_failure=lambda reason: folder.fail(attempt, reason, ""))
+                                          on_failure=lambda reason: folder.fail(attempt, reason, ""),
+                                          on_lost=None if lost_exits else lambda why: folder.mark_lost(attempt, why))
             summary = train(config, device=device, checkpoint=folder.file("checkpoint.pt"),
                             weights=folder.file("model.pt"), upstream=upstream.file("model.pt") if upstream else None,
                             ranks=ranks, on_engine=on_engine, on_epoch=on_epoch,
@@ -210,7 +211,8 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         mirror.finish("cancelled", reason=status)
         result = ("pruned" if pruned is not None else "cancelled"), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
-        killed = None
+        ranks.ending.set()  # the helpers' watcher leaves the outcome to this handler
+        failed, killed = True, None  # (also when leaving the group raised, after training)
         if world > 1:
             distributed.let_ranks_exit(ranks, wait_s=5.0)
             killed = distributed.killed_rank(ranks)

@@ -82,6 +82,7 @@ class Worker:
         self.closing = False  # the launcher has no more work for it: its exit is expected
         self.hung_for: float | None = None  # seconds without heartbeat when the launcher killed it
         self.sent_at = 0.0  # when it was handed its current run (wall clock, as in attempts.jsonl)
+        self.send_failed = False  # it had died when handed its run: the run never reached it
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, **{COMMAND_ENV: command_line(), "PYTHONUNBUFFERED": "1"})
         if slot.gpu is not None:
@@ -111,7 +112,7 @@ class Worker:
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            pass  # it died since it was ready: its end of file comes next, and the run is queued again
+            self.send_failed = True  # it died since it was ready: its end of file comes next
 
     def events(self) -> list[dict]:
         """Events available now (call when the selector says the pipe is readable)."""
