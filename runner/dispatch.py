@@ -41,6 +41,7 @@ from .stages import depths
 
 WATCH_EVERY_S = 2.0  # how often in-flight heartbeats are looked at
 INGEST_EVERY_S = 1.0
+MAX_UNSENT = 3  # a run handed to workers that had just died this often spends its tries as a lost run
 
 
 class Feed(Protocol):
@@ -59,6 +60,7 @@ class Dispatcher:
         self.by_id = {r.id: r for r in todo}
         self.retries, self.isolate, self.lost_after_s, self.stop_grace_s = retries, isolate, lost_after_s, stop_grace_s
         self.tries: dict[str, int] = {}  # lost attempts per run in this launch
+        self.unsent: dict[str, int] = {}  # runs handed to a worker that had just died
         self.in_flight: dict[str, Worker] = {}
         self.idle: list[Worker] = []  # ready, waiting for a run they can take
         self.lent: dict[str, list[Worker]] = {}  # a distributed run's other slots, held while it runs
@@ -237,7 +239,7 @@ class Dispatcher:
                                f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
         if not self.queue and not w.closing:
             self._refill()  # a tuner replaces a failed trial
-        if not w.closing and lent_to is None:
+        if lent_to is None:  # (told to exit too: a tuner may queue runs again, a failed trial's)
             self.spare.append(w.slot)  # a fresh worker now if runs are queued, else once some are
         self._assign()
 
@@ -261,7 +263,8 @@ class Dispatcher:
         attempt = _this_attempt(fs, w)
         if fs.state == "done" or (attempt and attempt.get("status") is not None):  # it got that far before dying
             return self._finished(run, fs.state, fs.reason)
-        if w.send_failed:  # the run never reached it: queued again, no try spent
+        self.unsent[run.id] = self.unsent.get(run.id, 0) + w.send_failed
+        if w.send_failed and self.unsent[run.id] <= MAX_UNSENT:  # the run never reached it: no try spent
             self.queue.appendleft(run)
             return
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

@@ -138,7 +138,14 @@ def start(run_dir: Path, world: int, device: str, helpers: list[dict], threads: 
         log.close()
     ranks = Ranks(0, world, backend, procs, run_dir=Path(run_dir), store=store)
     _watch_helpers(ranks, on_failure, on_lost)
-    join(0, world, store.port, backend, store)
+    try:
+        join(0, world, store.port, backend, store)
+    except BaseException:  # no group to leave: end the ranks started, and their watcher, here
+        ranks.ending.set()
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
     return ranks
 
 
@@ -191,8 +198,15 @@ def killed_rank(ranks: Ranks) -> str | None:
     for r, p in enumerate(ranks.helpers, start=1):
         code = p.poll()
         if code is not None and code < 0 and -code in KILLED_FROM_OUTSIDE:
-            return f"rank {r} was killed by {signal.Signals(-code).name} (its log: rank-{r}.log)"
+            return f"rank {r} was killed by {_signal_name(-code)} (its log: rank-{r}.log)"
     return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
 
 
 def error_file(run_dir: Path, rank: int) -> Path:
@@ -214,7 +228,7 @@ def failure_of(ranks: Ranks) -> str | None:
     for r, p in enumerate(ranks.helpers, start=1):
         code = p.poll()
         if code is not None and code < 0:
-            return f"rank {r} crashed with {signal.Signals(-code).name} (its log: rank-{r}.log)"
+            return f"rank {r} crashed with {_signal_name(-code)} (its log: rank-{r}.log)"
         if code:
             return f"rank {r} exited with code {code} without saying why (its log: rank-{r}.log)"
     return None
