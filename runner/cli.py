@@ -172,9 +172,9 @@ def tune(
     if backend == "slurm" and (gpus is not None or workers is not None or per_gpu != 1):
         raise SelectionError("--gpus, --workers, --per-gpu: only for the local backend; with --backend slurm "
                              "the [slurm] section of the study file says what each trial's job gets")
-    from .plan import expand
     from rich.markup import escape
 
+    from .plan import expand
     from .render import LaunchDisplay, console, err_console, tune_line
 
     plan = expand(study)
