@@ -212,18 +212,17 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         result = ("pruned" if pruned is not None else "cancelled"), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
         ranks.ending.set()  # the helpers' watcher leaves the outcome to this handler
-        failed, killed = True, None  # (also when leaving the group raised, after training)
-        if world > 1:
-            distributed.let_ranks_exit(ranks, wait_s=5.0)
-            killed = distributed.killed_rank(ranks)
-        if killed is not None and lost_exits:
-            distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
-        if killed is not None:  # a batch task: the next `runner launch` takes the run again
-            folder.mark_lost(attempt, killed)
+        failed = True  # (also when leaving the group raised, after training)
+        distributed.let_ranks_exit(ranks, wait_s=5.0)  # one process: no other ranks, nothing to wait for
+        killed = distributed.killed_rank(ranks)
+        if killed is not None:
+            if lost_exits:
+                distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
+            folder.mark_lost(attempt, killed)  # a batch task: the next `runner launch` takes the run again
             mirror.finish("lost", reason=killed)
             result = "lost", killed
         else:
-            reason = (distributed.failure_of(ranks) if world > 1 else None) or one_line(e)
+            reason = distributed.failure_of(ranks) or one_line(e)
             folder.fail(attempt, reason, traceback.format_exc())
             mirror.finish("failed", reason=reason)
             result = "failed", reason
