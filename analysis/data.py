@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.commands import Selection, store_for
-from runner.plan import Run, axes_of, matches, value_of
-from runner.stages import effective_states, with_upstreams
-from runner.provenance import git_commit
+from runner.plan.expand import Run, axes_of, matches, value_of
+from runner.plan.stages import effective_states, with_upstreams
+from runner.records.provenance import git_commit
 
 FINISHED = ("done", "stale")  # stale: done, at another git commit than HEAD
 
@@ -53,7 +53,7 @@ class ReportData:
     selection: Selection
     runs: list[RunView]
     commit: str | None
-    store: Any = None  # runner.store.Store, or None before anything ran
+    store: Any = None  # runner.records.store.Store, or None before anything ran
     _series: dict = field(default_factory=dict)
 
     @property

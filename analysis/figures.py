@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import SpecError
-from runner.plan import unknown_key
-from runner.report_spec import CELL, Figure, default_style
-from runner.runfolder import write_atomic
+from runner.plan.expand import unknown_key
+from runner.study.reports import CELL, Figure, default_style
+from runner.records.runfolder import write_atomic
 
 from .data import ReportData, RunView
 from .tables import display

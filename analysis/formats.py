@@ -12,7 +12,7 @@ import csv
 import html
 import io
 
-from runner.report_spec import METRIC
+from runner.study.reports import METRIC
 
 from .tables import Cell, TableResult
 

@@ -121,7 +121,7 @@ def _labels(canvas: np.ndarray, rows: list[str], cols: list[str]) -> None:
 def _save_png(path: Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
-    from runner.runfolder import write_atomic
+    from runner.records.runfolder import write_atomic
 
     write_atomic(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
 
@@ -134,7 +134,7 @@ def gaussian_centres(centres: np.ndarray, inv_cov: np.ndarray, grid: list[int], 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
 
-    from runner.runfolder import write_atomic
+    from runner.records.runfolder import write_atomic
 
     n_layers, n_heads = centres.shape[:2]
     reach = max(3.0, float(np.abs(centres).max()) + 1.5)
@@ -173,7 +173,7 @@ def shape_bias_plot(series: list[tuple[str, dict, float]], categories: list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from runner.runfolder import write_atomic
+    from runner.records.runfolder import write_atomic
 
     fig, ax = plt.subplots(figsize=(5.5, 0.32 * len(categories) + 1.4))
     colours = plt.get_cmap("tab10")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import architectures
-from runner.plan import axes_of, matches
+from runner.plan.expand import axes_of, matches
 
 from .data import ReportData
 from .formats import MISSING

@@ -18,8 +18,8 @@ from typing import Iterable
 
 from runner.commands import Selection
 from runner.errors import SelectionError, choices
-from runner.report_spec import BUILTIN_FIGURES, Figure
-from runner.runfolder import write_atomic
+from runner.study.reports import BUILTIN_FIGURES, Figure
+from runner.records.runfolder import write_atomic
 
 from .data import ReportData, collect
 from .figures import Drawing, draw
@@ -79,7 +79,7 @@ def _tunings(sel: Selection, data: ReportData, wanted: list[str]) -> list[TextTa
     """The tuning tables asked for, of blocks that have trials (Optuna is imported only for those)."""
     if not wanted:
         return []
-    from runner.tune_results import best_by_cell
+    from runner.tune.results import best_by_cell
 
     return [tuning_table(e) for e in best_by_cell(sel.study, sel.plan, data.store)
             if f"tune_{e['tune'].name}" in wanted]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from runner.errors import SpecError
-from runner.plan import unknown_key
-from runner.report_spec import METRIC, Table
+from runner.plan.expand import unknown_key
+from runner.study.reports import METRIC, Table
 
 from .data import ReportData, RunView
 

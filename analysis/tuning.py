@@ -7,14 +7,14 @@ one trial is one run per cell, there are no seeds to average.
 
 from __future__ import annotations
 
-from runner.report_spec import default_style
+from runner.study.reports import default_style
 
 from .formats import MISSING
 from .text_table import TextTable
 
 
 def tuning_table(entry: dict) -> TextTable:
-    """One block's table from ``runner.tune.best_by_cell``."""
+    """One block's table from ``runner.tune.tuner.best_by_cell``."""
     tune, status = entry["tune"], entry["status"]
     style = default_style(tune.metric)
     unit = " (%)" if style.scale == 100 else ""

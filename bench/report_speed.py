@@ -59,9 +59,9 @@ where = { architecture = "vit0", epochs = 10 }
 
 
 def write_folders(d: Path) -> int:
-    """A finished run folder per run, in the format workers write (runner/runfolder.py)."""
+    """A finished run folder per run, in the format workers write (runner/records/runfolder.py)."""
     from runner.commands import load
-    from runner.scheduler import run_json
+    from runner.launch.scheduler import run_json
 
     sel = load(d / "experiments.toml")
     rows = 0

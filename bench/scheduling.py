@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import TINY_STUDY  # noqa: E402
-from runner.estimate import longest_first  # noqa: E402
+from runner.launch.estimate import longest_first  # noqa: E402
 
 
 def study_text(runs: int) -> str:

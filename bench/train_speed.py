@@ -1,7 +1,7 @@
 """Training-loop speed, as ratios measured in one run.
 
 * loop overhead (any device; the CPU figure is the goal here): the engine's time per optimizer
-  step (``runner.train.train``: schedule, accumulation bookkeeping, divergence checks, stop
+  step (``runner.train.loop.train``: schedule, accumulation bookkeeping, divergence checks, stop
   polling, metrics) against a bare ``forward / backward / step`` loop over the very same batches
   in the same process. Goal: at most 1.05.
 * GPU speed-up (only where CUDA is visible): train images/s of a ViT and a ResNet on
@@ -80,8 +80,8 @@ def resolved(architecture: str, dataset: str, root: str = ".", **recipe) -> dict
     """A config as the plan resolves it."""
     import json
 
-    from runner.plan import expand
-    from runner.spec import load_study
+    from runner.plan.expand import expand
+    from runner.study.spec import load_study
 
     text = STUDY.replace("{defaults}", "".join(f"{k} = {json.dumps(v)}\n" for k, v in recipe.items()))
     with tempfile.TemporaryDirectory() as d:
@@ -92,7 +92,7 @@ def resolved(architecture: str, dataset: str, root: str = ".", **recipe) -> dict
 
 def engine_images_per_s(config: dict, device: str) -> list[float]:
     """Train images/s of each epoch after the first, as the engine measures and logs them."""
-    from runner.train import train
+    from runner.train.loop import train
 
     rates: list[float] = []
     train(config, device=device, on_epoch=lambda e, s, m: rates.append(m["train_images_per_s"]) if e > 1 else None)
@@ -102,9 +102,9 @@ def engine_images_per_s(config: dict, device: str) -> list[float]:
 def bare_images_per_s(config: dict, device: str) -> list[float]:
     """The same model, optimizer and batches in the plainest loop there is."""
     from datasets.batches import make_batches
-    from runner.optim import make_optimizer
-    from runner.recipe import Recipe
-    from runner.train import build_model, load_split, seed_everything
+    from runner.train.optim import make_optimizer
+    from runner.study.recipe import Recipe
+    from runner.train.loop import build_model, load_split, seed_everything
 
     r, dev = Recipe(**config["train"]), torch.device(device)
     seed_everything(config["seed"])

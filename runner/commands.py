@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import DataError, SelectionError, choices
-from .data_check import missing_data
-from .plan import Plan, Run, count_states, expand, parse_where, select
-from .stages import depths, effective_states, with_upstreams
-from .provenance import git_commit
-from .runfolder import RunFolder
-from .spec import Study, data_root, load_study
+from runner.errors import DataError, SelectionError, choices
+from runner.launch.data_check import missing_data
+from runner.plan.expand import Plan, Run, count_states, expand, parse_where, select
+from runner.plan.stages import depths, effective_states, with_upstreams
+from runner.records.provenance import git_commit
+from runner.records.runfolder import RunFolder
+from runner.study.spec import Study, data_root, load_study
 
 if TYPE_CHECKING:  # sqlalchemy costs 0.25 s to import: only commands that touch a store pay it
-    from .store import RunRecord, Store
+    from runner.records.store import RunRecord, Store
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,12 @@ def with_upstream_runs(sel: Selection) -> Selection:
 
 
 def open_store(study: Study, *, create: bool) -> "Store | None":
-    from .spec import sqlite_path
+    from runner.study.spec import sqlite_path
 
     path = sqlite_path(study.store)
     if path is not None and not path.exists() and not create:
         return None
-    from .store import Store
+    from runner.records.store import Store
 
     return Store.open(study.store, study.runs_dir, create=create)
 
@@ -107,7 +107,7 @@ def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
     SLURM's state) on each, and the state that view implies. A waiting task means queued; a task
     SLURM gives no answer about means unknown (never guessed dead); a task that ended without
     finishing its run leaves it lost (or cancelled), with SLURM's word in the reason."""
-    from .backends import slurm
+    from runner.backends import slurm
 
     tasks = {}
     for e in entries:
@@ -166,9 +166,9 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
     two; SLURM tasks left with nothing to run are cancelled with scancel. Returns the labels of the
     (queued, running) runs cancelled and the SLURM tasks cancelled; the next launch clears the
     requests."""
-    from .backends import slurm
-    from .launchlock import running_launch
-    from .provenance import command_line
+    from runner.backends import slurm
+    from runner.launch.lock import running_launch
+    from runner.records.provenance import command_line
 
     runs_dir = sel.study.runs_dir
     launched = set((running_launch(runs_dir) or {}).get("runs") or ())
@@ -199,7 +199,7 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
 
 def _tasks_left_idle(runs_dir: Path, tasks: set[str]) -> list[str]:
     """Of these SLURM tasks, those whose every run is finished or cancelled (one pass over the folders)."""
-    from .backends import slurm
+    from runner.backends import slurm
 
     busy = set()
     for d in runs_dir.iterdir():

@@ -47,8 +47,8 @@ def toml_value(value) -> str:
 
 def config(architecture: str = "vit", *, dataset: dict | None = None, **train) -> dict:
     """The resolved config of ``architecture`` on digits with the given recipe keys."""
-    from runner.plan import expand
-    from runner.spec import load_study
+    from runner.plan.expand import expand
+    from runner.study.spec import load_study
 
     train = {"epochs": 3, "batch_size": 64, "lr": 3e-3, **train}
     text = STUDY.replace("{defaults}", "".join(f"{k} = {toml_value(v)}\n" for k, v in train.items()))

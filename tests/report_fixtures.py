@@ -94,8 +94,8 @@ def write_run(study, run, summary, *, gpu: str | None = None, commit: str | None
               curve: list[float] | None = None) -> None:
     """One run folder as a worker leaves it: an attempt with provenance, metric lines, the done
     (or failed) mark."""
-    from runner.runfolder import RunFolder
-    from runner.scheduler import run_json
+    from runner.records.runfolder import RunFolder
+    from runner.launch.scheduler import run_json
 
     f = RunFolder(study.runs_dir / run.id)
     f.create(run_json(run, study))

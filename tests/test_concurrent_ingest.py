@@ -13,15 +13,15 @@ import time
 
 from conftest import TINY_STUDY, run_cli, write_study
 from runner import commands
-from runner.scheduler import run_json
-from runner.store import Store
+from runner.launch.scheduler import run_json
+from runner.records.store import Store
 
 EPOCHS = 200
 # After its epochs a writer keeps beating (its folder keeps changing) until the test has seen
 # enough reads and ingests, however slow the machine: a fixed duration made the test flaky.
 WRITER = """
 import os, random, sys, time
-from runner.runfolder import RunFolder
+from runner.records.runfolder import RunFolder
 folder, epochs, release = RunFolder(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 attempt = folder.start_attempt({})
 for e in range(1, epochs + 1):

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from conftest import run_cli, write_study
-from runner.runfolder import read_json, read_jsonl
+from runner.records.runfolder import read_json, read_jsonl
 
 STUDY = """
 [study]
@@ -179,7 +179,7 @@ set = { gpus_per_run = 2, epochs = 40 }  # about 15 s: time for a fresh worker t
         time.sleep(0.05)
     (wide,) = trained
     rank0 = read_json(wide / "heartbeat.json")["pid"]
-    (lent,) = [pid for pid, cmd in _children(proc.pid) if "runner.worker" in cmd and pid != rank0]
+    (lent,) = [pid for pid, cmd in _children(proc.pid) if "runner.train.worker" in cmd and pid != rank0]
     os.kill(lent, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "2 done" in out, out + err
@@ -195,8 +195,8 @@ def test_a_batch_worker_records_a_run_lost_when_a_rank_is_killed_and_goes_on(tmp
     # rank 2's collective too, which writes an error file; the run is still lost (the next launch
     # takes it again from its checkpoint), not failed with rank 2's echo, and the next run trains
     from runner.commands import load
-    from runner.runfolder import RunFolder
-    from runner.scheduler import run_json
+    from runner.records.runfolder import RunFolder
+    from runner.launch.scheduler import run_json
 
     write_study(tmp_path, STUDY.replace("EPOCHS", "40").replace("RANKS", "3").replace("batch_size = 64", "batch_size = 48")
                 .replace('architectures = ["vit"]', 'architectures = ["vit", "small"]') + SMALL_ONE_PROCESS)
@@ -204,7 +204,7 @@ def test_a_batch_worker_records_a_run_lost_when_a_rank_is_killed_and_goes_on(tmp
     folders = {run.architecture: RunFolder(sel.study.runs_dir / run.id) for run in sel.runs}
     for run in sel.runs:
         folders[run.architecture].create(run_json(run, sel.study))
-    proc = subprocess.Popen([sys.executable, "-m", "runner.worker", "--study-dir", str(tmp_path), "--device", "cpu",
+    proc = subprocess.Popen([sys.executable, "-m", "runner.train.worker", "--study-dir", str(tmp_path), "--device", "cpu",
                              "--runs", str(folders["vit"].path), str(folders["small"].path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 300
@@ -226,7 +226,7 @@ def _helpers(*codes: str) -> list[subprocess.Popen]:
 
 
 def test_the_reason_a_distributed_run_ended_names_the_rank_that_caused_it(tmp_path):
-    from runner.distributed import Ranks, error_file, failure_of, killed_rank
+    from runner.train.distributed import Ranks, error_file, failure_of, killed_rank
 
     sleep, fail = "import time; time.sleep(60)", "raise SystemExit(1)"
     # rank 2 failed first (its error file is older); rank 1 echoed it, then was killed by kill -9

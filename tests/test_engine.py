@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from engine_configs import config
-from runner.optim import WeightEma, lr_at, make_optimizer, param_groups
-from runner.recipe import Recipe
-from runner.engine import is_convolutional
-from runner.train import Diverged, Interrupted, train
+from runner.train.optim import WeightEma, lr_at, make_optimizer, param_groups
+from runner.study.recipe import Recipe
+from runner.train.engine import is_convolutional
+from runner.train.loop import Diverged, Interrupted, train
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +168,7 @@ def test_divergence_mid_run_names_its_epoch_and_step():
 
 
 def test_speed_switches_are_recorded_and_not_part_of_the_run_id():
-    from runner.plan import run_id
+    from runner.plan.expand import run_id
 
     fast = config("cnn", precision="bf16", channels_last=True, fused=True, checkpoint_every=5, compile=False)
     assert run_id(fast) == run_id(config("cnn"))
@@ -196,7 +196,7 @@ def test_convolutional_models_are_told_apart_from_transformers():
 
 def test_compiled_model_trains_and_saves_the_plain_module_weights(tmp_path):
     """torch.compile for real (inductor on the CPU, about half a minute)."""
-    from runner.train import build_model, load_split
+    from runner.train.loop import build_model, load_split
 
     cfg = config("vit", epochs=2, compile=True)
     s, _, engines = _train(cfg, tmp_path)

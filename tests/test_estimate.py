@@ -1,4 +1,4 @@
-"""Run-length estimates rank runs so that the longest starts first (runner/estimate.py)."""
+"""Run-length estimates rank runs so that the longest starts first (runner/launch/estimate.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import torch
 
 from conftest import write_study
 from runner import commands
-from runner.estimate import expected_seconds, images_to_train, longest_first, meta_flops
-from runner.measure import count_flops
-from runner.train import build_model
+from runner.launch.estimate import expected_seconds, images_to_train, longest_first, meta_flops
+from runner.train.measure import count_flops
+from runner.train.loop import build_model
 
 
 def tiny_runs(tmp_path, epochs: int = 2):

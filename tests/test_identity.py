@@ -15,9 +15,9 @@ from pathlib import Path
 
 import architectures
 import datasets
-from runner.plan import expand, run_id
-from runner.recipe import Recipe
-from runner.spec import load_study, parse_study
+from runner.plan.expand import expand, run_id
+from runner.study.recipe import Recipe
+from runner.study.spec import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).with_name("golden") / "identity.json"

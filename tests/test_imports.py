@@ -13,7 +13,7 @@ HEAVY = ("torch", "torchvision", "timm", "wandb")
 
 PROBE = """
 import sys
-from runner.cli import app
+from runner.cli.app import app
 sys.argv = ["runner", *{args!r}]
 try:
     app()
@@ -30,9 +30,9 @@ def study_with_results(tmp_path_factory):
     d = tmp_path_factory.mktemp("imports")
     write_study(d, TINY_STUDY.replace("{epochs}", "2") + '[[probe]]\nname = "speed"\nkind = "inference_time"\n')
     from runner.commands import load
-    from runner.probe_worker import save
-    from runner.runfolder import RunFolder
-    from runner.scheduler import run_json
+    from runner.probes.worker import save
+    from runner.records.runfolder import RunFolder
+    from runner.launch.scheduler import run_json
 
     sel = load(d / "experiments.toml")
     run, probe = sel.runs[0], sel.study.probes[0]

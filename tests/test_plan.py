@@ -6,8 +6,8 @@ import pytest
 
 from conftest import TINY_STUDY, write_study
 from runner.errors import SelectionError
-from runner.plan import expand, parse_where, run_id, select, state_of
-from runner.spec import load_study
+from runner.plan.expand import expand, parse_where, run_id, select, state_of
+from runner.study.spec import load_study
 
 BASE = TINY_STUDY.replace("{epochs}", "2")
 

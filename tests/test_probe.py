@@ -215,7 +215,7 @@ def test_a_category_that_is_no_class_of_the_runs_dataset_is_refused_before_any_w
 
 
 def test_shape_bias_counts_only_conflicting_images_and_maps_categories_to_classes():
-    from runner.cue_conflict import StimuliError, category_classes, decide, shape_bias
+    from runner.probes.cue_conflict import StimuliError, category_classes, decide, shape_bias
 
     got = shape_bias(decisions=["cat", "cat", "dog", "car", "cat", "dog"],
                      shapes=["cat", "cat", "cat", "cat", "dog", "dog"],

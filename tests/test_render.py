@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from runner import render
-from runner.plan import Run
-from runner.scheduler import LaunchResult
+from runner.cli import render
+from runner.plan.expand import Run
+from runner.launch.scheduler import LaunchResult
 
 REASON = ("RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] "
           "Read error [127.0.0.1]:13714: Connection reset by peer [bold]")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import write_study
-from runner.runfolder import RunFolder, read_jsonl
+from runner.records.runfolder import RunFolder, read_jsonl
 
 STUDY = """
 [study]
@@ -69,7 +69,7 @@ COMPARED = ("test_acc", "test_loss", "test_acc_last", "test_loss_last", "val_acc
 def _folders(root: Path) -> dict[str, RunFolder]:
     """One run folder per architecture, created by the launcher's own code."""
     from runner.commands import load
-    from runner.scheduler import run_json
+    from runner.launch.scheduler import run_json
 
     write_study(root, STUDY)
     sel = load(root / "experiments.toml")
@@ -89,7 +89,7 @@ def _copy(folder: RunFolder, to: Path) -> RunFolder:
 
 
 def _worker(study_dir: Path, *folders: RunFolder) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "runner.worker", "--study-dir", str(study_dir), "--device", "cpu",
+    return subprocess.Popen([sys.executable, "-m", "runner.train.worker", "--study-dir", str(study_dir), "--device", "cpu",
                              "--threads", "1", "--runs", *(str(f.path) for f in folders)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from runner.errors import BackendError
-from runner.runfolder import RunFolder, heartbeat_every_s, lost_after_s, read_jsonl, write_json_atomic
+from runner.records.runfolder import RunFolder, heartbeat_every_s, lost_after_s, read_jsonl, write_json_atomic
 
 RUN = {"id": "abc", "cell": "c", "label": "vit/digits/s0", "matrices": ["main"], "config": {"seed": 0}}
 
@@ -45,7 +45,7 @@ def test_states_follow_the_files(tmp_path):
 def test_a_dead_worker_on_this_host_is_lost_at_once(tmp_path):
     f = folder(tmp_path)
     child = subprocess.Popen([sys.executable, "-c",
-                              f"from runner.runfolder import RunFolder; RunFolder({str(f.path)!r}).start_attempt({{}})"])
+                              f"from runner.records.runfolder import RunFolder; RunFolder({str(f.path)!r}).start_attempt({{}})"])
     child.wait()
     s = f.read()
     assert s.state == "lost" and "killed or crashed" in s.reason

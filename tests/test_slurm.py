@@ -204,8 +204,8 @@ def test_arrays_are_split_to_respect_max_array_size(tmp_path, monkeypatch):
     """A cluster with MaxArraySize = 3 (this one allows 1001): four tasks go out as two arrays."""
     from runner import commands
     from runner.backends import slurm
-    from runner.scheduler import submit_to_slurm
-    from runner.slurm_options import SlurmOptions
+    from runner.launch.scheduler import submit_to_slurm
+    from runner.study.slurm import SlurmOptions
 
     write_study(tmp_path, epochs=1)
     monkeypatch.setattr(slurm, "max_array_size", lambda: 3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY_STUDY, run_cli, write_study
-from runner.slurm_options import SlurmOptions, minutes
+from runner.study.slurm import SlurmOptions, minutes
 
 
 @pytest.mark.parametrize("body, key", [

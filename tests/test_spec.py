@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY_STUDY, run_cli, write_study
 from runner.errors import SpecError
-from runner.spec import load_study
+from runner.study.spec import load_study
 
 BASE = TINY_STUDY.replace("{epochs}", "2")
 
@@ -82,7 +82,7 @@ def store_dir(tmp_path_factory):
     """A study folder whose store already exists, to prove bad input never touches it."""
     d = tmp_path_factory.mktemp("bad")
     f = write_study(d)
-    from runner.store import Store
+    from runner.records.store import Store
 
     study = load_study(f)
     Store.open(study.store, study.runs_dir, create=True).engine.dispose()  # closed: its files stay as they are
@@ -110,7 +110,7 @@ def test_catalogue_is_large_enough():
 def test_malformed_study_gives_one_line_and_exit_2(store_dir, name, text, expected):
     before = _digest(store_dir)
     (store_dir / "experiments.toml").write_text(text)
-    from runner.plan import expand
+    from runner.plan.expand import expand
 
     with pytest.raises(SpecError) as e:  # the library raises the same message the CLI prints
         expand(load_study(store_dir / "experiments.toml"))
@@ -161,7 +161,7 @@ def test_valid_study_parses_with_paths_relative_to_the_file(tmp_path):
 
 def test_the_projects_own_study_file_validates():
     from conftest import ROOT
-    from runner.plan import expand
+    from runner.plan.expand import expand
 
     plan = expand(load_study(ROOT / "experiments.toml"))
     assert any("demo" in r.matrices for r in plan.runs)

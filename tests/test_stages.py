@@ -17,8 +17,8 @@ import torch
 
 from conftest import STAGED_STUDY, run_cli, write_study
 from runner.errors import SpecError
-from runner.plan import expand
-from runner.spec import load_study
+from runner.plan.expand import expand
+from runner.study.spec import load_study
 
 
 def _study(tmp_path, init: str = "run:pretrain", extra: str = "", seeds: str = "[0]"):
@@ -125,9 +125,9 @@ def test_two_stage_study_runs_in_order_freezes_the_backbone_and_goes_stale_when_
 
 def test_head_lr_gives_the_head_its_own_rate_through_the_schedule():
     from architectures import create_model
-    from runner.finetune import freeze, head_parameters
-    from runner.optim import make_optimizer, set_lr
-    from runner.recipe import Recipe
+    from runner.train.finetune import freeze, head_parameters
+    from runner.train.optim import make_optimizer, set_lr
+    from runner.study.recipe import Recipe
 
     model = create_model("resnet18_cifar", num_classes=5, in_chans=1, img_size=8, width=4)
     assert freeze(model, "backbone") == sum(p.numel() for n, p in model.named_parameters() if not n.startswith("head."))

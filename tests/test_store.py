@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from runner.errors import StoreError
-from runner.runfolder import RunFolder
-from runner.store import Store
+from runner.records.runfolder import RunFolder
+from runner.records.store import Store
 
 
 def make_run(runs_dir, rid, *, done: bool, epochs=3):
@@ -70,7 +70,7 @@ def test_a_done_run_moved_back_to_training_is_seen_by_the_next_ingest(store_url,
 
 
 def test_an_ingest_between_the_summary_and_the_attempts_end_still_records_the_end(store_url, tmp_path):
-    from runner.runfolder import write_json_atomic
+    from runner.records.runfolder import write_json_atomic
 
     runs = tmp_path / "runs"
     f = make_run(runs, "run0", done=False)

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from runner.optim import lr_at
-from runner.train import Interrupted, train
-from runner.recipe import Recipe
+from runner.train.optim import lr_at
+from runner.train.loop import Interrupted, train
+from runner.study.recipe import Recipe
 
 def _resolved_config() -> dict:
     """A config exactly as the plan resolves it (every default filled in), so seams show."""
@@ -17,8 +17,8 @@ def _resolved_config() -> dict:
     from pathlib import Path
 
     from conftest import write_study
-    from runner.plan import expand
-    from runner.spec import load_study
+    from runner.plan.expand import expand
+    from runner.study.spec import load_study
 
     with tempfile.TemporaryDirectory() as d:
         plan = expand(load_study(write_study(Path(d), epochs=3)))
@@ -86,8 +86,8 @@ def _every_family_study(tmp_path):
 
 def test_every_registered_family_trains_from_a_planned_config(tmp_path):
     """The seam between plan, registry and loop: each family's resolved config trains one epoch."""
-    from runner.plan import expand
-    from runner.spec import load_study
+    from runner.plan.expand import expand
+    from runner.study.spec import load_study
 
     torch.set_num_threads(1)
     plan = expand(load_study(_every_family_study(tmp_path)))

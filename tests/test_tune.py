@@ -65,7 +65,7 @@ def optuna_study(d: Path, name: str = "tiny/vit_lr"):
 
 
 def folder_state(d: Path, run_id: str):
-    from runner.runfolder import RunFolder
+    from runner.records.runfolder import RunFolder
 
     return RunFolder(d / "results" / "runs" / run_id).read()
 
@@ -91,7 +91,7 @@ def test_six_trials_with_pruning_then_apply_changes_exactly_the_tuned_cells(tmp_
     assert S.RUNNING not in states and S.FAIL not in states
     assert S.COMPLETE in states and S.PRUNED in states, states
 
-    from runner.store import Store
+    from runner.records.store import Store
 
     store = Store.open(f"sqlite:///{tmp_path / 'results' / 'runner.db'}", tmp_path / "results" / "runs", create=False)
     for t in trials:
@@ -250,7 +250,7 @@ def test_tune_refuses_before_training_what_cannot_run(tmp_path):
 def test_a_changed_block_does_not_mix_with_the_trials_of_the_old_one(tmp_path):
     from runner.commands import load
     from runner.errors import SpecError
-    from runner.tune import open_study, tuned_cells
+    from runner.tune.tuner import open_study, tuned_cells
 
     write_study(tmp_path, STUDY)
     sel = load(tmp_path / "experiments.toml")

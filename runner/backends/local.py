@@ -1,6 +1,6 @@
 """Local backend: long-lived worker subprocesses, one per slot (a GPU, a share of a GPU, or CPU).
 
-Each worker is ``python -m runner.worker`` pinned with ``CUDA_VISIBLE_DEVICES``,
+Each worker is ``python -m runner.train.worker`` pinned with ``CUDA_VISIBLE_DEVICES``,
 fed run folders on its stdin and answering with JSON events on a private pipe
 (its stdout and stderr go to a log file, so prints from user code cannot corrupt
 the protocol). Workers get their own session: a Ctrl-C in the terminal reaches
@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BackendError
-from ..provenance import COMMAND_ENV, command_line
+from runner.errors import BackendError
+from runner.records.provenance import COMMAND_ENV, command_line
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Worker:
         self.log_path = log_dir / f"worker-{slot.name}-{number}.log"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runner.worker", "--study-dir", str(study_dir), "--device", slot.device,
+                [sys.executable, "-m", "runner.train.worker", "--study-dir", str(study_dir), "--device", slot.device,
                  "--control-fd", str(write_fd)] + (["--threads", str(slot.threads)] if slot.threads else [])
                 + (["--max-runs", str(max_runs)] if max_runs else []),
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,

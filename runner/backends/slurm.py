@@ -1,7 +1,7 @@
 """SLURM backend: the runs to do as a job array, and SLURM's view of it.
 
 Submission goes through submitit (what Hydra's SLURM launcher uses): it writes the batch
-script from ``[slurm]`` (values quoted; ``runner/slurm_options.py`` validated them), pickles
+script from ``[slurm]`` (values quoted; ``runner/study/slurm.py`` validated them), pickles
 the task function and submits the array with its throttle. Each array task trains a chunk
 of runs in one process (``runner.backends.slurm_job.run_chunk``), writing only their run
 folders on the shared filesystem; the database is written by the ``runner`` process that
@@ -23,9 +23,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import BackendError
-from ..provenance import command_line
-from ..runfolder import read_json, write_json_atomic
+from runner.errors import BackendError
+from runner.records.provenance import command_line
+from runner.records.runfolder import read_json, write_json_atomic
 
 JOB_FILE = "slurm.json"
 # job states after which SLURM will not run the task again by itself
@@ -57,7 +57,7 @@ def submit(runs_dir: Path, study_dir: Path, chunks: list[list[str]], parameters:
     """Submit one array task per chunk of run ids; returns the task ids ("123_4"), in chunk order."""
     import submitit
 
-    from .slurm_job import run_chunk
+    from runner.backends.slurm_job import run_chunk
 
     executor = submitit.AutoExecutor(folder=runs_dir / ".slurm" / "%j", cluster="slurm")
     executor.update_parameters(**parameters)

@@ -1,6 +1,6 @@
 """What one SLURM array task runs: its chunk of runs, one after another, in one process.
 
-This is the worker's batch mode (``runner/worker.py``) inside submitit's job process, with
+This is the worker's batch mode (``runner/train/worker.py``) inside submitit's job process, with
 SLURM's signals wired to checkpoints:
 
 * ``SIGUSR2``, sent ``signal_before_s`` ahead of the time limit (submitit's ``--signal``):
@@ -25,10 +25,10 @@ from pathlib import Path
 
 
 def run_chunk(study_dir: str, run_dirs: list[str], device: str, submitted_at: float, command: str) -> dict:
-    from .. import worker
-    from ..provenance import COMMAND_ENV
-    from ..runfolder import read_json
-    from .slurm import JOB_FILE
+    from runner.train import worker
+    from runner.records.provenance import COMMAND_ENV
+    from runner.records.runfolder import read_json
+    from runner.backends.slurm import JOB_FILE
 
     os.environ[COMMAND_ENV] = command  # provenance names the user's `runner launch`, not submitit's script
     # a run submitted again since (after a cancel) belongs to its newer task, never to two; a task is

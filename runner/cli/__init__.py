@@ -1,0 +1,1 @@
+"""The Typer app: parse the options, call runner.commands, render with rich. Nothing here decides."""

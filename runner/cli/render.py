@@ -1,0 +1,321 @@
+"""Terminal rendering with rich: plan and status tables, one run, and the live launch display."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from runner.commands import eta_seconds
+
+STATE_STYLE = {"done": "green", "stale": "yellow", "running": "cyan", "queued": "cyan", "failed": "red",
+               "lost": "magenta", "cancelled": "magenta", "pruned": "dim", "unknown": "yellow", "missing": "dim"}
+MAX_ROWS = 40
+
+console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = [f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in counts.items()]
+    return f"{total} run(s): " + ", ".join(parts) if parts else "0 runs selected"
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return "—" if v is None else str(v)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def plan_view(study_name: str, entries: list[dict]) -> None:
+    """Runs grouped by cell (the seeds of one configuration), with their states."""
+    cells: dict[str, list[dict]] = defaultdict(list)
+    for e in entries:
+        cells[e["cell"]].append(e)
+    table = Table(title=f"plan of {escape(study_name)}", title_justify="left")
+    table.add_column("cell", overflow="fold", ratio=3)
+    table.add_column("id", style="dim", no_wrap=True)
+    for col in ("matrix", "seeds", "states"):
+        table.add_column(col, overflow="fold")
+    for i, (cell, runs) in enumerate(cells.items()):
+        if i == MAX_ROWS:
+            table.add_row(f"… {len(cells) - MAX_ROWS} more cells (narrow with --where or --matrix, or use --json)",
+                          "", "", "", "")
+            break
+        label = runs[0]["label"].rsplit("/", 1)[0]
+        states: dict[str, int] = defaultdict(int)
+        for r in runs:
+            states[r["state"]] += 1
+        table.add_row(escape(label), cell, ",".join(runs[0]["matrix"]),
+                      ",".join(r["label"].rsplit("/s", 1)[-1] for r in runs),
+                      ", ".join(f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in states.items()))
+    console.print(table)
+
+
+def status_view(study_name: str, overview: dict) -> None:
+    console.print(f"[bold]{escape(study_name)}[/]: " + _counts_line(overview["counts"]))
+    running = [e for e in overview["runs"] if e["state"] == "running"]
+    if running:
+        t = Table(title="running", title_justify="left")
+        for col in ("run", "label", "epoch", "ETA", "val_acc", "train_loss"):
+            t.add_column(col)
+        for e in running:
+            p = e.get("progress") or {}
+            m = p.get("metrics") or {}
+            t.add_row(e["id"], escape(e["label"]), f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
+                      _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
+        console.print(t)
+    in_slurm = [e for e in overview["runs"] if e.get("job") and e["state"] in ("queued", "running")]
+    if in_slurm:
+        t = Table(title="in SLURM", title_justify="left")
+        for col in ("run", "label", "state", "task", "SLURM state"):
+            t.add_column(col)
+        for e in in_slurm[:MAX_ROWS]:
+            t.add_row(e["id"], escape(e["label"]), e["state"], e["job"]["id"], e["job"]["state"] or "?")
+        if len(in_slurm) > MAX_ROWS:
+            t.add_row("…", f"{len(in_slurm) - MAX_ROWS} more (use --json)", "", "", "")
+        console.print(t)
+    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost", "cancelled", "unknown")]
+    if failed:
+        t = Table(title="failed, lost, cancelled or unknown", title_justify="left")
+        for col in ("run", "label", "state", "reason"):
+            t.add_column(col, overflow="fold")
+        for e in failed[:MAX_ROWS]:
+            job = f" [dim](task {e['job']['id']})[/]" if e.get("job") else ""
+            t.add_row(e["id"], escape(e["label"]), e["state"], escape(e.get("reason") or "—") + job)
+        console.print(t)
+    done = [e for e in overview["runs"] if e["state"] in ("done", "stale")]
+    if done:
+        t = Table(title="done", title_justify="left")
+        for col in ("run", "label", "test_acc", "best_val_acc", "params", "train time"):
+            t.add_column(col)
+        for e in done[:MAX_ROWS]:
+            s = e.get("summary") or {}
+            t.add_row(e["id"], escape(e["label"]) + (" [yellow](stale)[/]" if e["state"] == "stale" else ""),
+                      _fmt(s.get("test_acc")), _fmt(s.get("best_val_acc")), _fmt(s.get("params")),
+                      _duration(s.get("train_time_s")))
+        if len(done) > MAX_ROWS:
+            t.add_row("…", f"{len(done) - MAX_ROWS} more (use --json)", "", "", "", "")
+        console.print(t)
+    tuning_view(overview.get("tuning") or [])
+
+
+def tune_line(result, metric: str, file: str, name: str) -> str:
+    """What ``runner tune`` says when it stops: this run's trials, and the best of the study."""
+    extra = ([f"{result.resumed} resumed"] if result.resumed else []) + (
+        [f"{result.reused} reused a trained run"] if result.reused else [])
+    line = (f"{result.name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in this run"
+            + (f" ({', '.join(extra)})" if extra else ""))
+    b = result.best
+    if b:
+        values = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+        line += (f"; best: trial {b['number']}, {metric} = {_fmt(b['value'])} ({values}); "
+                 f"write it into {file} with `runner tune {name} --apply`")
+    return line
+
+
+def tuning_view(studies: list[dict]) -> None:
+    """The [tune.NAME] studies: trials by state and the best so far."""
+    if not studies:
+        return
+    t = Table(title="tuning", title_justify="left")
+    for col in ("block", "finished", "complete", "pruned", "failed", "running", "best"):
+        t.add_column(col)
+    for e in studies:
+        b = e.get("best")
+        best = (f"trial {b['trial']}: {e['metric']} = {_fmt(b['value'])} ("
+                + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()) + ")"
+                if b else "—")
+        t.add_row(escape(e["name"]), f"{e['complete'] + e['pruned']}/{e['trials']}", str(e["complete"]),
+                  str(e["pruned"]), str(e["failed"]), str(e["running"]), escape(best))
+    console.print(t)
+
+
+def show_view(info: dict) -> None:
+    console.print(f"[bold]{escape(info['label'])}[/]  id {info['id']}  cell {info['cell']}  "
+                  f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]"
+                  + (f": {escape(info['reason'])}" if info["reason"] else ""))
+    console.print(f"folder {escape(info['folder'])}")
+    console.print("config " + escape(json.dumps(info["config"], sort_keys=True)))
+    for a in info["attempts"]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["started_at"])) if a["started_at"] else "?"
+        console.print(f"attempt {a['number']}: {a.get('status') or 'open'} on {a.get('host')} ({a.get('device')}, "
+                      f"{a.get('gpu_model') or 'no GPU'}), started {started}, git {str(a.get('git_commit'))[:10]}"
+                      f"{' dirty' if a.get('git_dirty') else ''}, torch {a.get('torch')}"
+                      + (f", SLURM job {a['slurm_job_id']}" + (f"_{a['slurm_array_task_id']}" if a.get("slurm_array_task_id") else "")
+                         if a.get("slurm_job_id") else "") + f"; command: {escape(str(a.get('command')))}")
+        engine = (a.get("provenance") or {}).get("engine")
+        if engine:
+            resumed = engine.get("resumed_from")
+            console.print(f"  engine: {engine.get('precision')}, compile {'on' if engine.get('compile') else 'off'}, "
+                          f"channels_last {'on' if engine.get('channels_last') else 'off'}, "
+                          f"fused optimizer {'on' if engine.get('fused') else 'off'}, {engine.get('data_path')} data"
+                          + (f"; resumed at epoch {resumed['epoch']} batch {resumed['batch']} (step {resumed['step']})"
+                             if resumed else ""))
+    if info["summary"]:
+        console.print("summary " + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["summary"].items())))
+    if info["last_metrics"]:
+        console.print(f"epoch {info['epochs_logged']}: " +
+                      ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["last_metrics"].items())))
+    for p in info.get("probes", ()):
+        console.print(escape(f"probe {p['probe']} ({p['kind']}, settings {p['key']}): {p['state']}")
+                      + escape(f": {p['reason']}" if p["reason"] else f" on {p['device']}") + f"; {escape(p['folder'])}",
+                      soft_wrap=True)
+
+
+class LaunchDisplay:
+    """Live progress on a terminal; one line per finished run elsewhere (logs, CI)."""
+
+    def __init__(self, total: int, already_done: int = 0):
+        self.total, self.already_done, self.finished_n = total, already_done, 0
+        self.slots: dict[str, tuple[Any, str]] = {}  # slot name -> (run, slot)
+        self.records: dict = {}
+        self.start = time.monotonic()
+        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False) \
+            if console.is_terminal else None
+
+    def __enter__(self):
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.update(self._render())
+            self.live.__exit__(*exc)
+
+    def _render(self) -> Table:
+        t = Table(title=f"{self.finished_n}/{self.total} finished, elapsed {_duration(time.monotonic() - self.start)}",
+                  title_justify="left")
+        for col in ("slot", "run", "epoch", "val_acc", "ETA"):
+            t.add_column(col)
+        for slot, (run, _) in sorted(self.slots.items()):
+            rec = self.records.get(run.id)
+            p = (rec.progress if rec else None) or {}
+            m = p.get("metrics") or {}
+            t.add_row(slot, escape(run.label), f"{p.get('epoch', 0)}/{p.get('epochs', run.config['train']['epochs'])}",
+                      _fmt(m.get("val_acc")), _duration(eta_seconds(p)))
+        return t
+
+    def _refresh(self) -> None:
+        if self.live:
+            self.live.update(self._render())
+
+    def started(self, run, slot) -> None:
+        self.slots[slot.name] = (run, slot.name)
+        if not self.live:
+            console.print(f"start  {escape(run.label)} [dim]{run.id}[/] on {slot.name}")
+        self._refresh()
+
+    def finished(self, run, state, record, reason) -> None:
+        self.finished_n += 1
+        for name, (r, _) in list(self.slots.items()):
+            if r.id == run.id:
+                del self.slots[name]
+        s = (record.summary if record else None) or {}
+        detail = (f"test_acc={_fmt(s.get('test_acc'))} in {_duration(s.get('train_time_s'))}" if state == "done"
+                  else (reason or ""))
+        console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {escape(run.label)} [dim]{run.id}[/] {escape(detail)}")
+        self._refresh()
+
+    def progress(self, records: dict) -> None:
+        self.records.update(records)
+        self._refresh()
+
+    def message(self, text: str) -> None:
+        err_console.print(text, markup=False)  # plain text: reasons quote tracebacks, paths, "[...]"
+
+
+def data_view(rows: list[dict]) -> None:
+    """A short table of states; what is missing and how to get it follows, one line per dataset."""
+    table = Table(title="datasets", title_justify="left")
+    for col in ("dataset", "source", "root", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["dataset"], r["source"], escape(_relative(r["root"]) or "(bundled)"),
+                      "[green]in place[/]" if r["problem"] is None else "[red]missing[/]")
+    console.print(table)
+    for r in rows:
+        if r["problem"] is not None:
+            console.print(f"{r['dataset']}: " + escape(r["problem"]), soft_wrap=True, highlight=False)
+
+
+def _relative(path: str | None) -> str | None:
+    if not path:
+        return path
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def probe_started(probe, tasks: int, workers: int) -> None:
+    print(f"probe {probe.name} ({probe.kind}): {tasks} run(s) on {workers} worker(s)", flush=True)
+
+
+def probe_landed(task: dict, state: str, reason: str | None) -> None:
+    print(f"  {state:6} {task['label']}" + (f": {reason}" if reason else ""), flush=True)
+
+
+def probe_line(r) -> str:
+    """The closing line of one [[probe]] block of `runner probe`."""
+    parts = [f"{len(r.done)} probed", f"{r.kept} already had it"]
+    if r.failed:
+        parts.append(f"{len(r.failed)} failed")
+    if r.skipped:
+        reasons = sorted({why for _, why in r.skipped})
+        parts.append(f"{len(r.skipped)} skipped ({'; '.join(reasons[:3])}" + ("; ..." if len(reasons) > 3 else "") + ")")
+    if r.unfinished:
+        parts.append(f"{r.unfinished} not finished yet")
+    where = f"; results in <run folder>/{r.probe.folder}/, `runner report --table probe_{r.probe.name}`"
+    return f"probe {r.probe.name}: " + ", ".join(parts) + (where if r.done or r.kept else "")
+
+
+def submit_lines(result) -> None:
+    """What `runner launch --backend slurm` says once the array is submitted."""
+    waiting = (f"; {result.in_slurm} left to their earlier SLURM task(s)" if result.in_slurm else "")
+    if result.unknown:
+        err_console.print(f"{result.unknown} run(s) belong to SLURM tasks that squeue and sacct know nothing of; they "
+                          "are not submitted again while they may still run (`runner status` shows them as unknown; "
+                          "`runner cancel` them to submit them again)")
+    if not result.submitted:
+        console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done{waiting}")
+        return
+    arrays = sorted({j.split("_")[0] for j in result.job_ids})
+    console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
+                  f"({result.already_done} were already done{waiting}); follow them with `runner status`")
+
+
+def launch_lines(result) -> None:
+    """``runner launch``'s closing lines: what ran and how it ended, then each failure's reason."""
+    ran = result.done + result.failed + result.lost + result.cancelled + result.blocked
+    if ran == 0 and not result.interrupted:
+        console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
+                      + (", the rest failed or stale (see --rerun)" if result.already_done < result.selected else ""))
+    else:
+        console.print(f"{result.done} done, {result.failed} failed, {result.lost} lost, {result.cancelled} cancelled "
+                      f"or interrupted" + (f", {result.blocked} blocked" if result.blocked else "")
+                      + f" ({result.already_done} were already done"
+                      + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
+    for label, state, reason in result.failures:
+        err_console.print(f"[red]{state}[/] {escape(label)}: {escape(reason)}", soft_wrap=True)

@@ -1,0 +1,205 @@
+"""``runner launch``: run every selected run that is not done yet, and nothing twice.
+
+The launcher holds the study's lock (a second launcher refuses, naming the first;
+``runner/launch/lock.py``), decides what is left to do from the store, writes each run's
+folder (``run.json``), and hands the runs to the dispatcher (``runner/launch/dispatch.py``),
+which keeps every slot busy, retries runs whose worker died and stops cleanly on
+Ctrl-C. Killed with ``kill -9``, the launcher loses nothing either: its workers see
+their stdin close, mark their run interrupted and exit; the next launch resumes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from runner.backends.local import Slot
+from runner.backends.slurm import JOB_FILE
+from runner.errors import BackendError, DataError
+from runner.launch.lock import launch_lock
+from runner.launch.data_check import missing_data
+from runner.plan.expand import Run
+from runner.plan.stages import depths, effective_states
+from runner.records.provenance import git_commit
+from runner.records.runfolder import RunFolder, lost_after_s
+from runner.study.spec import Study
+from runner.records.store import RunRecord, Store
+
+INCOMPLETE = {"missing", "queued", "lost", "cancelled"}  # always (re)run
+RERUNNABLE = {"failed", "stale"}  # only with --rerun
+
+
+@dataclass
+class LaunchResult:
+    selected: int = 0
+    already_done: int = 0
+    done: int = 0
+    failed: int = 0
+    lost: int = 0  # the worker died or hung more often than --retries allows
+    cancelled: int = 0  # by `runner cancel`, or interrupted by a signal
+    pruned: int = 0  # tuning trials stopped early by the pruner
+    blocked: int = 0  # not started: their upstream was not done
+    retried: int = 0
+    interrupted: bool = False
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (label, state, reason)
+
+
+class Display(Protocol):
+    def started(self, run: Run, slot: Slot) -> None: ...
+    def finished(self, run: Run, state: str, record: RunRecord | None, reason: str | None) -> None: ...
+    def progress(self, records: dict[str, RunRecord]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+def run_json(run: Run, study: Study) -> dict:
+    """What run.json holds: enough to rebuild the index without the study file."""
+    return {"id": run.id, "cell": run.cell, "label": run.label, "matrices": list(run.matrices),
+            "study": study.name, "architecture": run.architecture, "dataset": run.dataset, "seed": run.seed,
+            "config": run.config, **({"upstream": run.upstream} if run.upstream else {}),
+            **({"wandb": study.wandb} if study.wandb else {})}
+
+
+def runs_to_do(runs: list[Run], records: dict[str, RunRecord], commit: str | None, rerun: set[str]) -> list[Run]:
+    """Incomplete runs, plus failed/stale ones when asked; never done or running ones. A run is
+    stale also when its upstream is (``runner/plan/stages.py``); ``runs`` holds the upstreams it needs."""
+    states, _ = effective_states(runs, records, commit, {r.id: r for r in runs})
+    return [r for r in runs if (s := states[r.id]) in INCOMPLETE or s in rerun]
+
+
+def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
+    """Before any worker starts: every dataset the runs to do need must be on disk, or the
+    launch stops with what is missing and how to leave those cells out."""
+    missing = missing_data(todo)
+    if not missing:
+        return
+    absent = {m.dataset for m in missing}
+    present = sorted({r.dataset for r in selected} - absent)
+    lines = [f"dataset {m.dataset} ({m.runs} run(s) to do): {m.problem}" for m in missing]
+    hint = (f"or leave those cells out: --where dataset={','.join(present)}" if present else
+            "nothing else selected can run without it")
+    raise DataError("\n".join(lines + [hint]))
+
+
+def refuse_too_wide(todo: list[Run], slots: list[Slot]) -> None:
+    """A run with ``gpus_per_run = N`` needs N slots of this launch at once."""
+    from runner.launch.dispatch import ranks_of
+
+    wide = max(todo, key=ranks_of)
+    if ranks_of(wide) > len(slots):
+        kind = "--gpus N (or --per-gpu K)" if slots[0].device == "cuda" else "--workers N"
+        raise BackendError(f"{wide.label}: gpus_per_run = {ranks_of(wide)}, but this launch has {len(slots)} "
+                           f"slot(s); give it at least {ranks_of(wide)} with {kind}")
+
+
+def prepare_folders(study: Study, todo: list[Run], records: dict[str, RunRecord]) -> None:
+    """Write run.json of each run to do, lift cancel requests and SLURM claims (the run is
+    launched again on purpose), and set aside the summary of a stale run rerun on request."""
+    for run in todo:
+        folder = RunFolder(study.runs_dir / run.id)
+        folder.create(run_json(run, study))
+        folder.clear_cancel()
+        folder.file(JOB_FILE).unlink(missing_ok=True)
+        if records.get(run.id) and records[run.id].state == "done":
+            folder.supersede()
+
+
+def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], display: Display, *,
+           rerun: set[str] = frozenset(), retries: int = 2, isolate: bool = False,
+           stop_grace_s: float = 30.0) -> LaunchResult:
+    """Run what is left of ``runs`` on ``slots``. ``retries``: how many more attempts a run gets
+    when its worker dies or hangs; ``isolate``: one fresh worker process per run."""
+    from runner.launch.dispatch import Dispatcher
+
+    lost_after = lost_after_s()  # a bad RUNNER_LOST_AFTER_S stops the launch before anything starts
+    result = LaunchResult(selected=len(runs))
+    with launch_lock(study.runs_dir) as lock:
+        store.ingest(study.runs_dir)
+        records = store.runs([r.id for r in runs])
+        todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
+        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
+        if not todo:
+            return result
+        refuse_missing_data(todo, runs)
+        refuse_too_wide(todo, slots)
+        lock.announce([r.id for r in todo])
+        prepare_folders(study, todo, records)
+        store.ingest(study.runs_dir, [r.id for r in todo])
+        Dispatcher(study, todo, store, slots, display, result, lock, retries=retries, isolate=isolate,
+                   lost_after_s=lost_after, stop_grace_s=stop_grace_s).run()
+        store.ingest(study.runs_dir, [r.id for r in todo])
+    return result
+
+
+def slurm_groups(todo: list[Run], by_id: dict[str, Run]) -> list[list[Run]]:
+    """One job array per stage and number of processes per run, upstream stages first: a task's
+    resources fit every run of its array, and a stage's array waits for the arrays it starts from
+    (``by_id``: every run of the launch, so a run whose upstream was submitted earlier is not stage 1)."""
+    from runner.launch.dispatch import ranks_of
+
+    stage = depths(todo, by_id)
+    groups: dict[tuple[int, int], list[Run]] = {}
+    for r in todo:
+        groups.setdefault((stage[r.id], ranks_of(r)), []).append(r)
+    return [groups[k] for k in sorted(groups)]
+
+
+@dataclass
+class SubmitResult:
+    selected: int = 0
+    already_done: int = 0
+    submitted: int = 0
+    job_ids: list[str] = field(default_factory=list)  # one per array task
+    in_slurm: int = 0  # left alone: their task may still run them
+    unknown: int = 0  # of those, tasks SLURM said nothing about
+
+
+def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rerun: set[str] = frozenset()) -> SubmitResult:
+    """Submit what is left of ``runs`` as a SLURM job array (``options``: a validated SlurmOptions)
+    and return at once; ``runner status`` follows the runs. A run whose earlier task is waiting or
+    running is not submitted twice; one whose task SLURM no longer knows is not either (it may
+    still run: its state shows as unknown)."""
+    from runner.backends import slurm
+
+    slurm.require_slurm()
+    result = SubmitResult(selected=len(runs))
+    with launch_lock(study.runs_dir):
+        store.ingest(study.runs_dir)
+        records = store.runs([r.id for r in runs])
+        todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
+        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
+        tasks = {r.id: t for r in todo if (t := slurm.task_of(study.runs_dir / r.id))}
+        answers = slurm.states(set(tasks.values()))
+
+        def may_still_run(run: Run) -> bool:
+            if run.id not in tasks or RunFolder(study.runs_dir / run.id).cancel_requested():
+                return False  # never submitted, or cancelled (its old task will leave it alone)
+            return answers.get(tasks[run.id]) not in slurm.FINAL
+
+        waiting = [r for r in todo if may_still_run(r)]
+        result.in_slurm = len(waiting)
+        result.unknown = sum(1 for r in waiting if tasks[r.id] not in answers)
+        todo = [r for r in todo if r not in waiting]
+        if not todo:
+            return result
+        refuse_missing_data(todo, runs)
+        prepare_folders(study, todo, records)
+        from runner.launch.dispatch import ranks_of
+
+        if len({r.cell for r in todo}) > 1:
+            from runner.launch.estimate import expected_seconds, longest_first
+
+            todo = longest_first(todo, expected_seconds(todo, store.history()))
+        device = "cuda" if options.gpus_per_task else "cpu"
+        task_of_run = {r.id: tasks[r.id] for r in waiting}  # upstreams submitted earlier, still to run
+        for group in slurm_groups(todo, {r.id: r for r in runs}):
+            after = sorted({task_of_run[r.upstream].split("_")[0] for r in group if r.upstream in task_of_run})
+            # dealt round-robin from longest to shortest: each task starts with a long run and chunks even out
+            n = -(-len(group) // options.per_task)
+            chunks = [[r.id for r in group[i::n]] for i in range(n)]
+            params = options.executor_parameters(f"runner-{study.name}", ranks=ranks_of(group[0]), after=after)
+            ids = slurm.submit(study.runs_dir, study.dir, chunks, params, device)
+            task_of_run |= {rid: task for chunk, task in zip(chunks, ids) for rid in chunk}
+            result.job_ids += ids
+        result.submitted = len(todo)
+        store.ingest(study.runs_dir, [r.id for r in todo])
+    return result

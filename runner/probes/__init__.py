@@ -1,0 +1,1 @@
+"""[[probe]] blocks: measurements on finished runs (attention maps, shape bias, inference time)."""

@@ -1,0 +1,1 @@
+"""What is kept of runs: the run-folder format (the journal), the SQL store (the index), provenance."""

@@ -1,0 +1,386 @@
+"""The store: an index of the run folders in a SQL database (SQLAlchemy 2; SQLite by default).
+
+Only the ``runner`` process the user runs writes it, by ingesting run folders:
+idempotently (a folder whose files did not change is skipped), under a file lock
+(two launchers never interleave), in short transactions. Everything in it comes
+from the folders, so ``rebuild`` can always recreate it. Callers get frozen
+``RunRecord`` objects, never rows. Table names carry the ``mr_`` prefix so they
+never collide with Optuna's tables in the same database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlalchemy as sa
+
+from runner.errors import StoreError
+from runner.records.runfolder import RunFolder, still_done
+from runner.study.spec import sqlite_path
+from runner.records.probes import ingest_probe, probe_folders, probe_sig, probe_table
+
+SCHEMA_VERSION = 1
+
+meta = sa.MetaData()
+
+runs_table = sa.Table(
+    "mr_runs", meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("cell", sa.String(32), index=True, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("study", sa.Text),
+    sa.Column("matrices", sa.JSON),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), index=True, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("summary", sa.JSON),
+    sa.Column("progress", sa.JSON),  # the heartbeat: epoch, epochs, last metrics
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("folder_sig", sa.Text),
+    sa.Column("ingested_at", sa.Float),
+)
+
+attempts_table = sa.Table(
+    "mr_attempts", meta,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("host", sa.Text), sa.Column("pid", sa.Integer),
+    sa.Column("device", sa.Text), sa.Column("gpu_model", sa.Text), sa.Column("gpu_count", sa.Integer),
+    sa.Column("gpu_mem_mb", sa.Float),
+    sa.Column("python", sa.Text), sa.Column("torch", sa.Text), sa.Column("cuda", sa.Text),
+    sa.Column("cudnn", sa.Text), sa.Column("timm", sa.Text),
+    sa.Column("git_commit", sa.String(64)), sa.Column("git_dirty", sa.Boolean), sa.Column("git_diff_hash", sa.Text),
+    sa.Column("command", sa.Text),
+    sa.Column("slurm_job_id", sa.Text), sa.Column("slurm_array_task_id", sa.Text),
+    sa.Column("started_at", sa.Float), sa.Column("ended_at", sa.Float),
+    sa.Column("status", sa.String(16)), sa.Column("reason", sa.Text), sa.Column("traceback", sa.Text),
+    sa.Column("provenance", sa.JSON),
+)
+
+metrics_table = sa.Table(
+    "mr_metrics", meta,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("epoch", sa.Integer),
+    sa.Column("value", sa.Float),
+    sa.Column("time", sa.Float),
+)
+
+probes_table = probe_table(meta)  # runner/records/probes.py
+
+meta_table = sa.Table(
+    "mr_meta", meta,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text),
+)
+
+_ATTEMPT_FIELDS = ("device", "gpu_model", "gpu_count", "gpu_mem_mb", "python", "torch", "cuda", "cudnn", "timm",
+                   "git_commit", "git_dirty", "git_diff_hash", "command", "slurm_job_id", "slurm_array_task_id")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    cell: str
+    label: str
+    matrices: tuple[str, ...]
+    state: str
+    reason: str | None
+    summary: dict | None
+    progress: dict | None
+    attempts: int
+    git_commit: str | None
+    started_at: float | None
+    finished_at: float | None
+    folder: str
+
+
+class Store:
+    def __init__(self, url: str, *, lock_dir: Path):
+        self.url = url
+        self.engine = _engine(url)
+        self.lock_path = lock_dir / ".ingest.lock"
+        self._check_schema()
+
+    # ------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, url: str, lock_dir: Path, *, create: bool = True) -> "Store | None":
+        """Open (and create) the store; with ``create=False`` a SQLite file that does not exist gives None,
+        so read-only commands never create files."""
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            if not create:
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+        return cls(url, lock_dir=lock_dir)
+
+    def _check_schema(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                meta.create_all(conn)
+                row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row.value) != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.url}: results index has schema version {row.value}, this runner uses {SCHEMA_VERSION}; "
+                        "rebuild it from the run folders with `runner sync --rebuild`")
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"{self.url}: cannot open the results database: {e.orig}") from None
+
+    # ------------------------------------------------ reading
+
+    def runs(self, ids: Iterable[str] | None = None, *, details: bool = True, progress: bool = True) -> dict[str, RunRecord]:
+        """Records by id (all, or the given ids). Configs stay in the database: the plan has them.
+        Without ``details`` the summary and progress are left out (``plan`` needs only states);
+        without ``progress`` the last heartbeat is (``report`` reads summaries only)."""
+        c = runs_table.c
+        summary = c.summary if details else sa.null()
+        progress = c.progress if details and progress else sa.null()
+        # columns in RunRecord's field order, so a row becomes a record without lookups
+        q = sa.select(c.id, c.cell, c.label, c.matrices, c.state, c.reason, summary, progress, c.attempts,
+                      c.git_commit, c.started_at, c.finished_at, c.folder)
+        ids = None if ids is None else list(ids)
+        with self.engine.connect() as conn:
+            if ids is not None and len(ids) <= 500:
+                q = q.where(c.id.in_(ids))
+            rows = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), *r[4:]) for r in conn.execute(q)}
+        return rows if ids is None else {i: rows[i] for i in ids if i in rows}
+
+    def config(self, run_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs_table.c.config).where(runs_table.c.id == run_id)).scalar()
+
+    def attempts(self, run_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(attempts_table).where(attempts_table.c.run_id == run_id)
+                                .order_by(attempts_table.c.number))
+            return [dict(r._mapping) for r in rows]
+
+    def metrics(self, run_ids: Iterable[str]) -> list[dict]:
+        """Metric series rows ``{run_id, name, step, epoch, value, time}`` of the given runs."""
+        ids, out = list(run_ids), []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(metrics_table).where(metrics_table.c.run_id.in_(ids[i:i + 500]))
+                out.extend(dict(r._mapping) for r in conn.execute(q.order_by(metrics_table.c.run_id,
+                                                                             metrics_table.c.step)))
+        return out
+
+    def hardware(self) -> dict[str, tuple[str, ...]]:
+        """Per run, the devices its attempts trained on: the GPU model, or ``cpu`` (what a table
+        flags when the seeds of one cell ran on different hardware)."""
+        a = attempts_table.c
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for run_id, model, device in conn.execute(sa.select(a.run_id, a.gpu_model, a.device)):
+                if model or device:
+                    out.setdefault(run_id, set()).add(model or ("cpu" if device == "cpu" else device))
+        return {k: tuple(sorted(v)) for k, v in out.items()}
+
+    def series(self, run_ids: Iterable[str], name: str) -> tuple[list[str], list[int], list[float]]:
+        """One metric's per-epoch values of the given runs, as columns ``(run_ids, epochs, values)``:
+        what a learning curve needs, read without building a row object per value."""
+        ids, m = list(run_ids), metrics_table.c
+        cols: tuple[list, list, list] = ([], [], [])
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = (sa.select(m.run_id, m.epoch, m.value)
+                     .where(m.run_id.in_(ids[i:i + 500]), m.name == name).order_by(m.run_id, m.step))
+                for run_id, epoch, value in conn.execute(q):
+                    cols[0].append(run_id), cols[1].append(epoch), cols[2].append(value)
+        return cols
+
+    def history(self) -> list[dict]:
+        """Finished runs as ``{cell, config, summary, seconds}``, seconds being the wall time of all
+        their attempts: what the launcher estimates the length of similar runs from."""
+        r, a = runs_table.c, attempts_table.c
+        seconds = sa.func.sum(a.ended_at - a.started_at)
+        q = (sa.select(r.cell, r.config, r.summary, seconds).join(attempts_table, a.run_id == r.id)
+             .where(r.state == "done", a.ended_at.is_not(None), a.started_at.is_not(None)).group_by(r.id))
+        with self.engine.connect() as conn:
+            return [{"cell": row[0], "config": row[1], "summary": row[2], "seconds": row[3]} for row in conn.execute(q)]
+
+    def probes(self, run_ids: Iterable[str] | None = None, *, probe: str | None = None) -> list[dict]:
+        """Probe results (runner/probes/launch.py) as dicts of the ``mr_probes`` columns, of the given runs
+        (all if None) and probe name."""
+        c = probes_table.c
+        q = sa.select(probes_table)
+        if probe is not None:
+            q = q.where(c.probe == probe)
+        ids = None if run_ids is None else set(run_ids)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q.order_by(c.run_id, c.probe))]
+        return rows if ids is None else [r for r in rows if r["run_id"] in ids]
+
+    def find(self, prefix: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r.id for r in conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id.like(prefix + "%")))]
+
+    # ------------------------------------------------ ingestion
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.lock_path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def ingest(self, runs_dir: Path, ids: Iterable[str] | None = None) -> int:
+        """Bring the index up to date with the run folders (all, or the given ids); returns rows changed."""
+        runs_dir = Path(runs_dir)
+        if ids is None:
+            folders = _subdirs(runs_dir)
+        else:
+            folders = [(i, str(runs_dir / i)) for i in ids if (runs_dir / i / "run.json").exists()]
+        if not folders:
+            return 0
+        changed = 0
+        with self._lock():
+            with self.engine.connect() as conn:
+                known = {r.id: (r.folder_sig, r.state) for r in conn.execute(
+                    sa.select(runs_table.c.id, runs_table.c.folder_sig, runs_table.c.state))}
+            todo = []
+            for name, path in folders:
+                old_sig, old_state = known.get(name, (None, None))
+                if old_state == "done" and still_done(path, old_sig):
+                    continue
+                f = RunFolder(path)
+                sig = f.signature()
+                # a running run can turn lost with no file changing, so it is always looked at
+                if sig != old_sig or old_state == "running":
+                    todo.append((f, sig))
+            for i in range(0, len(todo), 200):  # short transactions: readers never wait long
+                with self.engine.begin() as conn:
+                    for f, sig in todo[i:i + 200]:
+                        changed += _ingest_one(conn, f, sig)
+        return changed
+
+    def ingest_probes(self, runs_dir: Path, ids: Iterable[str] | None = None) -> int:
+        """Bring ``mr_probes`` up to date with the ``probes/`` folders of the runs (all, or the given
+        ids); returns rows changed. A result folder whose files did not change is skipped."""
+        runs_dir = Path(runs_dir)
+        found = probe_folders(runs_dir, [n for n, _ in _subdirs(runs_dir)] if ids is None else list(ids))
+        if not found:
+            return 0
+        changed = 0
+        with self._lock():
+            with self.engine.connect() as conn:
+                known = {r.folder: r.folder_sig for r in conn.execute(sa.select(probes_table.c.folder,
+                                                                                probes_table.c.folder_sig))}
+            todo = [(run_id, path, sig) for run_id, path in found
+                    if (sig := probe_sig(path)) is not None and known.get(path) != sig]
+            for i in range(0, len(todo), 200):
+                with self.engine.begin() as conn:
+                    for run_id, path, sig in todo[i:i + 200]:
+                        changed += ingest_probe(conn, probes_table, run_id, Path(path), sig)
+        return changed
+
+    def rebuild(self, runs_dir: Path) -> int:
+        """Forget the index and recreate it from the run folders."""
+        with self._lock(), self.engine.begin() as conn:
+            for t in (metrics_table, attempts_table, runs_table, probes_table):
+                conn.execute(t.delete())
+        n = self.ingest(runs_dir)
+        self.ingest_probes(runs_dir)
+        return n
+
+
+def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
+    fs = folder.read()
+    if fs.run is None or fs.run.get("id") != folder.path.name:
+        return 0
+    rid = folder.path.name
+    attempts = fs.attempts
+    last_prov = (attempts[-1].get("provenance") or {}) if attempts else {}
+    done_prov = last_prov if fs.state == "done" else {}
+    row = dict(
+        id=rid, cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
+        matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state, reason=fs.reason,
+        summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
+        git_commit=(done_prov.get("git") or {}).get("commit"),
+        started_at=attempts[0].get("started_at") if attempts else None,
+        finished_at=attempts[-1].get("ended_at") if attempts and fs.state in ("done", "failed") else None,
+        folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),
+    )
+    for t in (metrics_table, attempts_table):
+        conn.execute(t.delete().where(t.c.run_id == rid))
+    conn.execute(runs_table.delete().where(runs_table.c.id == rid))
+    conn.execute(runs_table.insert().values(**row))
+    if attempts:
+        conn.execute(attempts_table.insert(), [_attempt_row(rid, a, fs) for a in attempts])
+    series = [
+        dict(run_id=rid, name=k, step=m.get("step", m["epoch"]), epoch=m["epoch"], value=float(v), time=m.get("time"))
+        for m in folder.metrics() for k, v in m.items()
+        if k not in ("attempt", "epoch", "step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    if series:
+        conn.execute(metrics_table.insert(), series)
+    return 1
+
+
+def _attempt_row(rid: str, a: dict, fs) -> dict:
+    prov = a.get("provenance") or {}
+    flat = {**(prov.get("host") or {}), **(prov.get("torch") or {}), **{f"git_{k}": v for k, v in (prov.get("git") or {}).items()},
+            "command": prov.get("command"), **(prov.get("slurm") or {})}
+    row = {k: flat.get(k) for k in _ATTEMPT_FIELDS}
+    tb = fs.error.get("traceback") if fs.error and fs.error.get("attempt") == a["attempt"] else None
+    return dict(run_id=rid, number=a["attempt"], host=a.get("host"), pid=a.get("pid"), started_at=a.get("started_at"),
+                ended_at=a.get("ended_at"), status=a.get("status"), reason=a.get("reason"), traceback=tb,
+                provenance={**prov, "engine": a["engine"]} if a.get("engine") else prov, **row)
+
+
+def _subdirs(runs_dir: Path) -> list[tuple[str, str]]:
+    """(name, path) of each run folder, as strings (see ``still_done``)."""
+    try:
+        return [(e.name, e.path) for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _engine(url: str) -> sa.Engine:
+    if sqlite_path(url) is None:  # a server's JSON (PostgreSQL's) has no nan or inf: they are stored as null
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=lambda obj: _dumps(_finite(obj)))
+    engine = sa.create_engine(url, connect_args={"timeout": 60}, json_serializer=_dumps)
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the one writer
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=True)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,1 @@
+"""One run from config to summary: the loop, engine, optimizers, checkpoints, fine-tuning, DDP ranks, worker."""
