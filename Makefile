@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 RUNNER := $(VENV)/bin/runner
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=25
+
+# every in-process test and the CLI checks that train nothing: no `runner launch/tune/probe`, no SLURM,
+# no PostgreSQL (tests/conftest.py marks the tests that need them)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e and not slurm and not postgres"
 
 bench: $(STAMP)
 	$(PY) bench/cli_speed.py

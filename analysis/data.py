@@ -2,7 +2,9 @@
 
 Planned runs, not stored ones, are the rows: a cell nobody has run yet still has a
 place in every table (as "—"), and runs the study no longer declares stay out.
-Read through the store's public functions only; no torch.
+``runner.commands.report_data`` gathers it (it opens the store, reads the records, decides each
+run's state against HEAD); analysis only reads what it is given, and logged series through the
+store's public read functions. No torch.
 """
 
 from __future__ import annotations
@@ -11,17 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.commands import Selection, store_for
-from runner.plan.expand import Run, axes_of, matches, value_of
-from runner.plan.stages import effective_states, with_upstreams
-from runner.records.provenance import git_commit
-
-FINISHED = ("done", "stale")  # stale: done, at another git commit than HEAD
+from runner.states import FINISHED
+from runner.study.selectors import axes_of, matches, value_of
+from runner.study.spec import Study
 
 
 @dataclass(frozen=True)
 class RunView:
-    run: Run
+    run: Any  # a runner.plan.runs.Run: its id, cell, label, seed, axes and resolved config
     state: str  # the plan's view: done, stale, running, queued, failed, lost, cancelled, missing
     summary: dict[str, Any] | None
     finished_at: float | None
@@ -50,15 +49,11 @@ class RunView:
 
 @dataclass
 class ReportData:
-    selection: Selection
+    study: Study
     runs: list[RunView]
-    commit: str | None
+    commit: str | None  # HEAD of the study's repository: runs done at another commit are stale
     store: Any = None  # runner.records.store.Store, or None before anything ran
     _series: dict = field(default_factory=dict)
-
-    @property
-    def study(self):
-        return self.selection.study
 
     def where(self, rule: dict[str, Any]) -> list[RunView]:
         """The selected runs a table's or figure's ``where`` keeps."""
@@ -75,19 +70,3 @@ class ReportData:
             self._series.update({(i, name): s for i, s in got.items()})
         return {v.run.id: self._series.get((v.run.id, name), ([], [])) for v in runs}
 
-
-def collect(sel: Selection) -> ReportData:
-    """Ingest the run folders, then pair each selected run with its record."""
-    store = store_for(sel.study, ingest=True)
-    ids = [r.id for r in with_upstreams(sel.runs, sel.plan.by_id())]
-    records = store.runs(ids, progress=False) if store is not None else {}
-    hardware = store.hardware() if store is not None and records else {}
-    commit = git_commit(sel.study.dir)
-    states, _ = effective_states(sel.runs, records, commit, sel.plan.by_id())
-    views = []
-    for run in sel.runs:
-        rec = records.get(run.id)
-        views.append(RunView(run, states[run.id], rec.summary if rec else None,
-                             rec.finished_at if rec else None, rec.git_commit if rec else None,
-                             hardware.get(run.id, ())))
-    return ReportData(sel, views, commit, store)

@@ -1,4 +1,6 @@
-"""The figures of an ``attention_maps`` probe, drawn from its ``arrays.npz`` (no torch):
+"""The figures of the probes, by kind (``FIGURES``, at the end), drawn from their results (no torch).
+
+Of an ``attention_maps`` result, from its ``arrays.npz``, into its folder:
 
 * ``query-<i>.png`` and ``mean-<i>.png`` per image: a grid of tiles, one row per attention
   layer, the input image first, then one tile per head: the query's attention over the keys
@@ -11,18 +13,33 @@
 Tiles are composed with numpy and PIL (fast: the demo ViT's 4 layers x 5 tiles, 18 ms with the PNG);
 only the Gaussian figure goes through matplotlib. Figures already drawn after the result are
 kept.
+
+Of a ``shape_bias`` block: Geirhos et al.'s figure, each cell's fraction of shape decisions per
+category, into the report's figures folder.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from runner.study.probes import Probe
 
 TILE = 56  # pixels per tile side
 GAP = 4
 LABEL = 18  # the label strip, top and left
+
+
+@dataclass
+class ProbeFigure:
+    title: str
+    png: Path | None  # None until ``make`` drew it (``report.write`` calls it with the figures folder)
+    make: Callable[[Path], Path] | None = None
 
 
 def draw(folder: Path) -> list[Path]:
@@ -193,3 +210,47 @@ def shape_bias_plot(series: list[tuple[str, dict, float]], categories: list[str]
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
+
+
+def attention_figures(p: Probe, cells: dict[str, list[dict]]) -> list[ProbeFigure]:
+    """The first image's query and mean maps (and the Gaussian centres) of each probed run."""
+    out = []
+    for results in cells.values():
+        for r in results:
+            folder = Path(r["folder"])
+            for png in draw(folder):
+                if png.name in ("query-0.png", "mean-0.png", "gaussian-centres.png"):
+                    what = {"query-0.png": f"attention of the query ({r['summary']['query']})",
+                            "mean-0.png": "mean attention over all queries",
+                            "gaussian-centres.png": "learned Gaussian attention centres"}[png.name]
+                    out.append(ProbeFigure(f"{r['label']}: {what}, first {r['summary']['split']} image "
+                                           "(rows: layers; columns: the image, then each head)"
+                                           if png.name != "gaussian-centres.png" else f"{r['label']}: {what}", png))
+    return out
+
+
+def shape_figures(p: Probe, cells: dict[str, list[dict]]) -> list[ProbeFigure]:
+    """Geirhos et al.'s figure: per category, each cell's fraction of shape decisions (mean over
+    seeds); none before a run is probed."""
+    if not any(cells.values()):
+        return []
+    categories = next(r["summary"]["categories"] for rs in cells.values() for r in rs)
+    series = []
+    for cell, results in cells.items():
+        if results:
+            per = {c: [r["summary"]["per_category"].get(c) for r in results] for c in categories}
+            series.append((cell, {c: statistics.fmean(v) if (v := [x for x in per[c] if x is not None]) else None
+                                  for c in categories},
+                           statistics.fmean(r["summary"]["shape_bias"] for r in results
+                                            if r["summary"]["shape_bias"] is not None)))
+    return [ProbeFigure(f"Shape bias per category ({p.name}): fraction of shape decisions, dashed: over all images",
+                        None, lambda folder: shape_bias_plot(series, categories, folder / f"probe_{p.name}.png"))]
+
+
+# The report figures of each kind of runner/probes/kinds/, by kind name, or None for a kind drawn as a
+# table only (tests/test_probe.py checks every kind is here): (probe, results by cell label) -> figures
+FIGURES: dict[str, Callable[[Probe, dict[str, list[dict]]], list[ProbeFigure]] | None] = {
+    "attention_maps": attention_figures,
+    "shape_bias": shape_figures,
+    "inference_time": None,
+}

@@ -1,6 +1,7 @@
 """The probe tables and figures of ``runner report``: one table ``probe_NAME`` per ``[[probe]]``
 block, one row per cell the block matches, its runs' results (at the block's current settings)
-averaged over seeds; and, for ``attention_maps``, the figures of each probed run for the page.
+averaged over seeds; and the block's figures for the page (analysis/probe_figures.py). Each kind
+of runner/probes/kinds/ has its table in ``TABLES``, by kind name:
 
 * shape_bias: shape bias, shape match and texture match (%), mean ± std over seeds;
 * inference_time: images/s and latency (ms) at each batch size, the median over seeds, with
@@ -13,22 +14,16 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import architectures
-from runner.plan.expand import axes_of, matches
+from runner.study.probes import Probe
+from runner.study.selectors import axes_of, matches
 
 from .data import ReportData
 from .formats import MISSING
+from .probe_figures import FIGURES, ProbeFigure
 from .text_table import TextTable
-
-
-@dataclass
-class ProbeFigure:
-    title: str
-    png: Path | None  # None until ``make`` drew it (``report.write`` calls it with the figures folder)
-    make: Callable[[Path], Path] | None = None
 
 
 def probe_tables(data: ReportData, wanted: list[str], *, with_figures: bool = True
@@ -46,24 +41,20 @@ def probe_tables(data: ReportData, wanted: list[str], *, with_figures: bool = Tr
             if p.match and not matches(axes_of(v.run), v.run.config, p.match):
                 continue
             family = architectures.get_family(v.run.config["architecture"]["model"])
-            if p.kind == "attention_maps" and family is not None and family.attention is False:
+            if p.attention_only and family is not None and family.attention is False:
                 continue  # as runner probe: nothing to read
             r = rows.get((v.run.id, p.name, p.key))
             cells.setdefault(v.cell_label, [])
             if r is not None:
                 cells[v.cell_label].append({**r, "label": v.run.label})
-        tables.append(_TABLES[p.kind](p, cells))
-        if p.kind == "attention_maps" and with_figures:
-            figures += _attention_figures(p, cells)
-        if p.kind == "shape_bias" and with_figures and any(cells.values()):
-            figures.append(_shape_figure(p, cells))
+        tables.append(TABLES[p.kind].build(p, cells))
+        if with_figures and FIGURES[p.kind] is not None:
+            figures += FIGURES[p.kind](p, cells)
     return tables, figures
 
 
-def _title(p) -> str:
-    return {"shape_bias": f"Shape bias on cue-conflict images ({p.name})",
-            "inference_time": f"Inference speed ({p.name}): images/s and latency per batch size",
-            "attention_maps": f"Mean attention distance in pixels, per layer ({p.name})"}[p.kind]
+def _title(p: Probe) -> str:
+    return TABLES[p.kind].title.format(name=p.name)
 
 
 def _not_yet(p) -> str:
@@ -141,40 +132,15 @@ def _missing_note(p, cells) -> list[str]:
     return [_not_yet(p)] if any(not rs for rs in cells.values()) else []
 
 
-def _attention_figures(p, cells: dict[str, list[dict]]) -> list[ProbeFigure]:
-    """The first image's query and mean maps (and the Gaussian centres) of each probed run."""
-    from .probe_figures import draw
-
-    out = []
-    for results in cells.values():
-        for r in results:
-            folder = Path(r["folder"])
-            for png in draw(folder):
-                if png.name in ("query-0.png", "mean-0.png", "gaussian-centres.png"):
-                    what = {"query-0.png": f"attention of the query ({r['summary']['query']})",
-                            "mean-0.png": "mean attention over all queries",
-                            "gaussian-centres.png": "learned Gaussian attention centres"}[png.name]
-                    out.append(ProbeFigure(f"{r['label']}: {what}, first {r['summary']['split']} image "
-                                           "(rows: layers; columns: the image, then each head)"
-                                           if png.name != "gaussian-centres.png" else f"{r['label']}: {what}", png))
-    return out
+@dataclass(frozen=True)
+class ProbeTable:
+    title: str  # formatted with the block's name
+    build: Callable[[Probe, dict[str, list[dict]]], TextTable]  # (probe, results by cell label) -> the table
 
 
-def _shape_figure(p, cells: dict[str, list[dict]]) -> ProbeFigure:
-    """Geirhos et al.'s figure: per category, each cell's fraction of shape decisions (mean over seeds)."""
-    from .probe_figures import shape_bias_plot
-
-    categories = next(r["summary"]["categories"] for rs in cells.values() for r in rs)
-    series = []
-    for cell, results in cells.items():
-        if results:
-            per = {c: [r["summary"]["per_category"].get(c) for r in results] for c in categories}
-            series.append((cell, {c: statistics.fmean(v) if (v := [x for x in per[c] if x is not None]) else None
-                                  for c in categories},
-                           statistics.fmean(r["summary"]["shape_bias"] for r in results
-                                            if r["summary"]["shape_bias"] is not None)))
-    return ProbeFigure(f"Shape bias per category ({p.name}): fraction of shape decisions, dashed: over all images",
-                       None, lambda folder: shape_bias_plot(series, categories, folder / f"probe_{p.name}.png"))
-
-
-_TABLES = {"shape_bias": _shape_bias, "inference_time": _inference_time, "attention_maps": _attention}
+# The table of each kind of runner/probes/kinds/, by kind name (tests/test_probe.py checks every kind has one).
+TABLES: dict[str, ProbeTable] = {
+    "shape_bias": ProbeTable("Shape bias on cue-conflict images ({name})", _shape_bias),
+    "inference_time": ProbeTable("Inference speed ({name}): images/s and latency per batch size", _inference_time),
+    "attention_maps": ProbeTable("Mean attention distance in pixels, per layer ({name})", _attention),
+}

@@ -1,9 +1,10 @@
 """``runner report``: every table and figure of the study, from the store, in one pass.
 
-``build`` reads the store once and aggregates; ``write`` puts each table in every
-format, the figures and a self-contained HTML page into the report directory;
-``check`` lists the declared cells that are not done at HEAD (for a paper's CI).
-Each output names the command that regenerates it.
+``choose`` checks the names asked for against the study; ``build`` aggregates the data
+``runner.commands.report_data`` gathered; ``write`` puts each table in every format, the
+figures and a self-contained HTML page into the report directory; ``check`` lists the declared
+cells that are not done at HEAD (for a paper's CI). Each output names the command that
+regenerates it. ``runner.commands.report`` chains them as ``runner report`` does.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-from runner.commands import Selection
 from runner.errors import SelectionError, choices
-from runner.study.reports import BUILTIN_FIGURES, Figure
 from runner.records.runfolder import write_atomic
+from runner.study.reports import BUILTIN_FIGURES, Figure, Table
+from runner.study.spec import Study
 
-from .data import ReportData, collect
+from .data import ReportData
 from .figures import Drawing, draw
 from .formats import sources_csv, to_csv, to_html_table, to_latex, to_markdown
 from .tables import TableResult, build_table
 from . import text_table
-from .probe_tables import ProbeFigure, probe_tables
+from .probe_figures import ProbeFigure
+from .probe_tables import probe_tables
 from .text_table import TextTable
 from .tuning import tuning_table
 
@@ -48,41 +50,50 @@ class Report:
         return shlex.join([*self.command, *extra])
 
 
-def figures_of(sel: Selection) -> list[Figure]:
+@dataclass(frozen=True)
+class Choice:
+    """What a report builds, its names checked against the study."""
+    tables: list[Table]  # the declared [[table]]s
+    figures: list[Figure]  # to draw (none when figures are off)
+    tunes: list[str]  # the tune_NAME tables
+    probes: list[str]  # the probe_NAME tables
+    with_figures: bool  # figures are drawn (off for --no-figures, --check, --runs)
+    complete: bool  # every table and figure of the study (not a --table/--figure choice)
+
+
+def figures_of(study: Study) -> list[Figure]:
     """The built-in figures, each replaced by a declared one of the same name, then the declared ones."""
-    declared = {f.name: f for f in sel.study.figures}
+    declared = {f.name: f for f in study.figures}
     return [declared.pop(f.name, f) for f in BUILTIN_FIGURES] + list(declared.values())
 
 
-def build(sel: Selection, command: list[str], *, tables: Iterable[str] = (), figures: Iterable[str] = (),
-          with_figures: bool = True) -> Report:
-    """Aggregate the chosen tables (all if neither tables nor figures are named); figures are drawn by ``write``."""
+def choose(study: Study, tables: Iterable[str] = (), figures: Iterable[str] = (), *,
+           with_figures: bool = True) -> Choice:
+    """The chosen tables and figures (all if neither tables nor figures are named); an unknown
+    name is refused before anything is read."""
     tables, figures = list(tables), list(figures)
-    declared, drawable = sel.study.tables, figures_of(sel)
-    tuned = [f"tune_{n}" for n in sel.study.tunes]
-    probed = [f"probe_{p.name}" for p in sel.study.probes]
-    _known("--table", tables, [t.name for t in declared] + tuned + probed, sel.study.file,
+    declared, drawable = study.tables, figures_of(study)
+    tuned = [f"tune_{n}" for n in study.tunes]
+    probed = [f"probe_{p.name}" for p in study.probes]
+    _known("--table", tables, [t.name for t in declared] + tuned + probed, study.file,
            "[[table]] (or tune_NAME, probe_NAME)")
-    _known("--figure", figures, [f.name for f in drawable], sel.study.file, "[[figure]] (or built-in)")
-    chosen_tables = [t for t in declared if t.name in tables] if tables or figures else list(declared)
-    chosen_figures = ([f for f in drawable if f.name in figures] if tables or figures else drawable) if with_figures else []
-    data = collect(sel)
-    results = [build_table(t, data) for t in chosen_tables]
-    wanted = [n for n in tuned if n in tables] if tables or figures else tuned
-    probes, probe_figures = probe_tables(data, [n for n in probed if n in tables] if tables or figures else probed,
-                                         with_figures=with_figures)
-    return Report(data, results, chosen_figures, command, complete=not (tables or figures) and with_figures,
-                  texts=_tunings(sel, data, wanted) + probes, probe_figures=probe_figures)
+    _known("--figure", figures, [f.name for f in drawable], study.file, "[[figure]] (or built-in)")
+    named = bool(tables or figures)
+    return Choice(tables=[t for t in declared if t.name in tables] if named else list(declared),
+                  figures=([f for f in drawable if f.name in figures] if named else drawable) if with_figures else [],
+                  tunes=[n for n in tuned if n in tables] if named else tuned,
+                  probes=[n for n in probed if n in tables] if named else probed,
+                  with_figures=with_figures, complete=not named and with_figures)
 
 
-def _tunings(sel: Selection, data: ReportData, wanted: list[str]) -> list[TextTable]:
-    """The tuning tables asked for, of blocks that have trials (Optuna is imported only for those)."""
-    if not wanted:
-        return []
-    from runner.tune.results import best_by_cell
-
-    return [tuning_table(e) for e in best_by_cell(sel.study, sel.plan, data.store)
-            if f"tune_{e['tune'].name}" in wanted]
+def build(data: ReportData, chosen: Choice, command: list[str], *, tunings: Iterable[dict[str, Any]] = ()) -> Report:
+    """Aggregate the chosen tables; figures are drawn by ``write``. ``tunings``: the best trial per
+    tuned cell of each ``[tune.NAME]`` block with trials (``runner.tune.results.best_by_cell``)."""
+    results = [build_table(t, data) for t in chosen.tables]
+    probes, probe_figures = probe_tables(data, chosen.probes, with_figures=chosen.with_figures)
+    texts = [tuning_table(e) for e in tunings if f"tune_{e['tune'].name}" in chosen.tunes] + probes
+    return Report(data, results, chosen.figures, command, complete=chosen.complete, texts=texts,
+                  probe_figures=probe_figures)
 
 
 def _known(flag: str, names: list[str], known: list[str], file: str, what: str) -> None:

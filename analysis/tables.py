@@ -9,18 +9,18 @@ cell whose seeds ran on different hardware is flagged. Aggregation is polars.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import polars as pl
 
 from runner.errors import SpecError
-from runner.plan.expand import unknown_key
+from runner.states import State
 from runner.study.reports import METRIC, Table
+from runner.study.selectors import unknown_key
 
 from .data import ReportData, RunView
 
 SEP = "\x1f"  # joins the values of several row (or column) keys into one group key
-AGGREGATE_TEXT = {"mean": "mean ± std (sample, n−1)", "median": "median", "min": "minimum", "max": "maximum",
-                  "last": "value of the seed that finished last"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,34 @@ def display(value) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """How a table cell reduces its seeds to one value: ``of(values, ok)``, a polars expression over
+    the cell's rows, given ``values`` (the metric of its finished seeds that have it) and ``ok``
+    (which rows those are); ``text``, what the table's note calls it; ``std``, whether the cell
+    shows ± the sample std too."""
+
+    of: Callable[[pl.Expr, pl.Expr], pl.Expr]
+    text: str
+    std: bool = False
+
+
+def _last(values: pl.Expr, ok: pl.Expr) -> pl.Expr:
+    return values.sort_by(pl.col("finished_at").filter(ok)).last()
+
+
+# A table's ``aggregate``, by name. To add one: register it here and add its name to AGGREGATES in
+# runner/study/reports.py, which refuses other names when the study loads (tests/test_figures.py
+# checks the two lists are the same).
+AGGREGATES: dict[str, Aggregate] = {
+    "mean": Aggregate(lambda values, ok: values.mean(), "mean ± std (sample, n−1)", std=True),
+    "median": Aggregate(lambda values, ok: values.median(), "median"),
+    "min": Aggregate(lambda values, ok: values.min(), "minimum"),
+    "max": Aggregate(lambda values, ok: values.max(), "maximum"),
+    "last": Aggregate(_last, "value of the seed that finished last"),
+}
+
+
 def build_table(table: Table, data: ReportData) -> TableResult:
     """Aggregate the runs ``table.where`` keeps (within the selection) per table cell."""
     for what, keys in (("rows", table.rows), ("columns", table.columns), ("where", tuple(table.where))):
@@ -98,7 +126,7 @@ def build_table(table: Table, data: ReportData) -> TableResult:
             value = view.metric(metric)
             records.append({"row": SEP.join(row), "column": SEP.join(col), "metric": metric, "cell": view.run.cell,
                             "finished": view.finished, "value": value, "finished_at": view.finished_at or 0.0,
-                            "stale": view.state == "stale", "hardware": "|".join(view.hardware)})
+                            "stale": view.state == State.STALE, "hardware": "|".join(view.hardware)})
             sources.append({"table": table.name, "run": view.run.id, "cell": view.run.cell, "label": view.run.label,
                             "seed": view.run.seed, "row": " / ".join(row), "column": " / ".join(col), "metric": metric,
                             "state": view.state, "value": value, "git_commit": view.git_commit,
@@ -140,10 +168,9 @@ def _declared_rank(name: str, table: Table, data: ReportData) -> dict[str, int]:
 def _aggregate(frame: pl.DataFrame, table: Table) -> dict:
     ok = pl.col("finished") & pl.col("value").is_not_null()
     value = pl.col("value").filter(ok)
-    aggregate = {"mean": value.mean(), "median": value.median(), "min": value.min(), "max": value.max(),
-                 "last": value.sort_by(pl.col("finished_at").filter(ok)).last()}[table.aggregate]
+    aggregate = AGGREGATES[table.aggregate]
     agg = frame.group_by(["row", "column", "metric"], maintain_order=True).agg(
-        aggregate.alias("value"),
+        aggregate.of(value, ok).alias("value"),
         value.std(ddof=1).alias("std"),
         ok.sum().alias("n"),
         pl.len().alias("planned"),
@@ -154,7 +181,7 @@ def _aggregate(frame: pl.DataFrame, table: Table) -> dict:
     cells = {}
     for r in agg.iter_rows(named=True):
         hardware = tuple(sorted({h for joined in r["hardware"] if joined for h in joined.split("|")}))
-        std = r["std"] if table.aggregate == "mean" and r["n"] >= 2 else None
+        std = r["std"] if aggregate.std and r["n"] >= 2 else None
         cells[(tuple(r["row"].split(SEP)), tuple(r["column"].split(SEP)))] = Cell(
             r["metric"], r["value"], std, r["n"], r["planned"], r["finished"], hardware, r["stale"])
     return cells
@@ -229,7 +256,7 @@ def table_notes(result: TableResult) -> list[str]:
     planned = sorted({c.planned for c in cells})
     what = f"`{t.metric}` {_scaled(t.styles[t.metric].scale)}; " if len(t.metrics) == 1 else ""
     seeds = "/".join(map(str, planned)) if planned else "0"
-    notes.append(f"{what}{AGGREGATE_TEXT[t.aggregate]} over {seeds} planned seed(s) per cell"
+    notes.append(f"{what}{AGGREGATES[t.aggregate].text} over {seeds} planned seed(s) per cell"
                  + ("; bold: the best of its column" if result.bold else ""))
     return notes
 

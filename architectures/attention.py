@@ -1,12 +1,15 @@
 """Where a trained model's attention looks: the rows a probe draws, from any attention family.
 
-A model's attention layers are found by what they can tell, not by name:
+A model's attention layers are found by what they can tell, stated by the protocols below
+(a family implements them by having the methods; nothing to inherit):
 
-* global attention (ViT, dual attention, conv-equivalent attention) has ``attention_probs(x)``,
-  the softmax weights ``[B, heads, N, N]``, and the model a ``token_grid()``: the token grid
-  (rows, cols) and how many tokens precede it (a class token);
-* local attention (SAN) has ``window_probs(x)``: weights over each pixel's k x k footprint and
-  the key pixel of every footprint position; its grid is the feature map it sees;
+* global attention (ViT, dual attention, conv-equivalent attention): each layer is a
+  ``GlobalAttention`` (``attention_probs``, the softmax weights ``[B, heads, N, N]``) and the
+  model a ``TokenGrid`` (``token_grid()``: the token grid (rows, cols) and how many tokens
+  precede it, a class token);
+* local attention (SAN): each layer is a ``WindowAttention`` (``window_probs``: weights over
+  each pixel's k x k footprint and the key pixel of every footprint position); its grid is
+  the feature map it sees;
 * timm's vision transformers are read from the weights entering their ``attn_drop`` (with their
   fused kernel switched off while the probe runs).
 
@@ -21,9 +24,53 @@ Fig. 7): for each grid query the attention-weighted distance, in image pixels, t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+
+@runtime_checkable
+class GlobalAttention(Protocol):
+    """An attention layer over all N tokens whose weights a probe can have recomputed."""
+
+    def attention_probs(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Called with the layer's own forward inputs (tokens ``x`` [B, N, d] first): the
+        attention weights ``[B, heads, N, N]`` the forward applies, each row summing to 1."""
+        ...
+
+
+@runtime_checkable
+class TokenGrid(Protocol):
+    """A model whose ``GlobalAttention`` tokens lie on a grid of the image."""
+
+    def token_grid(self) -> tuple[int, int, int]:
+        """``(rows, cols, prefix)``: the token grid, row-major, and the tokens before it
+        (1 for a class token, 0 without); N = prefix + rows * cols."""
+        ...
+
+
+@runtime_checkable
+class WindowAttention(Protocol):
+    """A local attention layer: every pixel of its [B, C, H, W] input attends to a k x k footprint."""
+
+    window_normalized: bool  # the weights over a footprint sum to 1 (a softmax)
+
+    def window_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the layer's input ``x`` [B, C, H, W]: the weights ``[B, heads, k*k, H*W]`` (query
+        pixels last, row-major) and the key pixel of every footprint position ``[k*k, H*W]``
+        (a row-major index into the same H x W map)."""
+        ...
+
+
+@runtime_checkable
+class GaussianHeads(Protocol):
+    """A model with quadratic (Gaussian) positional attention (Cordonnier et al.)."""
+
+    def gaussian_heads(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per quadratic layer: the centres ``[H, 2]`` (row, col offsets in grid pixels) and the
+        inverse covariances ``[H, 2, 2]``, detached."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -45,8 +92,7 @@ class NoAttention(ValueError):
 def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules whose attention can be read, in forward order."""
     return [(name, m) for name, m in model.named_modules()
-            if callable(getattr(m, "attention_probs", None)) or callable(getattr(m, "window_probs", None))
-            or _is_timm_attention(m)]
+            if isinstance(m, (GlobalAttention, WindowAttention)) or _is_timm_attention(m)]
 
 
 def _is_timm_attention(m: nn.Module) -> bool:
@@ -75,7 +121,6 @@ def attention_rows(model: nn.Module, x: torch.Tensor, query: str | tuple[int, in
     if not layers:
         raise NoAttention(f"{type(model).__name__} has no attention layer to read")
     img_size = x.shape[-1]
-    token_grid = getattr(model, "token_grid", None)
     out: list[AttentionRows] = []
     hooks, restore = [], []
 
@@ -90,17 +135,17 @@ def attention_rows(model: nn.Module, x: torch.Tensor, query: str | tuple[int, in
                                  distance.cpu(), True))
 
     for name, m in layers:
-        if callable(getattr(m, "window_probs", None)):
+        if isinstance(m, WindowAttention):
             def pre(module, args, name=name):
                 weights, keys = module.window_probs(args[0])
                 h, w = args[0].shape[-2:]
                 out.append(_window_rows(name, weights, keys, (h, w), query_token(query, (h, w), 0, img_size),
-                                        img_size, normalized=getattr(module, "window_normalized", True)))
+                                        img_size, normalized=module.window_normalized))
             hooks.append(m.register_forward_pre_hook(pre))
-        elif callable(getattr(m, "attention_probs", None)):
-            if token_grid is None:
+        elif isinstance(m, GlobalAttention):
+            if not isinstance(model, TokenGrid):
                 raise NoAttention(f"{type(model).__name__} does not say its token grid (token_grid())")
-            rows, cols, prefix = token_grid()
+            rows, cols, prefix = model.token_grid()
 
             def pre(module, args, name=name, grid=(rows, cols), prefix=prefix):
                 keep_global(name, module.attention_probs(*args), grid, prefix)
@@ -150,6 +195,5 @@ def _window_rows(name: str, weights: torch.Tensor, keys: torch.Tensor, grid: tup
 def gaussian_heads(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Per layer, the learned centres [H, 2] and inverse covariances [H, 2, 2] of a quadratic-encoding
     model (Cordonnier et al.'s figure); None for any other model."""
-    heads = getattr(model, "gaussian_heads", None)
-    found = heads() if callable(heads) else []
+    found = model.gaussian_heads() if isinstance(model, GaussianHeads) else []
     return found or None

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datasets import Augmentation
 from datasets.arrays import ImageArray
 from datasets.batches import make_batches
-from datasets.options import Augmentation, CIFAR10Options
+from datasets.cifar import CIFAR10Options
 
 MEAN, STD = CIFAR10Options.NATIVE[3], CIFAR10Options.NATIVE[4]
 BATCH = 512

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .arrays import ImageArray
-from .folder import ImageFiles
-from .options import Augmentation
+from .augmentation import Augmentation
+from .folder.reader import ImageFiles
 from .transforms import array_train_transform, folder_train_transform
 
 PATHS = ("auto", "device", "loader")

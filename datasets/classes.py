@@ -6,8 +6,10 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from .cifar import CIFAR10Options, CIFAR100Options
 from .errors import DataError
-from .options import CIFAR10Options, CIFAR100Options, ImageFolderOptions, Options
+from .folder import ImageFolderOptions
+from .options import Options
 
 DIGITS = tuple(str(i) for i in range(10))
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -12,8 +12,10 @@ import contextlib
 import io
 from pathlib import Path
 
+from .cifar import CIFAR10Options, CIFAR100Options
 from .errors import DataError
-from .options import CIFAR10Options, CIFAR100Options, FashionMNISTOptions, MNISTOptions, Options
+from .mnist import FashionMNISTOptions, MNISTOptions
+from .options import Options
 
 _TORCHVISION = {MNISTOptions: "MNIST", FashionMNISTOptions: "FashionMNIST", CIFAR10Options: "CIFAR10",
                 CIFAR100Options: "CIFAR100"}

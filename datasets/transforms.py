@@ -15,7 +15,8 @@ import torch
 from torchvision.transforms import v2
 
 from .arrays import ImageArray
-from .options import Augmentation, DatasetInfo
+from .augmentation import Augmentation
+from .options import DatasetInfo
 
 
 def timm_policy(text: str, img_size: int, mean: tuple[float, ...]) -> Callable:

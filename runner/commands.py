@@ -2,6 +2,9 @@
 
 ``cli.py`` parses and renders; tests and notebooks call these directly. Nothing
 here imports torch: only ``launch`` starts workers, which import it themselves.
+The report's data is gathered here (``report_data``) and handed to ``analysis/``, which reads
+the store and never the plan: the one arrow from ``runner/`` into ``analysis/`` besides the CLI's
+(``tests/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from runner.errors import DataError, SelectionError, choices
 from runner.launch.data_check import missing_data
-from runner.plan.expand import Plan, Run, count_states, expand, parse_where, select
-from runner.plan.stages import depths, effective_states, with_upstreams
+from runner.plan.diff import count_states, effective_states
+from runner.plan.expand import expand
+from runner.plan.runs import Plan, Run
+from runner.plan.select import select
+from runner.plan.stages import depths, with_upstreams
 from runner.records.provenance import git_commit
 from runner.records.runfolder import RunFolder
+from runner.states import State
+from runner.study.selectors import parse_where
 from runner.study.spec import Study, data_root, load_study
 
 if TYPE_CHECKING:  # sqlalchemy costs 0.25 s to import: only commands that touch a store pay it
+    from analysis.data import ReportData
+    from analysis.report import Report
     from runner.records.store import RunRecord, Store
 
 
@@ -86,13 +96,13 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
     for run in sel.runs:
         rec = records.get(run.id)
         state = states[run.id]
-        if (state in ("missing", "lost", "cancelled") and run.id in queued
+        if (state in (State.MISSING, State.LOST, State.CANCELLED) and run.id in queued
                 and not RunFolder(sel.study.runs_dir / run.id).cancel_requested()):
-            state = "queued"
+            state = State.QUEUED
         entry = {"id": run.id, "label": run.label, "state": state, "matrix": list(run.matrices),
                  "cell": run.cell, "summary": rec.summary if rec else None,
                  "reason": why_stale.get(run.id) or (rec.reason if rec else None),
-                 "progress": rec.progress if rec and state == "running" else None,
+                 "progress": rec.progress if rec and state == State.RUNNING else None,
                  "attempts": rec.attempts if rec else 0}
         if run.upstream:
             entry |= {"upstream": run.upstream, "stage": stage[run.id]}
@@ -107,17 +117,19 @@ def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
     SLURM's state) on each, and the state that view implies. A waiting task means queued; a task
     SLURM gives no answer about means unknown (never guessed dead); a task that ended without
     finishing its run leaves it lost (or cancelled), with SLURM's word in the reason."""
-    from runner.backends import slurm
+    from runner.backends.slurm import SlurmBackend
+
+    slurm = SlurmBackend(sel.study)
 
     tasks = {}
     for e in entries:
-        if e["state"] not in ("done", "failed", "stale"):
-            task = slurm.task_of(sel.study.runs_dir / e["id"])
+        if e["state"] not in (State.DONE, State.FAILED, State.STALE):
+            task = slurm.handle_of(e["id"])
             if task is not None:
                 tasks[e["id"]] = task
     if not tasks:
         return
-    answers = slurm.states(set(tasks.values()))
+    answers = slurm.poll(set(tasks.values()))
     for e in entries:
         task = tasks.get(e["id"])
         if task is None:
@@ -127,16 +139,16 @@ def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
         if said is None:
             # a fresh heartbeat proves it runs, a cancel request that it never will (SLURM keeps no
             # record of array tasks cancelled before they started); anything else may still run
-            if e["state"] not in ("running", "cancelled"):
-                e["state"], e["reason"] = "unknown", f"SLURM has no record of task {task} (squeue and sacct)"
-        elif said in slurm.WAITING:
-            e["state"] = "queued"
-        elif said in slurm.RUNNING:
-            e["state"] = "running" if e["state"] == "running" else "queued"
-        elif e["state"] in ("missing", "running", "lost", "cancelled"):
-            ended = f"SLURM task {task} ended {said} (log: {slurm.job_log(sel.study.runs_dir / e['id'])})"
-            if e["state"] in ("missing", "running"):
-                e["state"] = "cancelled" if said == "CANCELLED" else "lost"
+            if e["state"] not in (State.RUNNING, State.CANCELLED):
+                e["state"], e["reason"] = State.UNKNOWN, f"SLURM has no record of task {task} (squeue and sacct)"
+        elif said in slurm.waiting:
+            e["state"] = State.QUEUED
+        elif said in slurm.running:
+            e["state"] = State.RUNNING if e["state"] == State.RUNNING else State.QUEUED
+        elif e["state"] in (State.MISSING, State.RUNNING, State.LOST, State.CANCELLED):
+            ended = f"SLURM task {task} ended {said} (log: {slurm.log_of(e['id'])})"
+            if e["state"] in (State.MISSING, State.RUNNING):
+                e["state"] = State.CANCELLED if said == "CANCELLED" else State.LOST
             e["reason"] = f"{ended}: {e['reason']}" if e.get("reason") else f"{ended} before the run finished"
 
 
@@ -146,7 +158,7 @@ def overview(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def data_warnings(sel: Selection, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Datasets missing on disk for runs not done yet: ``{dataset, problem, runs}`` each."""
-    pending = {e["id"] for e in entries if e["state"] != "done"}
+    pending = {e["id"] for e in entries if e["state"] != State.DONE}
     return [m.__dict__ for m in missing_data(r for r in sel.runs if r.id in pending)]
 
 
@@ -166,15 +178,16 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
     two; SLURM tasks left with nothing to run are cancelled with scancel. Returns the labels of the
     (queued, running) runs cancelled and the SLURM tasks cancelled; the next launch clears the
     requests."""
-    from runner.backends import slurm
+    from runner.backends.slurm import SlurmBackend
     from runner.launch.lock import running_launch
     from runner.records.provenance import command_line
 
     runs_dir = sel.study.runs_dir
     launched = set((running_launch(runs_dir) or {}).get("runs") or ())
-    tasks = {r.id: t for r in sel.runs if (t := slurm.task_of(runs_dir / r.id))}
-    answers = slurm.states(set(tasks.values()))
-    live = {j for j, said in answers.items() if said in slurm.WAITING | slurm.RUNNING}
+    slurm = SlurmBackend(sel.study)
+    tasks = {r.id: t for r in sel.runs if (t := slurm.handle_of(r.id))}
+    answers = slurm.poll(set(tasks.values()))
+    live = {j for j, said in answers.items() if said in slurm.waiting | slurm.running}
     by = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line()}
     queued, running, touched = [], [], set()
     for run in sel.runs:
@@ -183,9 +196,9 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
             continue
         state = folder.read().state
         in_slurm = tasks.get(run.id) in live
-        if state == "running":
+        if state == State.RUNNING:
             running.append(run.label)
-        elif (run.id in launched or in_slurm) and state not in ("done", "failed"):
+        elif (run.id in launched or in_slurm) and state not in (State.DONE, State.FAILED):
             queued.append(run.label)
         else:
             continue
@@ -199,13 +212,13 @@ def cancel(sel: Selection) -> tuple[list[str], list[str], list[str]]:
 
 def _tasks_left_idle(runs_dir: Path, tasks: set[str]) -> list[str]:
     """Of these SLURM tasks, those whose every run is finished or cancelled (one pass over the folders)."""
-    from runner.backends import slurm
+    from runner.backends.job_file import task_of
 
     busy = set()
     for d in runs_dir.iterdir():
-        if d.is_dir() and not d.name.startswith(".") and (task := slurm.task_of(d)) in tasks and task not in busy:
+        if d.is_dir() and not d.name.startswith(".") and (task := task_of(d)) in tasks and task not in busy:
             folder = RunFolder(d)
-            if not folder.cancel_requested() and folder.read().state not in ("done", "failed"):
+            if not folder.cancel_requested() and folder.read().state not in (State.DONE, State.FAILED):
                 busy.add(task)
     return sorted(tasks - busy)
 
@@ -235,6 +248,46 @@ def show(study: Study, run_id: str) -> dict[str, Any]:
             "epochs_logged": last_epoch,
             "probes": [{k: p[k] for k in ("probe", "key", "kind", "state", "reason", "device", "folder", "summary")}
                        for p in store.probes(ids)]}
+
+
+# ---------------------------------------------------------------- report
+
+
+def report_data(sel: Selection) -> "ReportData":
+    """The report's input (``analysis/data.py``): the run folders ingested, then each selected run
+    with its record, its state at HEAD (stale carried down from upstreams) and its hardware."""
+    from analysis.data import ReportData, RunView
+
+    store = store_for(sel.study, ingest=True)
+    ids = [r.id for r in with_upstreams(sel.runs, sel.plan.by_id())]
+    records = store.runs(ids, progress=False) if store is not None else {}
+    hardware = store.hardware() if store is not None and records else {}
+    commit = git_commit(sel.study.dir)
+    states, _ = effective_states(sel.runs, records, commit, sel.plan.by_id())
+    views = []
+    for run in sel.runs:
+        rec = records.get(run.id)
+        views.append(RunView(run, states[run.id], rec.summary if rec else None,
+                             rec.finished_at if rec else None, rec.git_commit if rec else None,
+                             hardware.get(run.id, ())))
+    return ReportData(sel.study, views, commit, store)
+
+
+def report(sel: Selection, command: list[str], *, tables: Iterable[str] = (), figures: Iterable[str] = (),
+           with_figures: bool = True) -> "Report":
+    """``runner report``'s tables of the selection (all if neither tables nor figures are named;
+    figures are drawn by ``analysis.report.write``); ``command``: the selection's part of the
+    command that regenerates them. Names are checked before the store is read."""
+    from analysis import report as r
+
+    chosen = r.choose(sel.study, tables, figures, with_figures=with_figures)
+    data = report_data(sel)
+    tunings = []
+    if chosen.tunes:  # Optuna is imported only for them
+        from runner.tune.results import best_by_cell
+
+        tunings = best_by_cell(sel.study, sel.plan, data.store)
+    return r.build(data, chosen, command, tunings=tunings)
 
 
 # ---------------------------------------------------------------- data

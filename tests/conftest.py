@@ -1,102 +1,162 @@
-"""Shared helpers: the real CLI in a subprocess, and tiny studies on scikit-learn digits."""
+"""Shared helpers: the real CLI in a subprocess or in this process, the test tiers, and the staged
+study on scikit-learn digits (the tiny one is tests/studies.py's ``study_toml()``).
+
+The tiers are markers (registered in pyproject.toml): ``e2e`` for every test that starts
+``runner launch``, ``tune`` or ``probe`` or a worker process, ``slurm`` and ``postgres`` for the
+tests that need those servers. Nobody writes ``e2e`` by hand: the collection below reads each
+test, its fixtures and the helpers they call, and marks it; a launch it could not see is caught
+when it happens (``run_cli``). ``make test-fast`` runs everything else.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import inspect
+import io
 import os
 import subprocess
 import sys
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from studies import CNN, DIGITS, study_toml
+
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+LAUNCHING = frozenset({"launch", "tune", "probe"})  # the commands that start workers and train
+WORKERS = frozenset({"runner.train.worker", "runner.probes.worker"})  # `python -m` of a worker itself
 
-TINY_STUDY = """
-[study]
-name = "tiny"
-seeds = [0, 1]
 
-[defaults]
-epochs = {epochs}
-batch_size = 128
-lr = 3e-3
-warmup_epochs = 0
+def staged_study(*, epochs: int, finetune: Mapping, seeds: Sequence[int] = (0,)) -> str:
+    """Pretrain a small ResNet on digits 0-4 (matrix ``pretrain``), then fine-tune it on 5-9 with the
+    ``finetune`` keys, e.g. ``init = "run:pretrain"`` (matrix ``finetune``; test_stages.py, test_slurm.py)."""
+    return study_toml("stages", seeds=seeds, defaults={"epochs": epochs, "batch_size": 64, "lr": 3e-3},
+                      architectures={"cnn": CNN},
+                      datasets={"low": DIGITS | {"classes": [0, 1, 2, 3, 4]}, "high": DIGITS | {"classes": [5, 6, 7, 8, 9]}},
+                      matrices=[{"name": "pretrain", "architectures": ["cnn"], "datasets": ["low"]},
+                                {"name": "finetune", "architectures": ["cnn"], "datasets": ["high"], "set": finetune}],
+                      tables=())
 
-[architectures.vit]
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 1
-heads = 2
-mlp_dim = 32
 
-[architectures.cnn]
-model = "resnet18_cifar"
-width = 4
-
-[datasets.digits]
-source = "digits"
-
-[[matrix]]
-name = "main"
-architectures = ["vit", "cnn"]
-datasets = ["digits"]
-
-[[table]]
-name = "accuracy"
-rows = "architecture"
-columns = "dataset"
-metric = "test_acc"
-"""
-
-# pretrain on digits 0-4, then fine-tune on 5-9 from those weights (tests/test_stages.py, test_slurm.py)
-STAGED_STUDY = """
-[study]
-name = "stages"
-seeds = [0]
-
-[defaults]
-epochs = EPOCHS
-batch_size = 64
-lr = 3e-3
-
-[architectures.cnn]
-model = "resnet18_cifar"
-width = 4
-
-[datasets.low]
-source = "digits"
-classes = [0, 1, 2, 3, 4]
-
-[datasets.high]
-source = "digits"
-classes = [5, 6, 7, 8, 9]
-
-[[matrix]]
-name = "pretrain"
-architectures = ["cnn"]
-datasets = ["low"]
-
-[[matrix]]
-name = "finetune"
-architectures = ["cnn"]
-datasets = ["high"]
-set = { FINETUNE }
-"""
+_current: pytest.Item | None = None  # the test running now, for run_cli's check
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``runner ARGS`` as a user types it, in ``cwd``."""
+    if args and args[0] in LAUNCHING and _current is not None and _current.get_closest_marker("e2e") is None:
+        pytest.fail(f"{_current.nodeid} runs `runner {args[0]}` but was not marked e2e: call run_cli with the "
+                    "command as a literal (tests/conftest.py reads it there), or mark the test e2e", pytrace=False)
     return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``runner ARGS`` through the same entry point (``runner.cli.app.main``) in this process: the
+    same messages on stdout and stderr and the same exit code as ``run_cli``, without the 2-5 s of
+    starting Python and importing the world again. For commands that stop on bad input; anything
+    that trains belongs in a subprocess."""
+    from runner.cli.app import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv, here = sys.argv, Path.cwd()
+    sys.argv = ["runner", *args]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    return subprocess.CompletedProcess(["runner", *args], code, out.getvalue(), err.getvalue())
 
 
 def write_study(path: Path, text: str | None = None, *, epochs: int = 2) -> Path:
     """Write a study file (the tiny one by default) into ``path``."""
     path.mkdir(parents=True, exist_ok=True)
     f = path / "experiments.toml"
-    f.write_text(text if text is not None else TINY_STUDY.replace("{epochs}", str(epochs)))
+    f.write_text(text if text is not None else study_toml(epochs=epochs))
     return f
+
+
+# ---------------------------------------------------------------- the tiers
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``e2e`` every test that launches (itself, through a fixture, or through a helper it
+    calls), and ``postgres`` every test that asks for the real server."""
+    seen: dict = {}
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        funcs = [getattr(item, "function", None)]
+        if fixtures is not None:
+            funcs += [defs[-1].func for name, defs in fixtures.name2fixturedefs.items() if defs and name in item.fixturenames]
+        if any(_launches(f, seen) for f in funcs if f is not None):
+            item.add_marker(pytest.mark.e2e)
+        if "postgres" in item.fixturenames:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    global _current
+    _current = item
+
+
+def _launches(func, seen: dict) -> bool:
+    """Whether ``func`` (a test, fixture or helper defined under tests/) trains: starts a launching
+    command or a worker (``run_cli("launch", ...)``, ``[sys.executable, "-m", "runner", "tune", ...]``,
+    ``"-m", "runner.train.worker"``), calls the training loop in process (``train(config)``), or
+    calls a function of ours that does."""
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    if code is None or not Path(code.co_filename).resolve().is_relative_to(TESTS):
+        return False
+    if code not in seen:
+        seen[code] = False  # a recursive helper is not a launch by itself
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+        except (OSError, SyntaxError):
+            return False
+        names = func.__globals__
+        seen[code] = any(_starts_a_launch(node, names) for node in ast.walk(tree)) or any(
+            _launches(names[n.id], seen) for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and inspect.isfunction(names.get(n.id)) and names[n.id] is not func)
+    return seen[code]
+
+
+def _starts_a_launch(node: ast.AST, names: dict) -> bool:
+    if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "run_cli":
+        return bool(node.args) and _first_word(node.args[0], names) in LAUNCHING
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and _is_training_loop(names.get(node.func.id)):
+        return True  # trains a real model in this process: seconds, like a launch
+    if isinstance(node, (ast.List, ast.Tuple)):
+        words = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+        return bool(WORKERS & set(words)) or any(a == "runner" and b in LAUNCHING for a, b in zip(words, words[1:]))
+    return False
+
+
+def _is_training_loop(obj) -> bool:
+    """``runner.train.loop.train`` itself, however the test module imported it."""
+    return getattr(obj, "__module__", None) == "runner.train.loop" and getattr(obj, "__name__", None) == "train"
+
+
+def _first_word(arg: ast.AST, names: dict):
+    """The command of ``run_cli(ARG, ...)``: a literal, or the first word of ``*NAME`` (a module tuple)."""
+    if isinstance(arg, ast.Constant):
+        return arg.value
+    if isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name):
+        words = names.get(arg.value.id)
+        return words[0] if isinstance(words, (tuple, list)) and words else None
+    return None
+
+
+# ---------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
@@ -124,7 +184,7 @@ def postgres():
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> str:
     """The store's database: a SQLite file, then a fresh database on the real PostgreSQL server."""
     if request.param == "sqlite":

@@ -17,64 +17,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import write_study
+from studies import CNN, DIGITS, VIT, study_toml
 
-STUDY = """
-[study]
-name = "known"
-seeds = [0, 1, 2]
-
-[architectures.vit]
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 1
-heads = 2
-mlp_dim = 32
-
-[architectures.cnn]
-model = "resnet18_cifar"
-width = 4
-
-[architectures.deep]
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 2
-heads = 2
-mlp_dim = 32
-
-[datasets.digits]
-source = "digits"
-
-[datasets.small]
-source = "digits"
-subset = 20
-
-[[matrix]]
-name = "main"
-architectures = ["vit", "cnn", "deep"]
-datasets = ["digits", "small"]
-
-[[table]]
-name = "accuracy"
-title = "Test accuracy (%)"
-where = { matrix = "main" }
-
-[[table]]
-name = "splits"
-title = "Loss and accuracy on digits"
-rows = ["architecture", "dataset"]
-columns = "metric"
-metrics = ["test_loss", "test_acc"]
-where = { dataset = "digits" }
-
-[[table]]
-name = "loss_median"
-title = "Median test loss"
-metric = "test_loss"
-aggregate = "median"
-decimals = 2
-"""
+STUDY = study_toml(
+    "known", seeds=[0, 1, 2], defaults={},
+    architectures={"vit": VIT, "cnn": CNN, "deep": VIT | {"depth": 2}},
+    datasets={"digits": DIGITS, "small": DIGITS | {"subset": 20}},
+    tables=[{"name": "accuracy", "title": "Test accuracy (%)", "where": {"matrix": "main"}},
+            {"name": "splits", "title": "Loss and accuracy on digits", "rows": ["architecture", "dataset"],
+             "columns": "metric", "metrics": ["test_loss", "test_acc"], "where": {"dataset": "digits"}},
+            {"name": "loss_median", "title": "Median test loss", "metric": "test_loss", "aggregate": "median",
+             "decimals": 2}])
 
 KNOWN = {  # (architecture, dataset) -> per seed: (summary or "failed", gpu model or None)
     ("vit", "digits"): [({"test_acc": 0.90, "test_loss": 0.30}, None), ({"test_acc": 0.92, "test_loss": 0.20}, None),

@@ -111,7 +111,8 @@ def test_timm_pretrained_without_weights_is_a_clear_error():
 
 
 def test_impossible_hparams_are_named():
-    from architectures.hparams import DualAttentionHparams, ViTHparams
+    from architectures.dual_attention import DualAttentionHparams
+    from architectures.vit import ViTHparams
 
     geo = {"img_size": 8, "in_chans": 1, "num_classes": 10}
     assert ViTHparams(dim=16, heads=3).check(**geo)[0] == "heads"
@@ -126,7 +127,7 @@ def test_impossible_hparams_are_named():
 
 def test_vit_attention_equals_the_loop_of_its_formula():
     """softmax(q k^T / sqrt(hd)) v per head, heads concatenated, then the output projection."""
-    from architectures.vit import Attention
+    from architectures.vit.model import Attention
 
     torch.manual_seed(0)
     att = Attention(dim=8, heads=2, dropout=0.0).double().eval()
@@ -141,3 +142,25 @@ def test_vit_attention_equals_the_loop_of_its_formula():
                 weights = torch.softmax(scores, 0)
                 out[b, i, s] = sum(weights[j] * v[b, j, s] for j in range(5))
     torch.testing.assert_close(att(x), att.proj(out), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", architectures.list_models())
+def test_attention_flag_matches_the_layers_a_probe_finds(name):
+    """A family registered with ``attention=True`` has layers following the protocols of
+    ``architectures.attention``, and a model with global attention says its token grid."""
+    from architectures.attention import GlobalAttention, TokenGrid, attention_layers
+
+    model = build(name, 3, 32)
+    layers = attention_layers(model)
+    assert bool(layers) == architectures.get_family(name).attention
+    if any(isinstance(m, GlobalAttention) for _, m in layers):
+        assert isinstance(model, TokenGrid)
+
+
+def test_registries_import_without_torch():
+    """``runner plan`` validates hyperparameters and dataset options through the registries alone."""
+    code = ("import sys, architectures, datasets\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
 
-from conftest import run_cli
+import pytest
+
+from conftest import cli, run_cli
 
 
 def test_plan_launch_status_report_relaunch(tiny):
@@ -132,3 +135,65 @@ def test_runs_done_at_another_commit_are_stale_and_rerun_on_request(tiny):
     assert info["attempts"][0]["git_commit"] != info["attempts"][1]["git_commit"]
     assert not info["attempts"][1]["git_dirty"]
     assert list((tiny / "results" / "runs" / rid).glob("summary.superseded-*.json"))
+
+
+# ---------------------------------------------------------------- conventions of every command (in-process, fast)
+
+SELECTING = {"plan", "launch", "status", "report", "cancel", "probe"}  # take -f, --matrix and --where
+PYTHON_TYPES = re.compile(r"<(list|int|str|float|path|bool)|range>|\[default: (None|\(dynamic\))\]")
+
+
+def _commands(group, words=()):
+    """Every command of the CLI as the words that call it: ("plan",), ("data", "list"), ..."""
+    for name, command in group.commands.items():
+        yield from _commands(command, (*words, name)) if hasattr(command, "commands") else [(*words, name)]
+
+
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory) -> dict[tuple[str, ...], str]:
+    """``runner [COMMAND] --help`` of every command and group."""
+    import typer
+
+    from runner.cli.app import app
+
+    tmp_path, helps = tmp_path_factory.mktemp("help"), {}
+    for words in [(), ("data",), *_commands(typer.main.get_command(app))]:
+        out = cli(*words, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and not out.stderr, (words, out.stderr)
+        helps[words] = out.stdout
+    return helps
+
+
+def test_help_names_values_never_python_types(helps):
+    assert {("plan",), ("tune",), ("show",), ("data", "verify")} <= set(helps)
+    for words, text in helps.items():
+        assert not PYTHON_TYPES.search(text), f"runner {' '.join(words)} --help:\n{text}"
+    assert "-f, --file FILE" in helps[("plan",)] and "--gpus N|I,J,..." in helps[("launch",)]
+    assert "NAME  A [tune.NAME] block" in helps[("tune",)] and "RUN_ID  A run id" in helps[("show",)]
+
+
+def test_every_command_that_selects_runs_takes_the_same_selection(helps):
+    where = helps[("plan",)][helps[("plan",)].index("-w, --where"):].split("--json")[0]
+    for words, text in helps.items():
+        if not words or words == ("data",):
+            continue
+        assert "-f, --file FILE" in text, words
+        if words[0] in SELECTING:
+            assert "-m, --matrix NAME      Only runs of this [[matrix]] (repeatable)." in text, words
+            assert where in text, words  # one declaration: the same words everywhere
+        else:
+            assert "--matrix" not in text.split("Options:")[1], words
+            says_why = text if words[0] != "data" else helps[("data",)]
+            assert "no --matrix or --where" in " ".join(says_why.split()).lower(), words
+
+
+def test_version_and_exit_codes(tmp_path):
+    from importlib.metadata import version
+
+    out = cli("--version", cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, f"runner {version('matrix-runner')} (Python {platform.python_version()})\n")
+    text = cli("--help", cwd=tmp_path).stdout
+    codes = text[text.index("Exit codes:"):].splitlines()[1:]
+    assert [line.split()[0] for line in codes if re.match(r"\s+\d", line)] == ["0", "1", "2", "130"]
+    assert "--install-completion" in text and "--show-completion" in text
+    assert cli("plan", "--no-such-option", cwd=tmp_path).returncode == 2  # a usage error is bad input too

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 
-from conftest import TINY_STUDY, run_cli, write_study
+from conftest import run_cli, write_study
 from runner import commands
 from runner.launch.scheduler import run_json
 from runner.records.store import Store
+from studies import study_toml
 
 EPOCHS = 200
 # After its epochs a writer keeps beating (its folder keeps changing) until the test has seen
@@ -37,7 +38,7 @@ folder.finish(attempt, {"test_acc": 0.5})
 
 
 def test_sixteen_writers_and_concurrent_readers_lose_nothing_and_never_lock(tmp_path):
-    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "1").replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5, 6, 7]"))
+    write_study(tmp_path, study_toml(seeds=range(8), epochs=1))
     sel = commands.load(tmp_path / "experiments.toml")
     assert len(sel.runs) == 16
     for run in sel.runs:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import architectures
-from architectures.conv_attention import ConvAttentionNet, Learned2DAttention, QuadraticAttention
+from architectures.conv_attention.model import ConvAttentionNet, Learned2DAttention, QuadraticAttention
 
 ENCODINGS = {
     "quadratic": {"positional_encoding": "quadratic"},

@@ -9,55 +9,18 @@ import pytest
 
 from conftest import run_cli, write_study
 from data_fixtures import write_cifar10, write_image_folder
+from studies import VIT, study_toml
 
-STUDY = """
-[study]
-name = "data"
-seeds = [0]
-
-[defaults]
-epochs = 1
-batch_size = 32
-lr = 1e-3
-
-[architectures.vit]
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 1
-heads = 2
-mlp_dim = 32
-
-[datasets.cifar10]
-source = "cifar10"
-root = "data/cifar10"
-
-[datasets.mnist]
-source = "mnist"
-root = "data/mnist"
-
-[datasets.folder]
-source = "imagefolder"
-root = "data/folder"
-img_size = 32
-
-[[matrix]]
-name = "cifar"
-architectures = ["vit"]
-datasets = ["cifar10"]
-set = { crop = "pad", hflip = 0.5, mixup = 0.2, cutmix = 1.0, label_smoothing = 0.1 }
-
-[[matrix]]
-name = "mnist"
-architectures = ["vit"]
-datasets = ["mnist"]
-
-[[matrix]]
-name = "folder"
-architectures = ["vit"]
-datasets = ["folder"]
-set = { crop = "resized", hflip = 0.5, auto_augment = "rand-m9-mstd0.5-inc1" }
-"""
+STUDY = study_toml(
+    "data", seeds=[0], defaults={"epochs": 1, "batch_size": 32, "lr": 1e-3}, architectures={"vit": VIT},
+    datasets={"cifar10": {"source": "cifar10", "root": "data/cifar10"}, "mnist": {"source": "mnist", "root": "data/mnist"},
+              "folder": {"source": "imagefolder", "root": "data/folder", "img_size": 32}},
+    matrices=[{"name": "cifar", "architectures": ["vit"], "datasets": ["cifar10"],
+               "set": {"crop": "pad", "hflip": 0.5, "mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1}},
+              {"name": "mnist", "architectures": ["vit"], "datasets": ["mnist"]},
+              {"name": "folder", "architectures": ["vit"], "datasets": ["folder"],
+               "set": {"crop": "resized", "hflip": 0.5, "auto_augment": "rand-m9-mstd0.5-inc1"}}],
+    tables=())
 
 OFFLINE = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} | {
     "no_proxy": "", "NO_PROXY": ""}  # a closed port: downloads fail at once, with or without internet

@@ -13,14 +13,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-import datasets.cifar
-import datasets.folder
-import datasets.mnist
+import datasets.cifar.reader
+import datasets.folder.reader
+import datasets.mnist.reader
 from data_fixtures import write_cifar10, write_cifar100, write_idx, write_image_folder, write_mnist
 from datasets import SPLITS, DataError, DatasetInfo, build_dataset, data_problem
 from datasets.arrays import ImageArray
-from datasets.folder import ImageFiles
-from datasets.options import CIFAR10Options, ImageFolderOptions, MNISTOptions
+from datasets.cifar import CIFAR10Options
+from datasets.folder import ImageFolderOptions
+from datasets.folder.reader import ImageFiles
+from datasets.mnist import MNISTOptions
 
 
 def test_digits_split_is_fixed_disjoint_and_complete():
@@ -83,9 +85,9 @@ def unnormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def clear_reader_caches() -> None:
     """The readers cache what they read (per process); clear so a second build reads the files again."""
-    datasets.cifar._load.cache_clear()
-    datasets.mnist._load.cache_clear()
-    datasets.folder.list_folder.cache_clear()
+    datasets.cifar.reader._load.cache_clear()
+    datasets.mnist.reader._load.cache_clear()
+    datasets.folder.reader.list_folder.cache_clear()
 
 
 @dataclass(frozen=True)

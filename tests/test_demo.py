@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 import shutil
 
-import pytest
-
 from conftest import ROOT, run_cli
 
 
-@pytest.mark.slow
 def test_demo_matrix_runs_and_reports(tmp_path):
     shutil.copy(ROOT / "experiments.toml", tmp_path / "experiments.toml")
     plan = run_cli("plan", "--matrix", "demo", cwd=tmp_path)

@@ -24,35 +24,15 @@ import torch
 
 from conftest import run_cli, write_study
 from runner.records.runfolder import read_json, read_jsonl
+from studies import VIT, study_toml
 
-STUDY = """
-[study]
-name = "ddp"
-seeds = [0]
 
-[defaults]
-epochs = EPOCHS
-batch_size = 64
-optimizer = "sgd"
-lr = 0.05
-gpus_per_run = RANKS
+def ddp_study(epochs: int, ranks: int) -> str:
+    """One ViT on digits, trained with plain SGD (no dropout) over ``ranks`` processes."""
+    return study_toml("ddp", seeds=[0], defaults={"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05,
+                                                   "gpus_per_run": ranks},
+                      architectures={"vit": VIT | {"dim": 32, "depth": 2, "mlp_dim": 64}}, tables=())
 
-[architectures.vit]
-model = "vit"
-patch_size = 4
-dim = 32
-depth = 2
-heads = 2
-mlp_dim = 64
-
-[datasets.digits]
-source = "digits"
-
-[[matrix]]
-name = "main"
-architectures = ["vit"]
-datasets = ["digits"]
-"""
 
 SMALL = """
 [architectures.small]
@@ -89,7 +69,7 @@ def _children(pid: int) -> list[tuple[int, str]]:
 def _launch(root, ranks: int, epochs: int, *, kill_after: int | None = None, kill_rank: int = 0):
     """Train the study's one run with ``ranks`` processes; returns (its folder, the CLI's result).
     ``kill_after``: kill -9 rank ``kill_rank`` (0: the worker that took the run) after that many epochs."""
-    write_study(root, STUDY.replace("EPOCHS", str(epochs)).replace("RANKS", str(ranks)))
+    write_study(root, ddp_study(epochs, ranks))
     proc = subprocess.Popen([sys.executable, "-m", "runner", "launch", "--workers", str(max(ranks, 1))], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = root / "results" / "runs"
@@ -160,7 +140,7 @@ def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(doubl
 def test_a_lent_slot_whose_worker_dies_takes_no_run_until_the_distributed_run_ends(tmp_path):
     # vit trains on both slots; the other slot's own worker only waits for it. Kill that worker:
     # the slot's second rank still trains there, so the queued run must wait for the slot
-    study = STUDY.replace("EPOCHS", "3").replace("RANKS", "1").replace(
+    study = ddp_study(3, 1).replace(
         'architectures = ["vit"]', 'architectures = ["vit", "small"]') + SMALL + """
 [[override]]
 match = { architecture = "vit" }
@@ -198,7 +178,7 @@ def test_a_batch_worker_records_a_run_lost_when_a_rank_is_killed_and_goes_on(tmp
     from runner.records.runfolder import RunFolder
     from runner.launch.scheduler import run_json
 
-    write_study(tmp_path, STUDY.replace("EPOCHS", "40").replace("RANKS", "3").replace("batch_size = 64", "batch_size = 48")
+    write_study(tmp_path, ddp_study(40, 3).replace("batch_size = 64", "batch_size = 48")
                 .replace('architectures = ["vit"]', 'architectures = ["vit", "small"]') + SMALL_ONE_PROCESS)
     sel = load(tmp_path / "experiments.toml")
     folders = {run.architecture: RunFolder(sel.study.runs_dir / run.id) for run in sel.runs}

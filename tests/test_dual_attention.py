@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import architectures
-from architectures import dual_attention as da
-from architectures.hparams import DualAttentionHparams
+from architectures.dual_attention import DualAttentionHparams
+from architectures.dual_attention import model as da
 
 RA_TYPES = ["relational_attention", "rca", "disrca"]
 SYMBOL_TYPES = ["positional_symbols", "position_relative", "symbolic_attention"]

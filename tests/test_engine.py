@@ -15,7 +15,8 @@ from engine_configs import config
 from runner.train.optim import WeightEma, lr_at, make_optimizer, param_groups
 from runner.study.recipe import Recipe
 from runner.train.engine import is_convolutional
-from runner.train.loop import Diverged, Interrupted, train
+from runner.train.loop import Interrupted, train
+from runner.train.loop_state import Diverged
 
 
 @pytest.fixture(autouse=True)
@@ -168,10 +169,10 @@ def test_divergence_mid_run_names_its_epoch_and_step():
 
 
 def test_speed_switches_are_recorded_and_not_part_of_the_run_id():
-    from runner.plan.expand import run_id
+    from runner.plan.identity import ids
 
     fast = config("cnn", precision="bf16", channels_last=True, fused=True, checkpoint_every=5, compile=False)
-    assert run_id(fast) == run_id(config("cnn"))
+    assert ids(fast) == ids(config("cnn"))
     s, _, engines = _train({**fast, "train": {**fast["train"], "epochs": 2}})
     engine = engines[0]
     assert engine["precision"] == "bf16" and engine["channels_last"] is True and engine["device"] == "cpu"

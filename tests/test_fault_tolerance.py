@@ -55,7 +55,7 @@ def attempts(d: Path, run_id: str) -> list[dict]:
 
 
 def test_a_killed_worker_is_lost_then_retried_from_its_checkpoint(tmp_path):
-    write_study(tmp_path, epochs=80)
+    write_study(tmp_path, epochs=20)  # the kill lands right after the first checkpoint: 19 epochs to spare
     proc = start_launch(tmp_path, "--workers", "1", "--where", "architecture=cnn", "--where", "seed=0")
     run_dir = wait_for(lambda: checkpointed_run(tmp_path), "a checkpoint")
     os.kill(worker_pid(run_dir), signal.SIGKILL)
@@ -70,7 +70,7 @@ def test_a_killed_worker_is_lost_then_retried_from_its_checkpoint(tmp_path):
 
 
 def test_with_no_retries_a_killed_worker_leaves_its_run_lost_until_the_next_launch(tmp_path):
-    write_study(tmp_path, epochs=80)
+    write_study(tmp_path, epochs=20)
     selection = ("--where", "architecture=cnn", "--where", "seed=0")
     proc = start_launch(tmp_path, "--workers", "1", "--retries", "0", *selection)
     run_dir = wait_for(lambda: checkpointed_run(tmp_path), "a checkpoint")
@@ -86,7 +86,7 @@ def test_with_no_retries_a_killed_worker_leaves_its_run_lost_until_the_next_laun
 
 
 def test_a_hung_worker_is_killed_after_its_heartbeat_goes_stale(tmp_path):
-    write_study(tmp_path, epochs=80)
+    write_study(tmp_path, epochs=20)
     proc = start_launch(tmp_path, "--workers", "1", "--where", "architecture=cnn", "--where", "seed=0",
                         env={"RUNNER_LOST_AFTER_S": "3"})
     run_dir = wait_for(lambda: checkpointed_run(tmp_path), "a checkpoint")

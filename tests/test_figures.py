@@ -11,6 +11,8 @@ import pytest
 from conftest import run_cli, write_study
 from report_fixtures import STUDY, known_study, write_run
 
+from runner.study.reports import FIGURE_KINDS
+
 FIGURES = """
 [[figure]]
 name = "loss_vs_acc"
@@ -28,17 +30,16 @@ group = "cell"
 
 
 def _data(study_dir: Path):
-    from analysis.data import collect
-    from runner.commands import load
+    from runner.commands import load, report_data
 
-    return collect(load(study_dir / "experiments.toml"))
+    return report_data(load(study_dir / "experiments.toml"))
 
 
 def _figure(study_dir: Path, name: str):
     from analysis.report import figures_of
     from runner.commands import load
 
-    return next(f for f in figures_of(load(study_dir / "experiments.toml")) if f.name == name)
+    return next(f for f in figures_of(load(study_dir / "experiments.toml").study) if f.name == name)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -117,8 +118,32 @@ def test_a_second_report_draws_nothing_and_a_new_run_redraws_only_its_panels(kno
     assert changed == {"loss_vs_acc-digits.png", "acc_bars.png"}
 
 
+def test_the_study_accepts_exactly_the_kinds_and_aggregates_analysis_registers():
+    """runner/study/reports.py spells the names out so that loading a study needs no analysis."""
+    from analysis.figure_kinds import KINDS
+    from analysis.tables import AGGREGATES
+    from runner.study import reports
+
+    assert reports.FIGURE_KINDS == tuple(KINDS)
+    assert reports.AGGREGATES == tuple(AGGREGATES)
+
+
+@pytest.mark.parametrize("kind", FIGURE_KINDS)
+def test_every_kind_draws_its_panels_as_files_of_the_expected_size(tmp_path, kind):
+    from analysis.figures import panels, render
+
+    block = f'[[figure]]\nname = "every"\nkind = "{kind}"\n' + ('x = "test_loss"\n' if kind == "scatter" else "")
+    known_study(tmp_path, text=STUDY + block)
+    drawn = panels(_figure(tmp_path, "every"), _data(tmp_path))
+    assert drawn and all(p.kind == kind and p.series for p in drawn)
+    for p in drawn:
+        png, pdf = render(p, tmp_path)
+        assert _png_size(png) == (800, 500) and pdf.read_bytes().startswith(b"%PDF-"), p.stem
+
+
 def test_a_figure_shows_the_best_groups_when_there_are_too_many(tmp_path):
-    from analysis.figures import MAX_GROUPS, panels
+    from analysis.figure_kinds import MAX_GROUPS
+    from analysis.figures import panels
 
     lrs = ", ".join(f"{(i + 1) * 1e-4:.1e}" for i in range(MAX_GROUPS + 3))
     text = STUDY.replace('datasets = ["digits", "small"]\n', f'datasets = ["digits"]\nseeds = [0]\ngrid = {{ lr = [{lrs}] }}\n', 1)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import architectures
 import datasets
-from runner.plan.expand import expand, run_id
+from runner.plan.expand import expand
+from runner.plan.identity import ids
 from runner.study.recipe import Recipe
 from runner.study.spec import load_study, parse_study
 
@@ -61,9 +62,9 @@ def test_a_key_written_at_its_default_is_the_same_run(tmp_path):
     assert not {r.id for r in expand(flipped).runs} & set(ids.values())
 
 
-def test_run_id_of_a_config_agrees_with_the_plan():
+def test_ids_of_a_config_agree_with_the_plan():
     for run in expand(load_study(ROOT / "experiments.toml")).runs[:50]:
-        assert run_id(run.config) == run.id
+        assert ids(run.config) == (run.id, run.cell)
 
 
 if __name__ == "__main__":  # regenerate the golden file after an intended change

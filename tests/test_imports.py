@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import TINY_STUDY, write_study
+from conftest import write_study
+from studies import study_toml
 
 HEAVY = ("torch", "torchvision", "timm", "wandb")
 
@@ -16,7 +18,7 @@ import sys
 from runner.cli.app import app
 sys.argv = ["runner", *{args!r}]
 try:
-    app()
+    app(prog_name="runner")
 except SystemExit:
     pass
 heavy = [m for m in {heavy!r} if m in sys.modules]
@@ -28,7 +30,7 @@ print("HEAVY:" + ",".join(heavy))
 def study_with_results(tmp_path_factory):
     """A study whose store holds a finished run, so status/report/show have real work to do."""
     d = tmp_path_factory.mktemp("imports")
-    write_study(d, TINY_STUDY.replace("{epochs}", "2") + '[[probe]]\nname = "speed"\nkind = "inference_time"\n')
+    write_study(d, study_toml(extra='[[probe]]\nname = "speed"\nkind = "inference_time"\n'))
     from runner.commands import load
     from runner.probes.worker import save
     from runner.records.runfolder import RunFolder
@@ -47,7 +49,7 @@ def study_with_results(tmp_path_factory):
     return d, run.id
 
 
-@pytest.mark.parametrize("args", [["--help"], ["plan"], ["plan", "--json"], ["status"], ["status", "--json"],
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["plan"], ["plan", "--json"], ["status"], ["status", "--json"],
                                   ["report"], ["show", "RUN"], ["sync"], ["data", "list"],
                                   ["probe", "--help"], ["report", "--table", "probe_speed"]], ids=" ".join)
 def test_command_does_not_import_heavy_libraries(study_with_results, args):
@@ -58,3 +60,13 @@ def test_command_does_not_import_heavy_libraries(study_with_results, args):
     assert "Traceback" not in out.stderr, out.stderr
     line = [l for l in out.stdout.splitlines() if l.startswith("HEAVY:")]
     assert line == ["HEAVY:"], out.stdout[-2000:]
+
+
+@pytest.mark.parametrize("words", ["runner report --figure ", "runner plan --where ", "runner tune "], ids=str.strip)
+def test_shell_completion_does_not_import_heavy_libraries(study_with_results, words):
+    d, _ = study_with_results
+    env = {**os.environ, "_RUNNER_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()))}
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=[], heavy=HEAVY)], cwd=d, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert not out.stderr, out.stderr
+    assert out.stdout.splitlines()[-1] == "HEAVY:" and len(out.stdout.splitlines()) > 1, out.stdout[-2000:]

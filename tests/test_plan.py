@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_STUDY, write_study
+from conftest import write_study
 from runner.errors import SelectionError
-from runner.plan.expand import expand, parse_where, run_id, select, state_of
+from runner.plan.diff import count_states, state_of
+from runner.plan.expand import expand
+from runner.plan.identity import ids
+from runner.plan.select import select
+from runner.study.selectors import parse_where
 from runner.study.spec import load_study
+from studies import study_toml
 
-BASE = TINY_STUDY.replace("{epochs}", "2")
+BASE = study_toml(epochs=2)
 
 
 def plan_of(tmp_path, text):
@@ -66,15 +71,17 @@ def test_ids_follow_what_is_trained_not_names_or_data_location(tmp_path):
     moved = BASE.replace('source = "digits"', 'source = "digits"\nroot = "/elsewhere"')
     explicit_default = BASE.replace("depth = 1", "depth = 1\npool = \"cls\"")
     changed = BASE.replace("depth = 1", "depth = 2")
-    ids = [r.id for r in a.runs]
-    assert [r.id for r in plan_of(tmp_path / "b", renamed).runs] == ids
-    assert [r.id for r in plan_of(tmp_path / "c", moved).runs] == ids
-    assert [r.id for r in plan_of(tmp_path / "d", explicit_default).runs] == ids
-    assert [r.id for r in plan_of(tmp_path / "e", changed).runs][:2] != ids[:2]
+    run_ids = [r.id for r in a.runs]
+    assert [r.id for r in plan_of(tmp_path / "b", renamed).runs] == run_ids
+    assert [r.id for r in plan_of(tmp_path / "c", moved).runs] == run_ids
+    assert [r.id for r in plan_of(tmp_path / "d", explicit_default).runs] == run_ids
+    assert [r.id for r in plan_of(tmp_path / "e", changed).runs][:2] != run_ids[:2]
     assert plan_of(tmp_path / "c", moved).runs[0].config["dataset"]["root"] == "/elsewhere"
     # int and float spellings of the same number are the same run
-    assert plan_of(tmp_path / "f", BASE.replace("lr = 3e-3", "lr = 3.0e-3")).runs[0].id == ids[0]
-    assert run_id(a.runs[0].config) == ids[0]
+    assert plan_of(tmp_path / "f", BASE.replace("lr = 3e-3", "lr = 3.0e-3")).runs[0].id == run_ids[0]
+    assert ids(a.runs[0].config) == (run_ids[0], a.runs[0].cell)
+    # the cell id is the run id without the seed: the seeds of a cell share it
+    assert a.runs[0].cell == a.runs[1].cell and a.runs[0].id != a.runs[1].id
 
 
 def test_where_filters_axes_and_dotted_keys(tmp_path):
@@ -100,3 +107,7 @@ def test_state_of_marks_runs_done_at_another_commit_stale():
     assert state_of(Rec("done", "old"), "abc") == "stale"
     assert state_of(Rec("done", "old"), None) == "done"  # outside git nothing is stale
     assert state_of(Rec("failed", "abc"), "abc") == "failed"
+
+
+def test_counts_come_in_the_shown_order_without_empty_states():
+    assert list(count_states(["missing", "failed", "done", "done"]).items()) == [("done", 2), ("failed", 1), ("missing", 1)]

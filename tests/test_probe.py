@@ -13,47 +13,15 @@ import pytest
 import torch
 
 from conftest import run_cli, write_study
+from studies import CNN, VIT, study_toml
 
-STUDY = """
-[study]
-name = "probed"
-seeds = [0]
-
-[defaults]
-epochs = 8
-batch_size = 32
-lr = 3e-3
-warmup_epochs = 0
-
-[architectures.vit]
-model = "vit"
-patch_size = 2
-dim = 16
-depth = 2
-heads = 2
-mlp_dim = 32
-
-[architectures.quad]
-model = "conv_attention"
-positional_encoding = "quadratic"
-d_model = 16
-n_layers = 2
-heads = 4
-dff = 32
-downsample = 1
-
-[architectures.cnn]
-model = "resnet18_cifar"
-width = 4
-
-[datasets.digits]
-source = "digits"
-
-[[matrix]]
-name = "main"
-architectures = ["vit", "quad", "cnn"]
-datasets = ["digits"]
-
+STUDY = study_toml(
+    "probed", seeds=[0], defaults={"epochs": 8, "batch_size": 32, "lr": 3e-3, "warmup_epochs": 0},
+    architectures={"vit": VIT | {"patch_size": 2, "depth": 2},
+                   "quad": {"model": "conv_attention", "positional_encoding": "quadratic", "d_model": 16, "n_layers": 2,
+                            "heads": 4, "dff": 32, "downsample": 1},
+                   "cnn": CNN},
+    tables=(), extra="""
 [[override]]                     # only the CNN's accuracy matters (shape bias)
 match = { architecture = ["vit", "quad"] }
 set = { epochs = 2 }
@@ -76,7 +44,7 @@ name = "shape"
 kind = "shape_bias"
 match = { architecture = "cnn" }
 root = "cue-conflict"
-"""
+""")
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +257,70 @@ def test_bad_probe_blocks_are_refused_at_plan_time(tmp_path, block, message):
     r = run_cli("plan", cwd=tmp_path)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_kind_is_one_line_naming_the_file_the_block_and_the_registered_kinds():
+    from runner.errors import SpecError
+    from runner.study.probes import parse_probes
+
+    for body, where in [({"name": "p", "kind": "saliency"}, "[[probe]] p"), ({"kind": ["x"]}, "[[probe]] #1")]:
+        with pytest.raises(SpecError) as e:
+            parse_probes([body], "experiments.toml", lambda *a: None)
+        got = json.dumps(body["kind"])
+        assert str(e.value) == (f"experiments.toml: {where} kind: expected one of attention_maps, inference_time, "
+                                f"shape_bias, got {got}")
+
+
+def test_every_probe_kind_has_a_file_of_its_own_and_its_report():
+    from pathlib import Path
+
+    from analysis.probe_figures import FIGURES
+    from analysis.probe_tables import TABLES
+    from runner.probes.kinds import KINDS, base
+
+    assert set(TABLES) == set(KINDS) and set(FIGURES) == set(KINDS)  # a figure function, or None said outright
+    for name, kind in KINDS.items():
+        assert kind.name == name and issubclass(kind.settings, base.Settings)
+        assert Path(base.__file__).with_name(f"{name}.py").exists()  # where the worker's errors send a developer
+        assert kind.results and len(set(kind.results)) == len(kind.results)
+
+
+def test_the_settings_hashes_of_existing_kinds_are_unchanged():
+    """Results are found by this hash: a change would probe every run again beside its old results."""
+    import tomllib
+
+    from runner.study.probes import parse_probes
+
+    got = {p.name: (p.key, p.settings) for p in parse_probes(tomllib.loads(STUDY)["probe"], "f", lambda *a: None)}
+    assert got == {
+        "attn": ("3561dc14ae52", {"images": 3, "split": "test", "query": "center"}),
+        "speed": ("074a948a47f0", {"batch_sizes": [1, 8], "warmup": 2, "min_time_s": 0.05, "min_iters": 10,
+                                   "precision": "run"}),
+        "shape": ("6e65c7dfbdfc", {"root": "cue-conflict", "classes": {}, "batch_size": 64}),
+    }
+
+
+def test_the_worker_runs_a_task_by_its_kind_and_refuses_an_unknown_kind(monkeypatch, tmp_path):
+    from runner.probes import worker
+    from runner.probes.kinds import KINDS
+    from runner.probes.kinds.base import ProbeKind, Settings
+
+    seen = []
+
+    def compute(model, config, settings, device, study_dir):
+        seen.append((model, settings, study_dir))
+        return {"x": 1}, {"a": np.zeros(1)}
+
+    monkeypatch.setitem(KINDS, "fake", ProbeKind("fake", Settings, compute, results=("x",)))
+    summary, arrays = worker.run_task("model", {}, {"kind": "fake", "settings": {"s": 1}}, "cpu", tmp_path)
+    assert summary == {"x": 1} and list(arrays) == ["a"] and seen == [("model", {"s": 1}, tmp_path)]
+    with pytest.raises(LookupError, match="unknown probe kind 'saliency'; registered: attention_maps, fake, "
+                                          "inference_time, shape_bias$"):
+        worker.run_task("model", {}, {"kind": "saliency", "settings": {}}, "cpu", tmp_path)
+    # a kind that records less than it declares fails its task, not its report
+    monkeypatch.setitem(KINDS, "fake", ProbeKind("fake", Settings, compute, results=("x", "y")))
+    with pytest.raises(RuntimeError, match=r"the fake probe returned no y \(runner/probes/kinds/fake.py\)"):
+        worker.run_task("model", {}, {"kind": "fake", "settings": {}}, "cpu", tmp_path)
 
 
 def _families():

@@ -4,10 +4,12 @@ rich would read as markup. One such reason once crashed a launcher in the middle
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from runner.cli import render
-from runner.plan.expand import Run
+from runner.plan.runs import Run
 from runner.launch.scheduler import LaunchResult
 
 REASON = ("RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] "
@@ -40,3 +42,35 @@ def test_status_shows_a_bracketed_reason_whole(plain, capsys):
     render.status_view("study", {"counts": {"failed": 1}, "runs": [entry]})
     out = capsys.readouterr().out
     assert RUN.label in out and REASON in out
+
+
+def test_status_reads_at_80_columns(monkeypatch):
+    """Each run row fits an 80-column terminal, label first, its id whole; a label too long for its
+    column folds onto the next line, never cut."""
+    from rich.console import Console
+
+    monkeypatch.setattr(render, "console", Console(width=80, record=True, file=io.StringIO(), highlight=False,
+                                                   soft_wrap=True))
+    long_label = "conv_attn_learned_content/cifar100/s2"
+    runs = [
+        {"id": "a1b2c3d4e5f6", "label": long_label, "state": "running",
+         "progress": {"epoch": 3, "epochs": 300, "metrics": {"val_acc": 0.41, "train_loss": 1.23, "epoch_time_s": 30}}},
+        {"id": "b1b2c3d4e5f6", "label": "vit/digits/s0", "state": "failed", "reason": REASON},
+        {"id": "c1b2c3d4e5f6", "label": "cnn/digits/s1", "state": "lost", "reason": "no heartbeat for 600 s",
+         "job": {"id": "123_4", "state": "FAILED"}},
+        {"id": "d1b2c3d4e5f6", "label": "cnn/digits/s0", "state": "done",
+         "summary": {"test_acc": 0.9123, "best_val_acc": 0.92, "params": 21345678, "train_time_s": 12345}},
+        {"id": "e1b2c3d4e5f6", "label": "vit/cifar10/s1", "state": "queued", "job": {"id": "123_5", "state": "PENDING"}},
+    ]
+    render.status_view("study", {"counts": {"running": 1, "failed": 1, "lost": 1, "done": 1, "queued": 1},
+                                 "runs": runs})
+    lines = render.console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(l for l in lines if len(l) > 80)
+    for run in runs:
+        rows = [l for l in lines if run["id"] in l]
+        assert rows, f"{run['id']} not shown whole:\n" + "\n".join(lines)
+        for row in rows:
+            assert row.startswith(run["label"][:20]) and row.index(run["label"][:20]) < row.index(run["id"]), row
+    i = next(i for i, line in enumerate(lines) if runs[0]["id"] in line)
+    assert lines[i].split()[0] + lines[i + 1].split()[0] == long_label  # folded, every character kept
+    assert "…" not in "\n".join(lines)

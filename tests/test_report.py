@@ -38,10 +38,9 @@ def known(tmp_path) -> Path:
 
 
 def _report(study_dir: Path, *where: str):
-    from analysis.report import build
-    from runner.commands import load
+    from runner.commands import load, report
 
-    return build(load(study_dir / "experiments.toml", where=where), ["runner", "report"], with_figures=False)
+    return report(load(study_dir / "experiments.toml", where=where), ["runner", "report"], with_figures=False)
 
 
 def _cells(result) -> dict:

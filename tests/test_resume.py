@@ -21,46 +21,14 @@ import torch
 
 from conftest import write_study
 from runner.records.runfolder import RunFolder, read_jsonl
+from studies import VIT, study_toml
 
-STUDY = """
-[study]
-name = "resume"
-seeds = [0]
-
-[defaults]
-epochs = 4
-batch_size = 16
-lr = 3e-3
-crop = "pad"
-crop_padding = 1
-hflip = 0.5
-mixup = 0.2
-
-[architectures.vit]
-model = "vit"
-patch_size = 2
-dim = 32
-depth = 2
-heads = 2
-mlp_dim = 64
-dropout = 0.1
-
-[architectures.huge]                  # cannot be allocated anywhere: 2**45 hidden units
-model = "vit"
-patch_size = 4
-dim = 16
-depth = 1
-heads = 2
-mlp_dim = 35184372088832
-
-[datasets.digits]
-source = "digits"
-
-[[matrix]]
-name = "main"
-architectures = ["vit", "huge"]
-datasets = ["digits"]
-"""
+STUDY = study_toml(
+    "resume", seeds=[0], defaults={"epochs": 4, "batch_size": 16, "lr": 3e-3, "crop": "pad", "crop_padding": 1, "hflip": 0.5,
+                                   "mixup": 0.2},
+    architectures={"vit": VIT | {"patch_size": 2, "dim": 32, "depth": 2, "mlp_dim": 64, "dropout": 0.1},
+                   "huge": VIT | {"mlp_dim": 2**45}},  # cannot be allocated anywhere: 2**45 hidden units
+    tables=())
 
 COMPARED = ("test_acc", "test_loss", "test_acc_last", "test_loss_last", "val_acc", "val_loss", "best_val_acc",
             "train_loss", "train_acc", "steps", "epochs", "best_epoch")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import architectures
-from architectures import san
-from architectures.hparams import san_pools
+from architectures.san import model as san
+from architectures.san import san_pools
 
 PAIRWISE = ["subtraction", "summation", "concatenation", "hadamard", "dot"]
 PATCHWISE = ["concatenation", "star", "clique"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, STAGED_STUDY, TINY_STUDY, run_cli, write_study
+from conftest import ROOT, run_cli, staged_study, write_study
+from studies import study_toml
 
 
 def _slurm_missing() -> str | None:
@@ -28,7 +29,7 @@ def _slurm_missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_slurm_missing() is not None, reason=_slurm_missing() or "")
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_slurm_missing() is not None, reason=_slurm_missing() or "")]
 ONE_RUN = ("--where", "architecture=cnn", "--where", "seed=0")
 SUBMIT = ("launch", "--backend", "slurm", "--cpus-per-task", "1")
 
@@ -160,7 +161,7 @@ def _events(run_dir: Path) -> list[dict]:
 
 
 def test_a_failing_cell_is_failed_with_its_reason_while_the_others_finish(tmp_path):
-    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "2").replace(
+    write_study(tmp_path, study_toml(epochs=2).replace(
         'model = "resnet18_cifar"\nwidth = 4', 'model = "timm:no_such_model_anywhere"'))
     submit(tmp_path, "--per-task", "2")
     view = wait_for(lambda: (v := status(tmp_path))["counts"] == {"done": 2, "failed": 2} and v,
@@ -184,7 +185,7 @@ def test_runner_cancel_stops_queued_runs_and_cancels_their_tasks(tmp_path):
 
 
 def test_the_batch_script_carries_the_study_options(tmp_path):
-    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "1") + """
+    write_study(tmp_path, study_toml(epochs=1) + """
 [slurm]
 time = "0:10:00"
 sbatch = ["--comment=matrix-runner-test"]
@@ -259,8 +260,7 @@ def test_runner_tune_on_slurm_and_a_killed_tuner_watches_its_jobs_again_without_
 
 def test_a_staged_study_submits_one_array_per_stage_and_the_second_waits_for_the_first(tmp_path):
     """The fine-tuning run is also a 2-process (gloo) run: its task asks for 2 CPUs on one node."""
-    write_study(tmp_path, STAGED_STUDY.replace("EPOCHS", "1")
-                .replace("FINETUNE", 'init = "run:pretrain", freeze = "backbone", gpus_per_run = 2'))
+    write_study(tmp_path, staged_study(epochs=1, finetune={"init": "run:pretrain", "freeze": "backbone", "gpus_per_run": 2}))
     out = submit(tmp_path, "--matrix", "finetune")
     assert "submitted 2 run(s) as 2 array task(s)" in out.stdout, out.stdout
     jobs = {json.loads((p.parent / "run.json").read_text())["label"]: json.loads(p.read_text())["job_id"]

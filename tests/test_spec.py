@@ -7,11 +7,12 @@ import hashlib
 
 import pytest
 
-from conftest import TINY_STUDY, run_cli, write_study
+from conftest import cli, run_cli, write_study
 from runner.errors import SpecError
 from runner.study.spec import load_study
+from studies import study_toml
 
-BASE = TINY_STUDY.replace("{epochs}", "2")
+BASE = study_toml(epochs=2)
 
 
 def edit(old: str, new: str) -> str:
@@ -20,7 +21,7 @@ def edit(old: str, new: str) -> str:
 
 
 CATALOGUE = [
-    ("syntax", edit("[study]", "[study"), "experiments.toml:2:7: TOML syntax error"),
+    ("syntax", edit("[study]", "[study"), "experiments.toml:1:7: TOML syntax error"),
     ("duplicate toml key", edit('name = "tiny"', 'name = "tiny"\nname = "again"'), "TOML syntax error"),
     ("unknown section", BASE + "\n[studdy]\nx = 1\n", "[studdy] unknown section; valid sections:"),
     ("missing study", BASE.replace('[study]\nname = "tiny"\nseeds = [0, 1]\n', ""), "[study] required section is missing"),
@@ -115,9 +116,19 @@ def test_malformed_study_gives_one_line_and_exit_2(store_dir, name, text, expect
     with pytest.raises(SpecError) as e:  # the library raises the same message the CLI prints
         expand(load_study(store_dir / "experiments.toml"))
     assert expected.replace("experiments.toml: ", "").replace("experiments.toml:", "") in str(e.value)
-    # the real command a user types, which would otherwise write the store
-    proc = run_cli("launch", "--workers", "1", cwd=store_dir)
+    # the command a user types, which would otherwise write the store (in this process: see below)
+    proc = cli("launch", "--workers", "1", cwd=store_dir)
     _assert_one_line_error(proc, expected)
+    assert _digest(store_dir) == before
+
+
+def test_the_real_command_turns_a_bad_study_into_one_line_and_exit_2(store_dir):
+    """Once in a process of its own, as a user runs it (the catalogue goes through the same entry point
+    in this process): nothing else on stderr, no traceback, the store untouched."""
+    _, text, expected = next(c for c in CATALOGUE if c[0] == "wrong type")
+    before = _digest(store_dir)
+    (store_dir / "experiments.toml").write_text(text)
+    _assert_one_line_error(run_cli("launch", "--workers", "1", cwd=store_dir), expected)
     assert _digest(store_dir) == before
 
 
@@ -141,7 +152,7 @@ def test_bad_selection_gives_one_line_and_exit_2(store_dir, args, expected):
             pytest.skip("this machine has a GPU")
     write_study(store_dir)
     before = _digest(store_dir)
-    proc = run_cli("launch", *args, cwd=store_dir)
+    proc = cli("launch", *args, cwd=store_dir)
     _assert_one_line_error(proc, expected)
     assert _digest(store_dir) == before
 

@@ -15,16 +15,17 @@ import subprocess
 import pytest
 import torch
 
-from conftest import STAGED_STUDY, run_cli, write_study
+from conftest import run_cli, staged_study, write_study
 from runner.errors import SpecError
+from runner.plan.diff import effective_states
 from runner.plan.expand import expand
+from runner.plan.identity import ids
 from runner.study.spec import load_study
 
 
-def _study(tmp_path, init: str = "run:pretrain", extra: str = "", seeds: str = "[0]"):
-    finetune = f'init = "{init}", freeze = "all_but_head", head_lr = 0.01'
-    write_study(tmp_path, STAGED_STUDY.replace("EPOCHS", "2").replace("FINETUNE", finetune)
-                .replace("seeds = [0]", f"seeds = {seeds}") + extra)
+def _study(tmp_path, init: str = "run:pretrain", extra: str = "", seeds: tuple[int, ...] = (0,)):
+    finetune = {"init": init, "freeze": "all_but_head", "head_lr": 0.01}
+    write_study(tmp_path, staged_study(epochs=2, finetune=finetune, seeds=seeds) + extra)
     return tmp_path / "experiments.toml"
 
 
@@ -41,17 +42,36 @@ def _status(cwd, *args) -> dict:
 
 
 def test_the_downstream_resolves_to_its_upstream_run_and_keeps_one_cell_over_seeds(tmp_path):
-    runs = {r.label: r for r in expand(load_study(_study(tmp_path, seeds="[0, 1]"))).runs}
+    runs = {r.label: r for r in expand(load_study(_study(tmp_path, seeds=(0, 1)))).runs}
     for seed in (0, 1):
         down, up = runs[f"cnn/high/s{seed}"], runs[f"cnn/low/s{seed}"]
         assert down.upstream == up.id and down.config["train"]["init"] == f"run:{up.id}"
+        assert ids(down.config, upstream_cell=up.cell) == (down.id, down.cell)  # the one rule of ids
     assert runs["cnn/high/s0"].cell == runs["cnn/high/s1"].cell  # the seeds of a fine-tuning cell stay one cell
     # editing the upstream's recipe makes a new upstream run, hence a new downstream run
-    edited = _study(tmp_path / "edited", seeds="[0, 1]",
+    edited = _study(tmp_path / "edited", seeds=(0, 1),
                     extra='\n[[override]]\nmatch = { matrix = "pretrain" }\nset = { epochs = 3 }\n')
     again = {r.label: r for r in expand(load_study(edited)).runs}
     assert again["cnn/high/s0"].id != runs["cnn/high/s0"].id
     assert again["cnn/high/s0"].upstream == again["cnn/low/s0"].id != runs["cnn/low/s0"].id
+
+
+def test_a_finished_downstream_is_stale_while_its_upstream_is_not_done_or_trained_again(tmp_path):
+    plan = expand(load_study(_study(tmp_path)))
+    up, down = (next(r for r in plan.runs if r.label == label) for label in ("cnn/low/s0", "cnn/high/s0"))
+
+    class Rec:
+        def __init__(self, state, finished_at=None, summary=None):
+            self.state, self.finished_at, self.summary, self.git_commit = state, finished_at, summary, None
+
+    def states(up_rec):
+        got, why = effective_states([down], {up.id: up_rec, down.id: Rec("done", 20.0, {"init_run_finished_at": 10.0})},
+                                    None, plan.by_id())
+        return got[up.id], got[down.id], why.get(down.id)
+
+    assert states(Rec("done", 10.0)) == ("done", "done", None)
+    assert states(Rec("failed")) == ("failed", "stale", "its upstream cnn/low/s0 is failed")
+    assert states(Rec("done", 15.0)) == ("done", "stale", "its upstream cnn/low/s0 trained again after it started from it")
 
 
 @pytest.mark.parametrize("init, message", [

@@ -157,10 +157,11 @@ def test_a_study_whose_store_is_a_postgresql_server(postgres, tmp_path):
     """The whole loop with the index on a server: launch writes it, status and report read it."""
     import json
 
-    from conftest import TINY_STUDY, run_cli, write_study
+    from conftest import run_cli, write_study
+    from studies import study_toml
 
     url = postgres.new_database()
-    write_study(tmp_path, TINY_STUDY.replace("{epochs}", "1").replace('name = "tiny"', f'name = "tiny"\nstore = "{url}"'))
+    write_study(tmp_path, study_toml(epochs=1).replace('name = "tiny"', f'name = "tiny"\nstore = "{url}"'))
     launch = run_cli("launch", "--workers", "1", "--where", "architecture=vit", cwd=tmp_path)
     assert launch.returncode == 0, launch.stdout + launch.stderr
     assert json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)["counts"] == {"done": 2, "missing": 2}

@@ -1,4 +1,4 @@
-"""The training loop: reproducible under a seed, summary with the design's metric names."""
+"""The training loop: reproducible under a seed, a summary of exactly the declared keys (the design's metric names among them)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import copy
 import pytest
 import torch
 
-from runner.train.optim import lr_at
-from runner.train.loop import Interrupted, train
+from runner.records.summary import SUMMARY_METRICS, Summary
 from runner.study.recipe import Recipe
+from runner.train.loop import Interrupted, train
+from runner.train.optim import lr_at
+
 
 def _resolved_config() -> dict:
     """A config exactly as the plan resolves it (every default filled in), so seams show."""
@@ -26,16 +28,19 @@ def _resolved_config() -> dict:
 
 
 CONFIG = _resolved_config()
-SUMMARY_NAMES = {"test_acc", "test_loss", "best_val_acc", "val_acc", "val_loss", "train_acc", "train_loss", "epochs",
-                 "params", "flops", "train_time_s", "train_images_per_s", "infer_images_per_s", "infer_latency_ms",
-                 "peak_mem_mb"}
+# design.md, "The store": the summary metrics every run records, which tables and bars rely on
+DESIGN_NAMES = {"test_acc", "test_loss", "best_val_acc", "val_acc", "val_loss", "train_acc", "train_loss", "epochs",
+                "params", "flops", "train_time_s", "train_images_per_s", "infer_images_per_s", "infer_latency_ms",
+                "peak_mem_mb"}
 
 
-def test_summary_has_every_metric_name_and_learns(tmp_path):
+def test_summary_has_exactly_the_declared_keys_and_learns(tmp_path):
     torch.set_num_threads(1)
     epochs = []
     s = train(CONFIG, on_epoch=lambda e, step, m: epochs.append((e, step, m)), weights=tmp_path / "model.pt")
-    assert SUMMARY_NAMES <= set(s)
+    assert set(s) == Summary.__required_keys__  # what train writes is what runner/records/summary.py declares
+    assert DESIGN_NAMES <= set(SUMMARY_METRICS)
+    assert all(isinstance(s[k], (int, float)) for k in SUMMARY_METRICS)
     assert 0.0 <= s["test_acc"] <= 1.0 and s["test_acc"] > 0.3  # well above chance (0.1) after 3 epochs
     assert s["params"] == sum(p.numel() for p in torch.load(tmp_path / "model.pt", weights_only=True).values())
     assert s["flops"] > 0 and s["epochs"] == 3
@@ -70,18 +75,13 @@ def _every_family_study(tmp_path):
     from test_architectures import small
 
     from conftest import write_study
+    from studies import study_toml
 
-    def toml_value(v):
-        return str(v).lower() if isinstance(v, bool) else (f'"{v}"' if isinstance(v, str) else str(v))
-
-    text = ['[study]\nname = "zoo"\nseeds = [0]\n', "[defaults]\nepochs = 1\nbatch_size = 32\n",
-            '[datasets.digits]\nsource = "digits"\nsubset = 5\n']
-    for name in architectures.list_models():
-        params = "".join(f"{k} = {toml_value(v)}\n" for k, v in small(name, 8).items())
-        text.append(f'[architectures.{name}]\nmodel = "{name}"\n{params}')
-    names = ", ".join(f'"{n}"' for n in architectures.list_models())
-    text.append(f'[[matrix]]\nname = "all"\narchitectures = [{names}]\ndatasets = ["digits"]\n')
-    return write_study(tmp_path, "\n".join(text))
+    models = {name: {"model": name, **small(name, 8)} for name in architectures.list_models()}
+    return write_study(tmp_path, study_toml(
+        "zoo", seeds=[0], defaults={"epochs": 1, "batch_size": 32}, architectures=models,
+        datasets={"digits": {"source": "digits", "subset": 5}}, tables=(),
+        matrices=[{"name": "all", "architectures": list(models), "datasets": ["digits"]}]))
 
 
 def test_every_registered_family_trains_from_a_planned_config(tmp_path):
@@ -93,4 +93,16 @@ def test_every_registered_family_trains_from_a_planned_config(tmp_path):
     plan = expand(load_study(_every_family_study(tmp_path)))
     for run in plan.runs:
         s = train(run.config)
-        assert SUMMARY_NAMES <= set(s) and 0.0 <= s["test_acc"] <= 1.0, run.label
+        assert set(s) == Summary.__required_keys__ and 0.0 <= s["test_acc"] <= 1.0, run.label
+
+
+def test_an_upstream_note_adds_the_declared_optional_keys(tmp_path):
+    """What the worker adds to the summary of an ``init = "run:..."`` run is what Summary declares optional."""
+    from runner.records.runfolder import RunFolder
+    from runner.train.worker import started_from
+
+    up, down = RunFolder(tmp_path / "up"), RunFolder(tmp_path / "down")
+    up.create({"id": "up"})
+    down.create({"id": "down"})
+    up.finish(up.start_attempt({}), {})
+    assert set(started_from(down, up)) == Summary.__optional_keys__

@@ -15,45 +15,18 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli, write_study
+from studies import CNN, VIT, study_toml
 
-STUDY = """
-# a tiny study to tune (this comment must survive --apply)
-[study]
-name = "tiny"
-seeds = [0, 1]
-
-[defaults]
-epochs = 8
-batch_size = 16
-lr = 3e-3
-
-[architectures.vit]
-model = "vit"
-patch_size = 4
-dim = 32
-depth = 2
-heads = 2
-mlp_dim = 64
-
-[architectures.cnn]
-model = "resnet18_cifar"
-width = 4
-
-[datasets.digits]
-source = "digits"
-
-[[matrix]]
-name = "main"
-architectures = ["vit", "cnn"]
-datasets = ["digits"]
-
+STUDY = "# a tiny study to tune (this comment must survive --apply)\n" + study_toml(
+    defaults={"epochs": 8, "batch_size": 16, "lr": 3e-3},
+    architectures={"vit": VIT | {"dim": 32, "depth": 2, "mlp_dim": 64}, "cnn": CNN}, tables=(), extra="""
 [tune.vit_lr]   # the ViT's learning rate
 match = { architecture = "vit" }
 trials = 6
 space = { lr = { low = 1e-6, high = 1e-2, log = true } }
 sampler = { kind = "random", seed = 8 }
 pruner = { kind = "median", startup_trials = 1 }
-"""
+""")
 # RandomSampler(seed=8) asks lr = 3e-3, 7e-3, 3e-3, 1e-4, 9e-6, 1e-6 (the ask order is fixed, whatever
 # finishes first): a good first trial to compare with, then trials no pruner lets finish.
 
@@ -76,7 +49,6 @@ def plan_ids(d: Path) -> dict[str, str]:
     return {r["label"]: r["id"] for r in json.loads(out.stdout)["runs"]}
 
 
-@pytest.mark.slow
 def test_six_trials_with_pruning_then_apply_changes_exactly_the_tuned_cells(tmp_path):
     import optuna
 
@@ -156,7 +128,6 @@ def start_tune(d: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.slow
 def test_tuner_killed_with_kill_9_resumes_and_finishes_its_trials(tmp_path):
     import optuna
 

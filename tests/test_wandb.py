@@ -8,7 +8,8 @@ import json
 import struct
 from pathlib import Path
 
-from conftest import TINY_STUDY, run_cli, write_study
+from conftest import run_cli, write_study
+from studies import study_toml
 
 
 def wandb_records(path: Path) -> list:
@@ -42,7 +43,7 @@ def wandb_records(path: Path) -> list:
 
 
 def test_offline_wandb_run_holds_config_provenance_and_metrics(tmp_path):
-    study = TINY_STUDY.replace("{epochs}", "2").replace(
+    study = study_toml(epochs=2).replace(
         "[defaults]", '[study.wandb]\nproject = "matrix-test"\nmode = "offline"\ntags = ["ci"]\n\n[defaults]', 1)
     write_study(tmp_path, study)
     env = {"WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(tmp_path / "wb-config"),

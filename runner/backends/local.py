@@ -5,6 +5,11 @@ fed run folders on its stdin and answering with JSON events on a private pipe
 (its stdout and stderr go to a log file, so prints from user code cannot corrupt
 the protocol). Workers get their own session: a Ctrl-C in the terminal reaches
 only the launcher, which stops them in order.
+
+This is not a ``Backend`` (``runner/backends/base.py``): a worker is the launcher's own child,
+driven run by run by the dispatcher (``runner/launch/dispatch.py``), and says at once over its
+pipe what happens; there are no job handles to poll. What a worker may write is the same as
+for a SLURM task: its runs' folders, never the store.
 """
 
 from __future__ import annotations
@@ -77,9 +82,8 @@ class Worker:
     """One worker subprocess and its control pipe."""
 
     def __init__(self, slot: Slot, *, study_dir: Path, log_dir: Path, number: int, max_runs: int | None = None):
-        self.slot, self.run_id = slot, None
+        self.slot = slot
         self.started = False  # True once it said "ready": torch imported, device usable
-        self.closing = False  # the launcher has no more work for it: its exit is expected
         self.hung_for: float | None = None  # seconds without heartbeat when the launcher killed it
         self.sent_at = 0.0  # when it was handed its current run (wall clock, as in attempts.jsonl)
         self.send_failed = False  # it had died when handed its run: the run never reached it
@@ -106,7 +110,7 @@ class Worker:
 
     def send(self, run_dir: Path, helpers: list[dict] | None = None) -> None:
         """Hand over a run; ``helpers``: the devices of a distributed run's other ranks."""
-        self.run_id, self.sent_at = Path(run_dir).name, time.time()
+        self.sent_at = time.time()
         line = json.dumps({"run": str(run_dir), "helpers": helpers}) if helpers else str(run_dir)
         try:
             self.proc.stdin.write(line + "\n")
@@ -125,7 +129,6 @@ class Worker:
 
     def close_input(self) -> None:
         """No more work: the worker exits when it next waits for a task."""
-        self.closing = True
         self._close_stdin()
 
     def _close_stdin(self) -> None:

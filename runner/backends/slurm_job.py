@@ -25,24 +25,14 @@ from pathlib import Path
 
 
 def run_chunk(study_dir: str, run_dirs: list[str], device: str, submitted_at: float, command: str) -> dict:
-    from runner.train import worker
+    from runner.backends.job_file import owned_by
     from runner.records.provenance import COMMAND_ENV
-    from runner.records.runfolder import read_json
-    from runner.backends.slurm import JOB_FILE
+    from runner.train import worker
 
     os.environ[COMMAND_ENV] = command  # provenance names the user's `runner launch`, not submitit's script
-    # a run submitted again since (after a cancel) belongs to its newer task, never to two; a task is
-    # "123_4" in an array, "123" when submitit sent a single chunk as a plain job
+    # a task is "123_4" in an array, "123" when submitit sent a single chunk as a plain job
     me = {os.environ.get("SLURM_JOB_ID"), f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"}
-
-    def owned(run_dir: str) -> bool:
-        info = read_json(Path(run_dir) / JOB_FILE)
-        if info is None:
-            return True
-        # the launcher names the task once sbatch answered; before that, the submission's time
-        return info.get("job_id") in me or (info.get("job_id") is None and info.get("submitted_at") == submitted_at)
-
-    mine = [d for d in run_dirs if owned(d)]
+    mine = [d for d in run_dirs if owned_by(Path(d), me, submitted_at)]
     threads = os.environ.get("SLURM_CPUS_PER_TASK")
     argv = ["--study-dir", study_dir, "--device", device, "--failed-since", str(submitted_at), "--runs", *mine]
     code = worker.main(argv + (["--threads", threads] if threads else []))

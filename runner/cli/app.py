@@ -1,9 +1,9 @@
 """The ``runner`` command line: parse options, call ``runner.commands``, render.
 
 Imports stay inside the commands so that ``runner --help``, ``plan``, ``status``,
-``report`` and ``show`` never load torch, timm or wandb. User mistakes
+``report``, ``show`` and shell completion never load torch, timm or wandb. User mistakes
 (``RunnerError``) print one line on stderr and exit 2; ``RUNNER_DEBUG=1`` adds
-the traceback.
+the traceback. The options several commands share live in ``runner/cli/options.py``.
 """
 
 from __future__ import annotations
@@ -16,24 +16,49 @@ from typing import Annotated, Optional
 
 import typer
 
+from runner.cli.completion import complete_figure, complete_probe, complete_table, complete_tune, words
+from runner.cli.options import (DEFAULT_FILE, Command, FileOpt, GpusOpt, JsonOpt, MatrixOpt, PerGpuOpt, WhereOpt,
+                                WorkersOpt)
 from runner.errors import RunnerError
+from runner.states import RERUNNABLE, State
+
+# what the code raises: typer.Exit(1) and (130) in the commands, RunnerError.exit_code, click's usage errors (2)
+EXIT_CODES = """\b
+Exit codes:
+  0    all good
+  1    some runs failed, were lost or blocked (launch, status, probe), a tuning
+       stopped on failed trials, report --check found a cell missing or stale,
+       data verify found a bad file
+  2    bad input: the study file, an option or a selection (one line on stderr;
+       RUNNER_DEBUG=1 adds the traceback)
+  130  interrupted (Ctrl-C): what finished is kept; the next launch resumes"""
+BACKEND = words("local", "slurm")
 
 app = typer.Typer(
     help="Run a whole architecture × dataset × seed study from experiments.toml; get the paper's tables back.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    epilog=EXIT_CODES, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-FileOpt = Annotated[Path, typer.Option("-f", "--file", help="The study file.")]
-MatrixOpt = Annotated[Optional[list[str]], typer.Option("--matrix", "-m", help="Only runs of this [[matrix]] (repeatable).")]
-WhereOpt = Annotated[Optional[list[str]], typer.Option(
-    "--where", "-w", help="KEY=VALUE on an axis (architecture, dataset, seed, matrix) or a dotted config key "
-                          "(architecture.depth, epochs); VALUE may be a,b for any of them. Repeatable.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-DEFAULT_FILE = Path("experiments.toml")
+
+def _print_version(ctx: typer.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import platform
+    from importlib.metadata import version
+
+    print(f"runner {version('matrix-runner')} (Python {platform.python_version()})")  # the distribution's name
+    raise typer.Exit()
 
 
-@app.command()
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, expose_value=False, callback=_print_version,
+        help="Print the version of runner and of Python, and exit.")] = False) -> None:
+    """The options of ``runner`` itself, before a command."""
+
+
+@app.command(cls=Command)
 def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None, json_: JsonOpt = False,
          sync: Annotated[bool, typer.Option("--sync", help="Ingest the run folders into the store first.")] = False):
     """Validate and expand the study; show each cell and its state in the store (writes nothing without --sync)."""
@@ -60,35 +85,41 @@ def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt
                           + escape(m["problem"]), soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def launch(
     file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
-    per_gpu: Annotated[int, typer.Option("--per-gpu", help="Workers sharing each GPU.")] = 1,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: one per core, at most 8).")] = None,
+    gpus: GpusOpt = None, per_gpu: PerGpuOpt = 1, workers: WorkersOpt = None,
     rerun: Annotated[Optional[list[str]], typer.Option(
-        "--rerun", help="Also run again: failed, stale (done at another git commit). Repeatable.")] = None,
+        "--rerun", metavar="STATE", autocompletion=words(*sorted(RERUNNABLE)),
+        help="Also run again: failed, stale (done at another git commit). Repeatable.")] = None,
     retries: Annotated[int, typer.Option(
-        "--retries", min=0, help="Attempts a run gets again when its worker dies or hangs (it resumes from its checkpoint).")] = 2,
+        "--retries", min=0, metavar="N",
+        help="Attempts a run gets again when its worker dies or hangs (it resumes from its checkpoint).")] = 2,
     isolate: Annotated[bool, typer.Option(
         "--isolate", help="A fresh worker process for every run (default: workers take run after run).")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or slurm (a job array).")] = "local",
-    per_task: Annotated[Optional[int], typer.Option("--per-task", help="slurm: runs per array task.")] = None,
-    partition: Annotated[Optional[str], typer.Option("--partition", help="slurm: partition.")] = None,
-    account: Annotated[Optional[str], typer.Option("--account", help="slurm: account.")] = None,
-    qos: Annotated[Optional[str], typer.Option("--qos", help="slurm: QOS.")] = None,
-    time_limit: Annotated[Optional[str], typer.Option("--time", help="slurm: time limit per task (90, 1:30:00, 2-00:00:00).")] = None,
-    gpus_per_task: Annotated[Optional[int], typer.Option("--gpus-per-task", help="slurm: GPUs per task (--gres=gpu:N).")] = None,
-    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", help="slurm: CPUs per task.")] = None,
-    mem: Annotated[Optional[str], typer.Option("--mem", help="slurm: memory per task (16G).")] = None,
-    array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", help="slurm: at most K tasks at once.")] = None,
-    constraint: Annotated[Optional[str], typer.Option("--constraint", help="slurm: node features.")] = None,
+    backend: Annotated[str, typer.Option("--backend", metavar="local|slurm", autocompletion=BACKEND,
+                                         help="local (this machine) or slurm (a job array).")] = "local",
+    per_task: Annotated[Optional[int], typer.Option(
+        "--per-task", metavar="N", help="slurm: runs per array task.")] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition", metavar="NAME", help="slurm: partition.")] = None,
+    account: Annotated[Optional[str], typer.Option("--account", metavar="NAME", help="slurm: account.")] = None,
+    qos: Annotated[Optional[str], typer.Option("--qos", metavar="NAME", help="slurm: QOS.")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time", metavar="TIME", help="slurm: time limit per task (90, 1:30:00, 2-00:00:00).")] = None,
+    gpus_per_task: Annotated[Optional[int], typer.Option(
+        "--gpus-per-task", metavar="N", help="slurm: GPUs per task (--gres=gpu:N).")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option(
+        "--cpus-per-task", metavar="N", help="slurm: CPUs per task.")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", metavar="SIZE", help="slurm: memory per task (16G).")] = None,
+    array_parallelism: Annotated[Optional[int], typer.Option(
+        "--array-parallelism", metavar="K", help="slurm: at most K tasks at once.")] = None,
+    constraint: Annotated[Optional[str], typer.Option(
+        "--constraint", metavar="FEATURES", help="slurm: node features.")] = None,
 ):
     """Run every selected cell that is not done yet: on local workers (Ctrl-C stops cleanly), or as a
     SLURM job array (--backend slurm; options from [slurm] of the study file, flags override them)."""
     from runner import commands as c
     from runner.errors import SelectionError
-    from runner.launch.scheduler import RERUNNABLE
 
     bad = set(rerun or ()) - RERUNNABLE
     if bad:
@@ -139,22 +170,28 @@ def _submit(sel, flags: dict, rerun: set[str]) -> None:
     submit_lines(submit_to_slurm(sel.study, sel.runs, c.open_store(sel.study, create=True), options, rerun=rerun))
 
 
-@app.command()
+@app.command(cls=Command)
 def tune(
-    name: Annotated[str, typer.Argument(help="A [tune.NAME] block of the study file.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", autocompletion=complete_tune,
+                                        help="A [tune.NAME] block of the study file.")],
     file: FileOpt = DEFAULT_FILE,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials to reach (default: the block's trials).")] = None,
-    apply: Annotated[bool, typer.Option("--apply", help="Write the best trial's values into the study file as an [[override]] of the tuned cells.")] = False,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
-    per_gpu: Annotated[int, typer.Option("--per-gpu", help="Workers sharing each GPU.")] = 1,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="CPU workers (default: one per core, at most 8).")] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Attempts a trial's run gets again when its worker dies.")] = 2,
-    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or slurm (each trial a job; options from [slurm], "
-                                                           "array_parallelism trials at once, 4 if unset).")] = "local",
+    trials: Annotated[Optional[int], typer.Option(
+        "--trials", min=1, metavar="N", help="Finished trials to reach (default: the block's trials).")] = None,
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="Write the best trial's values into the study file as an [[override]] of the tuned cells.")] = False,
+    gpus: GpusOpt = None, per_gpu: PerGpuOpt = 1, workers: WorkersOpt = None,
+    retries: Annotated[int, typer.Option(
+        "--retries", min=0, metavar="N", help="Attempts a trial's run gets again when its worker dies.")] = 2,
+    backend: Annotated[str, typer.Option(
+        "--backend", metavar="local|slurm", autocompletion=BACKEND,
+        help="local (this machine) or slurm (each trial a job; options from [slurm], "
+             "array_parallelism trials at once, 4 if unset).")] = "local",
 ):
     """Optuna over the cells a [tune.NAME] block matches: trials run on all slots, pruned on their
     validation curve, and kept in the study's database (optuna.load_study reads them). Killed, the
-    command continues where it stopped. --apply writes the best values back as an [[override]]."""
+    command continues where it stopped. --apply writes the best values back as an [[override]].
+
+    No --matrix or --where: the block's match says which cells are tuned."""
     from runner import commands as c
     from runner.errors import SelectionError, SpecError, choices
     from runner.study.spec import load_study
@@ -214,27 +251,35 @@ def _apply(study, block) -> None:
           "get new ids: `runner plan` shows their state")
 
 
-@app.command()
+@app.command(cls=Command)
 def probe(
-    names: Annotated[Optional[list[str]], typer.Argument(help="[[probe]] blocks to run (default: all of them).")] = None,
-    file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: a count (4) or indices (0,2,3).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="CPU workers (default 1: timings want a quiet machine).")] = 1,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads per worker (default: the cores shared out).")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(
+        metavar="NAME", autocompletion=complete_probe, help="[[probe]] blocks to run (default: all of them).")] = None,
+    file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None, gpus: GpusOpt = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, metavar="N", help="CPU workers (default 1: timings want a quiet machine).")] = 1,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, metavar="N", help="torch threads per worker (default: the cores shared out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Probe again runs that already have this probe's result.")] = False,
 ):
     """Analyses of finished runs beyond accuracy: attention maps, shape bias on cue-conflict images,
     inference time. Each loads a run's selected weights in a worker and writes its result into the
     run folder and the store; a run is never probed twice with the same settings."""
-    from analysis.probe_figures import draw
+    from analysis.probe_figures import FIGURES
 
     from runner import commands as c
     from runner.cli import render
     from runner.probes.launch import run_blocks
+    from runner.records.runfolder import read_json
 
     def block_done(result) -> None:
-        for folder in result.folders if result.probe.kind == "attention_maps" else ():
-            draw(folder)
+        # a kind's figures of its result folders are drawn now (those of the report, by the report):
+        # the block's new results as one group, in the store's shape
+        figures = FIGURES[result.probe.kind]
+        if figures is not None:
+            figures(result.probe, {result.probe.name: [
+                {"folder": str(folder), "label": label, "summary": read_json(folder / "result.json")["summary"]}
+                for (label, _), folder in zip(result.done, result.folders)]})
         print(render.probe_line(result), flush=True)
 
     sel = c.load(file, matrix or (), where or ())
@@ -249,7 +294,7 @@ def probe(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def cancel(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None):
     """Stop selected runs of the running launch: queued ones never start, running ones checkpoint and stop.
 
@@ -266,9 +311,10 @@ def cancel(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
           + (f"; scancel {' '.join(tasks)} (nothing else to run in them)" if tasks else ""))
 
 
-@app.command()
+@app.command(cls=Command)
 def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None, json_: JsonOpt = False,
-           watch: Annotated[Optional[float], typer.Option("--watch", help="Refresh every N seconds until Ctrl-C.")] = None):
+           watch: Annotated[Optional[float], typer.Option(
+               "--watch", metavar="SECONDS", help="Refresh every SECONDS seconds until Ctrl-C.")] = None):
     """Counts by state, running cells with epoch and ETA, failures with their reason."""
     from runner import commands as c
     from runner.launch.lock import running_launch
@@ -296,16 +342,22 @@ def status(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
         if not watch:
             break
         time.sleep(watch)
-    if view["counts"].get("failed"):
+    if view["counts"].get(State.FAILED):
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None,
-           table: Annotated[Optional[list[str]], typer.Option("--table", "-t", help="Only this [[table]] (repeatable).")] = None,
-           figure: Annotated[Optional[list[str]], typer.Option("--figure", help="Only this figure (repeatable).")] = None,
-           fmt: Annotated[str, typer.Option("--format", help="What stdout shows: md, latex, csv or html.")] = "md",
-           out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the files (default: the study's report_dir).")] = None,
+           table: Annotated[Optional[list[str]], typer.Option(
+               "--table", "-t", metavar="NAME", autocompletion=complete_table,
+               help="Only this [[table]] (repeatable).")] = None,
+           figure: Annotated[Optional[list[str]], typer.Option(
+               "--figure", metavar="NAME", autocompletion=complete_figure,
+               help="Only this figure (repeatable).")] = None,
+           fmt: Annotated[str, typer.Option(
+               "--format", metavar="FORMAT", help="What stdout shows: md, latex, csv or html.")] = "md",
+           out: Annotated[Optional[Path], typer.Option(
+               "--out", metavar="DIR", help="Directory for the files (default: the study's report_dir).")] = None,
            no_figures: Annotated[bool, typer.Option("--no-figures", help="Tables only.")] = False,
            runs: Annotated[bool, typer.Option("--runs", help="Print the runs behind the tables (CSV) instead.")] = False,
            check: Annotated[bool, typer.Option("--check", help="Exit 1 if a declared cell is missing or stale; write nothing.")] = False):
@@ -322,7 +374,7 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
     sel = c.load(file, matrix or (), where or ())
     command = ["runner", "report", *(["-f", str(file)] if file != DEFAULT_FILE else []),
                *(a for m in matrix or () for a in ("--matrix", m)), *(a for w in where or () for a in ("--where", w))]
-    rep = r.build(sel, command, tables=table or (), figures=figure or (), with_figures=not (no_figures or check or runs))
+    rep = c.report(sel, command, tables=table or (), figures=figure or (), with_figures=not (no_figures or check or runs))
     if check:
         problems = r.check(rep)
         for line in problems:
@@ -353,10 +405,12 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
           file=sys.stderr)
 
 
-@app.command()
-def show(run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+@app.command(cls=Command)
+def show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix of one.")],
          file: FileOpt = DEFAULT_FILE, json_: JsonOpt = False):
-    """Everything known of one run: config, attempts with provenance, summary, last metrics."""
+    """Everything known of one run: config, attempts with provenance, summary, last metrics.
+
+    One run, named by its id: no --matrix or --where."""
     from runner import commands as c
     from runner.study.spec import load_study
 
@@ -370,10 +424,12 @@ def show(run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix
     show_view(info)
 
 
-@app.command()
+@app.command(cls=Command)
 def sync(file: FileOpt = DEFAULT_FILE,
          rebuild: Annotated[bool, typer.Option("--rebuild", help="Forget the index and rebuild it from the run folders.")] = False):
-    """Ingest the run folders into the store (the folders are the journal, the store its index)."""
+    """Ingest the run folders into the store (the folders are the journal, the store its index).
+
+    Every run folder of the study is read: no --matrix or --where."""
     from runner import commands as c
     from runner.study.spec import load_study
 
@@ -389,7 +445,7 @@ app.add_typer(data_app, name="data")
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="runner")  # also under `python -m runner`: the name users type, and _RUNNER_COMPLETE
     except RunnerError as e:
         if os.environ.get("RUNNER_DEBUG"):
             raise

@@ -1,7 +1,7 @@
 """``runner data ...``: the study's datasets: where they are, fetch them, check them.
 
-Its own Typer app, mounted by ``cli.py``; like every command, torch is imported only by those
-that read images (``verify``) or download (``download``)."""
+Its own Typer app, mounted by ``runner/cli/app.py``; like every command, torch is imported only by
+those that read images (``verify``) or download (``download``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-FileOpt = Annotated[Path, typer.Option("-f", "--file", help="The study file.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-DEFAULT_FILE = Path("experiments.toml")
+from runner.cli.completion import complete_dataset
+from runner.cli.options import DEFAULT_FILE, Command, FileOpt, JsonOpt
 
-data_app = typer.Typer(help="Datasets of the study: where they are, fetch them, check them.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets of the study: where they are, fetch them, check them. These act on datasets, "
+                            "not runs: no --matrix or --where.", no_args_is_help=True)
 NamesArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="NAME", autocompletion=complete_dataset,
     help="Dataset names of the study, or sources (every dataset of that source); default all.")]
-RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Act on sources placed here instead of the study's datasets.")]
+RootOpt = Annotated[Optional[Path], typer.Option(
+    "--root", metavar="DIR", help="Act on sources placed here instead of the study's datasets.")]
 
 
 def _data_targets(file: Path, names, root):
@@ -27,7 +29,7 @@ def _data_targets(file: Path, names, root):
     return c.data_targets(load_study(file) if root is None else None, names or (), root)
 
 
-@data_app.command("list")
+@data_app.command("list", cls=Command)
 def data_list(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None, json_: JsonOpt = False):
     """Each dataset with its source, root and whether its files are in place (reads no image)."""
     from runner import commands as c
@@ -43,7 +45,7 @@ def data_list(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOp
     data_view(rows)
 
 
-@data_app.command("download")
+@data_app.command("download", cls=Command)
 def data_download(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None):
     """Fetch datasets with torchvision's downloaders into their roots (the only command that downloads)."""
     from runner import commands as c
@@ -58,7 +60,7 @@ def data_download(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: Ro
         print(f"{t.name}: done")
 
 
-@data_app.command("verify")
+@data_app.command("verify", cls=Command)
 def data_verify(names: NamesArg = None, file: FileOpt = DEFAULT_FILE, root: RootOpt = None):
     """Check official checksums (where known) and read every split; exit 1 if anything is wrong."""
     from runner import commands as c

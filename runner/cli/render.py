@@ -9,15 +9,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from runner.commands import eta_seconds
+from runner.states import FINISHED, TROUBLE, State
 
-STATE_STYLE = {"done": "green", "stale": "yellow", "running": "cyan", "queued": "cyan", "failed": "red",
-               "lost": "magenta", "cancelled": "magenta", "pruned": "dim", "unknown": "yellow", "missing": "dim"}
+STATE_STYLE = {State.DONE: "green", State.STALE: "yellow", State.RUNNING: "cyan", State.QUEUED: "cyan",
+               State.FAILED: "red", State.LOST: "magenta", State.CANCELLED: "magenta", State.PRUNED: "dim",
+               State.UNKNOWN: "yellow", State.MISSING: "dim"}
 MAX_ROWS = 40
 
 console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs
@@ -72,50 +75,66 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
     console.print(table)
 
 
+def _compact_table(title: str) -> Table:
+    """A table that gives its width to the columns: a rule under the header only, two spaces between
+    columns, so that `runner status` reads in an 80-column terminal."""
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                 padding=(0, 1, 0, 0))
+
+
+def _runs_table(title: str, *columns: str, last_wraps: bool = False) -> Table:
+    """A compact table of runs: the label first (folded onto a second line if it must, never cut),
+    the run id next (never broken: it is what `runner show` takes), then the other columns.
+    ``last_wraps``: the last column (a reason) wraps inside the table's width instead of widening it."""
+    t = _compact_table(title)
+    t.add_column("label", overflow="fold", ratio=1 if last_wraps else None)
+    t.add_column("run", style="dim", no_wrap=True)
+    for i, col in enumerate(columns, 1):
+        wraps = last_wraps and i == len(columns)
+        t.add_column(col, overflow="fold", ratio=2 if wraps else None, no_wrap=not wraps)
+    return t
+
+
+def _more_row(t: Table, n: int) -> None:
+    t.add_row(f"… {n} more (use --json)", *[""] * (len(t.columns) - 1))
+
+
 def status_view(study_name: str, overview: dict) -> None:
     console.print(f"[bold]{escape(study_name)}[/]: " + _counts_line(overview["counts"]))
-    running = [e for e in overview["runs"] if e["state"] == "running"]
+    running = [e for e in overview["runs"] if e["state"] == State.RUNNING]
     if running:
-        t = Table(title="running", title_justify="left")
-        for col in ("run", "label", "epoch", "ETA", "val_acc", "train_loss"):
-            t.add_column(col)
+        t = _runs_table("running", "epoch", "ETA", "val_acc", "train_loss")
         for e in running:
             p = e.get("progress") or {}
             m = p.get("metrics") or {}
-            t.add_row(e["id"], escape(e["label"]), f"{p.get('epoch', 0)}/{p.get('epochs', '?')}", _duration(eta_seconds(p)),
-                      _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
+            t.add_row(escape(e["label"]), e["id"], f"{p.get('epoch', 0)}/{p.get('epochs', '?')}",
+                      _duration(eta_seconds(p)), _fmt(m.get("val_acc")), _fmt(m.get("train_loss")))
         console.print(t)
-    in_slurm = [e for e in overview["runs"] if e.get("job") and e["state"] in ("queued", "running")]
+    in_slurm = [e for e in overview["runs"] if e.get("job") and e["state"] in (State.QUEUED, State.RUNNING)]
     if in_slurm:
-        t = Table(title="in SLURM", title_justify="left")
-        for col in ("run", "label", "state", "task", "SLURM state"):
-            t.add_column(col)
+        t = _runs_table("in SLURM", "state", "task", "SLURM state")
         for e in in_slurm[:MAX_ROWS]:
-            t.add_row(e["id"], escape(e["label"]), e["state"], e["job"]["id"], e["job"]["state"] or "?")
+            t.add_row(escape(e["label"]), e["id"], e["state"], e["job"]["id"], e["job"]["state"] or "?")
         if len(in_slurm) > MAX_ROWS:
-            t.add_row("…", f"{len(in_slurm) - MAX_ROWS} more (use --json)", "", "", "")
+            _more_row(t, len(in_slurm) - MAX_ROWS)
         console.print(t)
-    failed = [e for e in overview["runs"] if e["state"] in ("failed", "lost", "cancelled", "unknown")]
+    failed = [e for e in overview["runs"] if e["state"] in TROUBLE]
     if failed:
-        t = Table(title="failed, lost, cancelled or unknown", title_justify="left")
-        for col in ("run", "label", "state", "reason"):
-            t.add_column(col, overflow="fold")
+        t = _runs_table("failed, lost, cancelled or unknown", "state", "reason", last_wraps=True)
         for e in failed[:MAX_ROWS]:
             job = f" [dim](task {e['job']['id']})[/]" if e.get("job") else ""
-            t.add_row(e["id"], escape(e["label"]), e["state"], escape(e.get("reason") or "—") + job)
+            t.add_row(escape(e["label"]), e["id"], e["state"], escape(e.get("reason") or "—") + job)
         console.print(t)
-    done = [e for e in overview["runs"] if e["state"] in ("done", "stale")]
+    done = [e for e in overview["runs"] if e["state"] in FINISHED]
     if done:
-        t = Table(title="done", title_justify="left")
-        for col in ("run", "label", "test_acc", "best_val_acc", "params", "train time"):
-            t.add_column(col)
+        t = _runs_table("done", "test_acc", "best_val_acc", "params", "train time")
         for e in done[:MAX_ROWS]:
             s = e.get("summary") or {}
-            t.add_row(e["id"], escape(e["label"]) + (" [yellow](stale)[/]" if e["state"] == "stale" else ""),
+            t.add_row(escape(e["label"]) + (" [yellow](stale)[/]" if e["state"] == State.STALE else ""), e["id"],
                       _fmt(s.get("test_acc")), _fmt(s.get("best_val_acc")), _fmt(s.get("params")),
                       _duration(s.get("train_time_s")))
         if len(done) > MAX_ROWS:
-            t.add_row("…", f"{len(done) - MAX_ROWS} more (use --json)", "", "", "", "")
+            _more_row(t, len(done) - MAX_ROWS)
         console.print(t)
     tuning_view(overview.get("tuning") or [])
 
@@ -138,9 +157,11 @@ def tuning_view(studies: list[dict]) -> None:
     """The [tune.NAME] studies: trials by state and the best so far."""
     if not studies:
         return
-    t = Table(title="tuning", title_justify="left")
-    for col in ("block", "finished", "complete", "pruned", "failed", "running", "best"):
-        t.add_column(col)
+    t = _compact_table("tuning")
+    t.add_column("block", overflow="fold")
+    for col in ("finished", "complete", "pruned", "failed", "running"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("best", overflow="fold", ratio=1)
     for e in studies:
         b = e.get("best")
         best = (f"trial {b['trial']}: {e['metric']} = {_fmt(b['value'])} ("
@@ -233,7 +254,7 @@ class LaunchDisplay:
             if r.id == run.id:
                 del self.slots[name]
         s = (record.summary if record else None) or {}
-        detail = (f"test_acc={_fmt(s.get('test_acc'))} in {_duration(s.get('train_time_s'))}" if state == "done"
+        detail = (f"test_acc={_fmt(s.get('test_acc'))} in {_duration(s.get('train_time_s'))}" if state == State.DONE
                   else (reason or ""))
         console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {escape(run.label)} [dim]{run.id}[/] {escape(detail)}")
         self._refresh()

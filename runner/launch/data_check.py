@@ -8,7 +8,8 @@ from typing import Iterable
 
 import datasets
 
-from runner.plan.expand import Run, canonical_json
+from runner.plan.identity import canonical_json
+from runner.plan.runs import Run
 
 
 @dataclass(frozen=True)

@@ -18,26 +18,32 @@
   a later launch) and said so.
 * **Multi-slot runs.** A run with ``gpus_per_run = N`` takes N idle workers: the first trains
   it as rank 0 and starts the other ranks on the others' GPUs (``runner/train/distributed.py``); the
-  others stay idle until it ends. While it gathers its N slots, slots that free up wait for it
+  others are lent to it until it ends. While it gathers its N slots, slots that free up wait for it
   (it keeps its place at the head of the queue); the slots it does not need take other runs.
 * **Feeds.** A launch knows its runs up front; a tuner (``runner/tune/tuner.py``) makes them as it
   goes: with a ``feed``, a slot that runs dry asks it for more, every settled run is handed
   to it, and it looks at the runs in flight every second (to prune them).
+
+What each slot is doing is one phase of ``runner/launch/slots.py``; what a run cost this launch
+(lost attempts, hand-overs to dead workers) is one ``Tries`` record per run.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from runner.backends.local import Worker, WorkerPool
-from runner.train.distributed import EXIT_RANK_LOST
 from runner.errors import BackendError
-from runner.records.runfolder import RunFolder
+from runner.launch.slots import Phase, SlotRecord, SlotTable
 from runner.plan.stages import depths
+from runner.records.runfolder import RunFolder
+from runner.states import State
+from runner.train.distributed import EXIT_RANK_LOST
 
 WATCH_EVERY_S = 2.0  # how often in-flight heartbeats are looked at
 INGEST_EVERY_S = 1.0
@@ -46,63 +52,72 @@ MAX_UNSENT = 3  # a run handed to workers that had just died this often spends i
 
 class Feed(Protocol):
     def more(self) -> list: ...  # runs for a free slot (none: nothing to add now)
-    def settled(self, run, state: str, reason: str | None) -> None: ...
+    def settled(self, run, state: State, reason: str | None) -> None: ...
     def watch(self, in_flight: list[str]) -> None: ...
+
+
+@dataclass
+class Tries:
+    """What this launch has spent on one run."""
+
+    lost: int = 0  # attempts lost (its worker died or hung), counted against --retries
+    unsent: int = 0  # times it was handed to a worker that had just died (it never reached one)
 
 
 class Dispatcher:
     def __init__(self, study, todo, store, slots, display, result, lock, *, retries: int, isolate: bool,
-                 lost_after_s: float, stop_grace_s: float, feed: Feed | None = None):
-        self.study, self.store, self.slots, self.display, self.result = study, store, slots, display, result
+                 lost_after_s: float, stop_grace_s: float, feed: Feed | None = None, pool: WorkerPool | None = None):
+        """``pool``: the workers' processes (default: a ``WorkerPool`` of the study; the dispatcher's
+        unit tests pass in-process fakes)."""
+        self.study, self.store, self.display, self.result = study, store, display, result
         self.lock = lock  # publishes the runs not settled yet, for `runner status` and `runner cancel`
         self.unsettled = {r.id for r in todo}
         self.queue = deque(todo)
         self.by_id = {r.id: r for r in todo}
         self.retries, self.isolate, self.lost_after_s, self.stop_grace_s = retries, isolate, lost_after_s, stop_grace_s
-        self.tries: dict[str, int] = {}  # lost attempts per run in this launch
-        self.unsent: dict[str, int] = {}  # runs handed to a worker that had just died
-        self.in_flight: dict[str, Worker] = {}
-        self.idle: list[Worker] = []  # ready, waiting for a run they can take
-        self.lent: dict[str, list[Worker]] = {}  # a distributed run's other slots, held while it runs
-        self.vacated: dict[str, list] = {}  # lent slots whose worker died: their GPU still trains a rank
-        self.spare: list = []  # slots without a worker, started again when there is work for them
-        self.pool = WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
+        self.tries: defaultdict[str, Tries] = defaultdict(Tries)
+        self.slots = SlotTable(slots)
+        self.pool = pool if pool is not None else WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
         self.feed = feed
 
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder(self.study.runs_dir / run_id)
 
+    def in_flight(self) -> list[str]:
+        return [rec.run_id for rec in self.slots.in_phase(Phase.BUSY)]
+
     def run(self) -> None:
         last_ingest = last_watch = 0.0
         try:
-            while self.feed and len(self.queue) < len(self.slots) and self._refill():
+            while self.feed and len(self.queue) < len(self.slots.records) and self._ask_feed():
                 pass
             wanted = sum(ranks_of(r) for r in self.queue)
-            for slot in self.slots[:wanted]:
-                self._start_worker(slot)
-            self.spare = list(self.slots[wanted:])  # a tuner's later trials may want them
+            for rec in self.slots.records[:wanted]:  # the others stay spare: a tuner's later trials may want them
+                self._start_worker(rec)
             self._order_queue()
             stage = depths(self.queue, self.by_id)  # upstreams first (stable: the order above within a stage)
             self.queue = deque(sorted(self.queue, key=lambda r: stage[r.id]))
-            while self.queue or self.in_flight or self.pool.workers:
+            while self.queue or self.pool.workers:  # (a run in flight has its worker in the pool)
                 for w, event in self.pool.poll(0.5):
                     self._on_event(w, event)
                 now = time.monotonic()
-                if self.in_flight and now - last_watch > WATCH_EVERY_S:
+                in_flight = self.in_flight()
+                if in_flight and now - last_watch > WATCH_EVERY_S:
                     self._watch_heartbeats()
                     last_watch = now
-                if self.in_flight and now - last_ingest > INGEST_EVERY_S:
-                    self.store.ingest(self.study.runs_dir, list(self.in_flight))
-                    self.display.progress(self.store.runs(list(self.in_flight)))
+                if in_flight and now - last_ingest > INGEST_EVERY_S:
+                    self.store.ingest(self.study.runs_dir, in_flight)
+                    self.display.progress(self.store.runs(in_flight))
                     if self.feed:
-                        self.feed.watch(list(self.in_flight))
+                        self.feed.watch(in_flight)
                     last_ingest = now
         except KeyboardInterrupt:
             self.result.interrupted = True
-            self.display.message(f"stopping: {len(self.in_flight)} running run(s) end at their next batch; "
+            running = len(self.in_flight())
+            self.display.message(f"stopping: {running} running run(s) end at their next batch; "
                                  "finished runs are kept")
             self.pool.shutdown(self.stop_grace_s)
-            self.result.cancelled += len(self.in_flight)
+            self.result.cancelled += running
         finally:
             self.pool.shutdown(5.0)
 
@@ -110,15 +125,15 @@ class Dispatcher:
 
     def _order_queue(self) -> None:
         """Longest expected run first; worth it only when runs wait for slots and differ."""
-        if len(self.queue) <= len(self.slots) or len({r.cell for r in self.queue}) < 2:
+        if len(self.queue) <= len(self.slots.records) or len({r.cell for r in self.queue}) < 2:
             return
         from runner.launch.estimate import expected_seconds, longest_first
 
         runs = list(self.queue)
         self.queue = deque(longest_first(runs, expected_seconds(runs, self.store.history())))
 
-    def _refill(self) -> bool:
-        """Ask the feed for more runs; False when it has none now."""
+    def _ask_feed(self) -> bool:
+        """Queue the feed's next runs; False when it has none now."""
         runs = self.feed.more() if self.feed else []
         for run in runs:
             self.by_id[run.id] = run
@@ -126,8 +141,12 @@ class Dispatcher:
             self.queue.append(run)
         if runs:
             self.lock.announce(sorted(self.unsettled))
-            self._wake_spare()
         return bool(runs)
+
+    def _refill(self) -> None:
+        """Once the launch is under way: the feed's next runs, and fresh workers on spare slots for them."""
+        if self._ask_feed():
+            self._wake_spare()
 
     def _next_run(self):
         """The next queued run that can start, skipping (and reporting) those cancelled while they
@@ -141,12 +160,12 @@ class Dispatcher:
                 candidate = self.queue.popleft()
                 upstream = self._upstream(candidate)
                 if self.folder(candidate.id).cancel_requested():
-                    self._finished(candidate, "cancelled", "cancelled before it started")
+                    self._finished(candidate, State.CANCELLED, "cancelled before it started")
                 elif upstream == "wait":
                     waiting.append(candidate)
                     continue
                 elif upstream is not None:
-                    self._finished(candidate, "blocked", upstream)
+                    self._finished(candidate, State.BLOCKED, upstream)
                 else:
                     run = candidate
                     break
@@ -169,38 +188,26 @@ class Dispatcher:
     def _assign(self) -> None:
         """Hand queued runs to idle workers: a distributed run once it has as many idle workers as ranks."""
         self._wake_spare()
-        while self.idle:
+        while idle := self.slots.in_phase(Phase.IDLE):
             run = self._next_run()
             if run is None:
                 if not self.queue:  # nothing left for them: they exit
-                    for w in self.idle:
-                        w.close_input()
-                    self.idle.clear()
+                    for rec in idle:
+                        rec.worker.close_input()
+                        self.slots.move(rec, Phase.CLOSING)
                 return
             need = ranks_of(run)
-            if need > len(self.idle):
+            if need > len(idle):
                 self.queue.appendleft(run)  # it keeps its place; slots that free up wait for it
                 return
-            w, helpers = self._take_idle(need)
-            w.send(self.study.runs_dir / run.id, [{"gpu": h.slot.gpu, "device": "cuda:0" if h.slot.gpu is not None
-                                                   else "cpu", "threads": h.slot.threads} for h in helpers])
-            if helpers:
-                self.lent[run.id] = helpers
-            self.in_flight[run.id] = w
-            self.display.started(run, w.slot)
-
-    def _take_idle(self, n: int) -> tuple[Worker, list[Worker]]:
-        """``n`` idle workers for one run, on distinct GPUs where there are enough (``--per-gpu`` puts
-        several slots on one GPU; ranks sharing a GPU fall back to gloo)."""
-        chosen, gpus = [], set()
-        for w in self.idle:  # one slot per GPU first
-            if len(chosen) < n and (w.slot.gpu is None or w.slot.gpu not in gpus):
-                chosen.append(w)
-                gpus.add(w.slot.gpu)
-        chosen += [w for w in self.idle if w not in chosen][:n - len(chosen)]
-        for w in chosen:
-            self.idle.remove(w)
-        return chosen[0], chosen[1:]
+            first, *helpers = _pick(idle, need)
+            first.worker.send(self.study.runs_dir / run.id, [
+                {"gpu": h.slot.gpu, "device": "cuda:0" if h.slot.gpu is not None else "cpu", "threads": h.slot.threads}
+                for h in helpers])
+            self.slots.move(first, Phase.BUSY, run_id=run.id)
+            for h in helpers:
+                self.slots.move(h, Phase.LENT, run_id=run.id)
+            self.display.started(run, first.slot)
 
     # ------------------------------------------------------------------ events
 
@@ -208,63 +215,61 @@ class Dispatcher:
         kind = event.get("event")
         if kind == "ready":
             w.started = True
-            self.idle.append(w)
+            self.slots.move(self.slots.of(w), Phase.IDLE)
             self._assign()
         elif kind == "finished":
             rid = event["run"]
-            self.in_flight.pop(rid, None)
+            self.slots.move(self.slots.of(w), Phase.PENDING)  # it says ready again, or exits
             self._release(rid)
-            w.run_id = None
-            self._finished(self.by_id[rid], event["state"], event.get("reason"))
+            self._finished(self.by_id[rid], State(event["state"]), event.get("reason"))
             self._assign()
         elif kind == "eof":
             self._worker_exited(w)
 
     def _worker_exited(self, w: Worker) -> None:
         """A worker's pipe closed: it exited after its last run, or died in the middle of one."""
+        rec = self.slots.of(w)
         self.pool.retire(w)
         code = w.proc.wait()
-        rid = w.run_id
-        if w in self.idle:
-            self.idle.remove(w)
-        lent_to = next((r for r, helpers in self.lent.items() if w in helpers), None)
-        if lent_to is not None:  # its slot gets a fresh worker once that run ends, not while a rank trains on it
-            self.lent[lent_to].remove(w)
-            self.vacated.setdefault(lent_to, []).append(w.slot)
-        if rid is not None and self.in_flight.pop(rid, None) is not None:
+        was, rid = rec.phase, rec.run_id
+        # a lent slot gets a fresh worker once its run ends, not while a rank trains on it; any other
+        # is spare: a fresh worker now if runs are queued, else once some are (a tuner's failed trial)
+        self.slots.move(rec, Phase.VACATED if was is Phase.LENT else Phase.SPARE)
+        if was is Phase.BUSY:
             self._died_during(self.by_id[rid], w, code)
             self._release(rid)
         if not w.started:
             raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
                                f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
-        if not self.queue and not w.closing:
+        if not self.queue and was is not Phase.CLOSING:
             self._refill()  # a tuner replaces a failed trial
-        if lent_to is None:  # (told to exit too: a tuner may queue runs again, a failed trial's)
-            self.spare.append(w.slot)  # a fresh worker now if runs are queued, else once some are
         self._assign()
 
     def _release(self, run_id: str) -> None:
-        """A distributed run ended: its lent slots take runs again (a worker that died meanwhile
-        is dealt with when its end of file comes); a vacated slot is spare until there is work."""
-        self.idle.extend(w for w in self.lent.pop(run_id, []) if w.proc.poll() is None)
-        self.spare.extend(self.vacated.pop(run_id, []))
+        """A run ended: the slots lent to it take runs again (one whose worker died meanwhile waits
+        for its end of file), and a vacated one is spare until there is work."""
+        for rec in self.slots.serving(run_id):
+            if rec.phase is Phase.VACATED:
+                self.slots.move(rec, Phase.SPARE)
+            else:
+                self.slots.move(rec, Phase.IDLE if rec.worker.proc.poll() is None else Phase.PENDING)
 
     def _wake_spare(self) -> None:
         """Fresh workers on the spare slots once runs are queued (a retried run, a tuner's next trial)."""
         if self.queue:
-            for slot in self.spare:
-                self._start_worker(slot)
-            self.spare.clear()
+            for rec in self.slots.in_phase(Phase.SPARE):
+                self._start_worker(rec)
 
     def _died_during(self, run, w: Worker, code: int) -> None:
         """Mark the open attempt lost and put the run back at the front of the queue, or give up on it."""
         folder = self.folder(run.id)
         fs = folder.read()
         attempt = _this_attempt(fs, w)
-        if fs.state == "done" or (attempt and attempt.get("status") is not None):  # it got that far before dying
-            return self._finished(run, fs.state, fs.reason)
-        self.unsent[run.id] = self.unsent.get(run.id, 0) + w.send_failed
-        if w.send_failed and self.unsent[run.id] <= MAX_UNSENT:  # the run never reached it: no try spent
+        if fs.state == State.DONE or (attempt and attempt.get("status") is not None):  # it got that far before dying
+            return self._finished(run, State(fs.state), fs.reason)
+        tries = self.tries[run.id]
+        tries.unsent += w.send_failed
+        if w.send_failed and tries.unsent <= MAX_UNSENT:  # the run never reached it: no try spent
             self.queue.appendleft(run)
             return
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -275,47 +280,50 @@ class Dispatcher:
         reason = f"worker process died ({how}); its log: {w.log_path}"
         if attempt is not None:
             folder.mark_lost(attempt["attempt"], reason)
-        self.tries[run.id] = self.tries.get(run.id, 0) + 1
-        if self.tries[run.id] <= self.retries:
+        tries.lost += 1
+        if tries.lost <= self.retries:
             self.result.retried += 1
             self.queue.appendleft(run)
             self.store.ingest(self.study.runs_dir, [run.id])
-            self.display.message(f"lost {run.label}: {reason}; retrying ({self.tries[run.id]}/{self.retries}), "
+            self.display.message(f"lost {run.label}: {reason}; retrying ({tries.lost}/{self.retries}), "
                                  "from its last checkpoint")
         else:
-            self._finished(run, "lost", reason + f" (lost {self.tries[run.id]} time(s), --retries {self.retries})")
+            self._finished(run, State.LOST, reason + f" (lost {tries.lost} time(s), --retries {self.retries})")
 
-    def _finished(self, run, state: str, reason: str | None) -> None:
+    def _finished(self, run, state: State, reason: str | None) -> None:
         self.unsettled.discard(run.id)
         self.lock.announce(sorted(self.unsettled))
         self.store.ingest(self.study.runs_dir, [run.id])
         record = self.store.runs([run.id]).get(run.id)
-        if state == "done":
+        if state is State.DONE:
             self.result.done += 1
-        elif state in ("failed", "lost"):
-            setattr(self.result, state, getattr(self.result, state) + 1)
-            self.result.failures.append((run.label, state, reason or "?"))
-        elif state == "pruned":
+        elif state is State.FAILED:
+            self.result.failed += 1
+        elif state is State.LOST:
+            self.result.lost += 1
+        elif state is State.PRUNED:
             self.result.pruned += 1
-        elif state == "blocked":
+        elif state is State.BLOCKED:
             self.result.blocked += 1
-            self.result.failures.append((run.label, state, reason or "?"))
         else:
             self.result.cancelled += 1
+        if state in (State.FAILED, State.LOST, State.BLOCKED):
+            self.result.failures.append((run.label, state, reason or "?"))
         self.display.finished(run, state, record, reason)
         if self.feed:
             self.feed.settled(run, state, reason)
 
     # ------------------------------------------------------------------ workers
 
-    def _start_worker(self, slot) -> None:
-        self.pool.start(slot, max_runs=1 if self.isolate else None)
+    def _start_worker(self, rec: SlotRecord) -> None:
+        self.slots.move(rec, Phase.PENDING, worker=self.pool.start(rec.slot, max_runs=1 if self.isolate else None))
 
     def _watch_heartbeats(self) -> None:
         """Kill the worker of any run whose heartbeat went stale while its process lives on (stopped,
         or stuck); the closed pipe then takes the path of a dead worker."""
         now = time.time()
-        for rid, w in list(self.in_flight.items()):
+        for rec in self.slots.in_phase(Phase.BUSY):
+            rid, w = rec.run_id, rec.worker
             if w.hung_for is not None or w.proc.poll() is not None:
                 continue
             fs = self.folder(rid).read(now=now)
@@ -335,6 +343,17 @@ class Dispatcher:
 def ranks_of(run) -> int:
     """Slots a run takes: its recipe's ``gpus_per_run``."""
     return int(run.config["train"].get("gpus_per_run", 1))
+
+
+def _pick(idle: list[SlotRecord], n: int) -> list[SlotRecord]:
+    """``n`` of the idle slots for one run, on distinct GPUs where there are enough (``--per-gpu`` puts
+    several slots on one GPU; ranks sharing a GPU fall back to gloo). The first trains it as rank 0."""
+    chosen, gpus = [], set()
+    for rec in idle:  # one slot per GPU first
+        if len(chosen) < n and (rec.slot.gpu is None or rec.slot.gpu not in gpus):
+            chosen.append(rec)
+            gpus.add(rec.slot.gpu)
+    return chosen + [rec for rec in idle if rec not in chosen][:n - len(chosen)]
 
 
 def _this_attempt(fs, w: Worker) -> dict | None:

@@ -20,7 +20,7 @@ import json
 import statistics
 from typing import Callable, Iterable
 
-from runner.plan.expand import Run
+from runner.plan.runs import Run
 
 FlopsOf = Callable[[dict, dict], "float | None"]
 

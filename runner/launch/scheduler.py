@@ -13,20 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runner.backends.job_file import JOB_FILE
 from runner.backends.local import Slot
-from runner.backends.slurm import JOB_FILE
 from runner.errors import BackendError, DataError
 from runner.launch.lock import launch_lock
 from runner.launch.data_check import missing_data
-from runner.plan.expand import Run
-from runner.plan.stages import depths, effective_states
+from runner.plan.diff import effective_states
+from runner.plan.runs import Run
+from runner.plan.stages import depths
 from runner.records.provenance import git_commit
 from runner.records.runfolder import RunFolder, lost_after_s
 from runner.study.spec import Study
 from runner.records.store import RunRecord, Store
-
-INCOMPLETE = {"missing", "queued", "lost", "cancelled"}  # always (re)run
-RERUNNABLE = {"failed", "stale"}  # only with --rerun
+from runner.states import INCOMPLETE, State
 
 
 @dataclass
@@ -99,7 +98,7 @@ def prepare_folders(study: Study, todo: list[Run], records: dict[str, RunRecord]
         folder.create(run_json(run, study))
         folder.clear_cancel()
         folder.file(JOB_FILE).unlink(missing_ok=True)
-        if records.get(run.id) and records[run.id].state == "done":
+        if records.get(run.id) and records[run.id].state == State.DONE:
             folder.supersede()
 
 
@@ -116,7 +115,7 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
         store.ingest(study.runs_dir)
         records = store.runs([r.id for r in runs])
         todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
-        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
+        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == State.DONE)
         if not todo:
             return result
         refuse_missing_data(todo, runs)
@@ -158,22 +157,24 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
     and return at once; ``runner status`` follows the runs. A run whose earlier task is waiting or
     running is not submitted twice; one whose task SLURM no longer knows is not either (it may
     still run: its state shows as unknown)."""
-    from runner.backends import slurm
+    from runner.backends.slurm import SlurmBackend, require_slurm
+    from runner.launch.dispatch import ranks_of
 
-    slurm.require_slurm()
+    require_slurm()
+    backend = SlurmBackend(study, options)
     result = SubmitResult(selected=len(runs))
     with launch_lock(study.runs_dir):
         store.ingest(study.runs_dir)
         records = store.runs([r.id for r in runs])
         todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
-        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == "done")
-        tasks = {r.id: t for r in todo if (t := slurm.task_of(study.runs_dir / r.id))}
-        answers = slurm.states(set(tasks.values()))
+        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == State.DONE)
+        tasks = {r.id: t for r in todo if (t := backend.handle_of(r.id))}
+        answers = backend.poll(set(tasks.values()))
 
         def may_still_run(run: Run) -> bool:
             if run.id not in tasks or RunFolder(study.runs_dir / run.id).cancel_requested():
                 return False  # never submitted, or cancelled (its old task will leave it alone)
-            return answers.get(tasks[run.id]) not in slurm.FINAL
+            return answers.get(tasks[run.id]) not in backend.final
 
         waiting = [r for r in todo if may_still_run(r)]
         result.in_slurm = len(waiting)
@@ -183,21 +184,17 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
             return result
         refuse_missing_data(todo, runs)
         prepare_folders(study, todo, records)
-        from runner.launch.dispatch import ranks_of
-
         if len({r.cell for r in todo}) > 1:
             from runner.launch.estimate import expected_seconds, longest_first
 
             todo = longest_first(todo, expected_seconds(todo, store.history()))
-        device = "cuda" if options.gpus_per_task else "cpu"
         task_of_run = {r.id: tasks[r.id] for r in waiting}  # upstreams submitted earlier, still to run
         for group in slurm_groups(todo, {r.id: r for r in runs}):
             after = sorted({task_of_run[r.upstream].split("_")[0] for r in group if r.upstream in task_of_run})
             # dealt round-robin from longest to shortest: each task starts with a long run and chunks even out
             n = -(-len(group) // options.per_task)
             chunks = [[r.id for r in group[i::n]] for i in range(n)]
-            params = options.executor_parameters(f"runner-{study.name}", ranks=ranks_of(group[0]), after=after)
-            ids = slurm.submit(study.runs_dir, study.dir, chunks, params, device)
+            ids = backend.submit(chunks, job_name=f"runner-{study.name}", ranks=ranks_of(group[0]), after=after)
             task_of_run |= {rid: task for chunk, task in zip(chunks, ids) for rid in chunk}
             result.job_ids += ids
         result.submitted = len(todo)

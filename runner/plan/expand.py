@@ -1,166 +1,26 @@
-"""Expansion of a Study into runs, their ids, selection by ``--where``, and the diff against the store.
+"""Expansion of a Study into runs: the cartesian product of each ``[[matrix]]`` block, its
+``set``, ``grid`` and ``exclude``, then the ``[[override]]`` blocks in order, each cell's sections
+validated against their schemas and every run reached once; and ``derive`` (a tuning trial).
 
-A run's resolved config is ``{architecture, dataset, train, seed}``. Its id is a
-short sha256 of the canonical JSON of that config, so anything that changes what
-is trained makes a new run and nothing else does: names of tables and blocks are
-labels, not identity, and ``dataset.root`` (where the data lies, not what it is)
-is left out of the hash. The cell id is the same hash without the seed.
+Ids come from ``runner/plan/identity.py``; ``run:<selector>`` inits are resolved by
+``runner/plan/stages.py`` once every run is known.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
-import json
-import math
-import tomllib
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import architectures
 import datasets
 
+from runner.errors import SpecError, choices
 from runner.plan import stages
-from runner.errors import SelectionError, SpecError, choices
-from runner.study.recipe import Recipe, is_identity
+from runner.plan.identity import canonical_json, ids, part_json
+from runner.plan.runs import Plan, Run
 from runner.study.messages import pydantic_problem, show_value
-from runner.study.spec import AXES, Study, data_root, resolve_key
-
-ID_LENGTH = 12
-NOT_IDENTITY = {("dataset", "root")}
-STATES = ("done", "stale", "running", "queued", "failed", "lost", "cancelled", "pruned", "unknown", "missing")
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    cell: str
-    label: str
-    architecture: str  # the study's name for it, e.g. "vit"
-    dataset: str
-    seed: int
-    matrices: tuple[str, ...]
-    config: dict[str, Any]
-    upstream: str | None = None  # the run whose weights it starts from (init = "run:..."), runner/plan/stages.py
-
-
-@dataclass(frozen=True)
-class Plan:
-    study: Study
-    runs: tuple[Run, ...]
-
-    def by_id(self) -> dict[str, Run]:
-        return {r.id: r for r in self.runs}
-
-
-# ---------------------------------------------------------------- ids
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
-
-
-def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The keys of one resolved section that define what is trained: not ``NOT_IDENTITY``, not
-    engine fields (speed switches, see ``runner.study.recipe``), and not those at their schema default,
-    so a new option whose default keeps the old behaviour leaves every id as it was
-    (``tests/test_identity.py`` pins the defaults for that reason)."""
-    schema = schema_of(section, body)
-    fields = schema.model_fields if schema is not None else {}
-    out = {}
-    for key, value in body.items():
-        if (section, key) in NOT_IDENTITY:
-            continue
-        field = fields.get(key)
-        if field is not None and not is_identity(field):
-            continue
-        if field is not None and not field.is_required() and _equal(value, field.get_default(call_default_factory=True)):
-            continue
-        out[key] = value
-    return out
-
-
-def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that defines what is trained."""
-    return {k: (identity_section(k, v) if isinstance(v, dict) else v) for k, v in config.items()}
-
-
-def run_id(config: dict[str, Any]) -> str:
-    return short_hash(canonical_json(identity(config)))
-
-
-def cell_id(config: dict[str, Any]) -> str:
-    return short_hash(canonical_json({k: v for k, v in identity(config).items() if k != "seed"}))
-
-
-# ---------------------------------------------------------------- values and matching
-
-
-def schema_of(section: str, body: dict[str, Any]):
-    """The pydantic class that validates a section (by its model / source), or None if unknown."""
-    if section == "architecture":
-        fam = architectures.get_family(body.get("model", ""))
-        return fam.hparams if fam else None
-    if section == "dataset":
-        src = datasets.get_source(body.get("source", ""))
-        return src.options if src else None
-    return Recipe
-
-
-_MISSING = object()
-
-
-@functools.lru_cache(maxsize=1024)
-def _section_and_name(key: str) -> tuple[str, str | None]:
-    """``resolve_key`` for keys already validated: matching a rule against 10,000 runs asks it
-    for the same few keys every time."""
-    return resolve_key(key, "", "")
-
-
-def lookup(axes: dict[str, Any], sections: dict[str, dict], key: str) -> Any:
-    """Value of an axis or dotted key for a cell; defaults of the schema fill unset keys."""
-    if key in AXES:
-        return axes[key]
-    section, name = _section_and_name(key)
-    body = sections[section]
-    if name in body:
-        return body[name]
-    schema = schema_of(section, body)
-    if schema is not None and name in schema.model_fields:
-        return schema.model_fields[name].default
-    return _MISSING
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
-    return a == b
-
-
-def _holds(axes: dict[str, Any], sections: dict[str, dict], key: str, wanted: list[Any]) -> bool:
-    got = lookup(axes, sections, key)
-    if key == "matrix":  # a run reached from several blocks is in each of them
-        return any(w in got for w in wanted)
-    return got is not _MISSING and any(_equal(got, w) for w in wanted)
-
-
-def matches(axes: dict[str, Any], sections: dict[str, dict], rule: dict[str, Any]) -> bool:
-    """True when every key of a ``match``/``exclude``/``where`` table holds; for axes a list
-    means any of its values (config values may themselves be lists, so not for them)."""
-    return all(
-        _holds(axes, sections, key, want if (key in AXES and isinstance(want, list)) else [want])
-        for key, want in rule.items()
-    )
-
-
-# ---------------------------------------------------------------- expansion
+from runner.study.selectors import matches, schema_of
+from runner.study.spec import Study, data_root, resolve_key
 
 
 class _Resolver:
@@ -173,7 +33,7 @@ class _Resolver:
         self.checked: set[tuple[int, int]] = set()
 
     def resolve(self, sections: dict[str, dict], origin: dict[tuple[str, str], str], label: str):
-        """-> (resolved sections, canonical JSON of each section's identity part)."""
+        """-> (resolved sections, each one's ``part_json``, for ``ids``)."""
         (hp, arch, arch_json), (opts, data, data_json), (_, train, train_json) = (
             self._cached(sections, origin, name, head, label)
             for name, head in (("architecture", "model"), ("dataset", "source"), ("train", None)))
@@ -185,7 +45,8 @@ class _Resolver:
                 name, message = problem
                 self._fail(origin, "architecture", name, f"{message} for dataset {data['source']}", label)
             self.checked.add(pair)
-        return {"architecture": arch, "dataset": data, "train": train}, (arch_json, data_json, train_json)
+        return ({"architecture": arch, "dataset": data, "train": train},
+                {"architecture": arch_json, "dataset": data_json, "train": train_json})
 
     def _cached(self, sections, origin, section, head, label):
         body = sections[section]
@@ -197,7 +58,7 @@ class _Resolver:
         hit = self.sections.get(key)
         if hit is None:
             obj, resolved = self._section(body, origin, section, head, label)
-            hit = self.sections[key] = (obj, resolved, canonical_json(identity_section(section, resolved)))
+            hit = self.sections[key] = (obj, resolved, part_json(section, resolved))
         return hit
 
     def _fail(self, origin, section, name, message, label):
@@ -256,16 +117,14 @@ def expand(study: Study) -> Plan:
                             cell_sections, cell_origin = {k: dict(v) for k, v in sections.items()}, dict(origin)
                         _apply(cell_sections, cell_origin, o.set, f"[[override]] #{o.index} set", study)
                 label = "/".join(p for p in (a, d, tag, f"s{seed}") if p)
-                resolved, (aj, dj, tj) = resolver.resolve(cell_sections, cell_origin, label)
+                resolved, parts = resolver.resolve(cell_sections, cell_origin, label)
                 config = {**resolved, "seed": seed}
-                # the canonical JSON of identity(config), assembled from the cached section JSONs
-                rid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"seed":{seed},"train":{tj}}}')
+                rid, cid = ids(config, parts=parts)
                 if rid in runs:
                     old = runs[rid]
                     if m.name not in old.matrices:
                         runs[rid] = Run(**{**old.__dict__, "matrices": old.matrices + (m.name,)})
                     continue
-                cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
                 runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config)
     return Plan(study, tuple(stages.resolve(study, runs).values()))
 
@@ -278,109 +137,8 @@ def derive(study: Study, base: Run, assignments: dict[str, Any], *, label: str, 
     sections = {k: dict(v) for k, v in base.config.items() if isinstance(v, dict)}
     origin: dict[tuple[str, str], str] = {}
     _apply(sections, origin, assignments, where, study)
-    resolved, (aj, dj, tj) = _Resolver(study).resolve(sections, origin, label)
+    resolved, parts = _Resolver(study).resolve(sections, origin, label)
     seed = base.seed if seed is None else seed
-    rid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"seed":{seed},"train":{tj}}}')
-    cid = short_hash(f'{{"architecture":{aj},"dataset":{dj},"train":{tj}}}')
-    return Run(rid, cid, label, base.architecture, base.dataset, seed, (), {**resolved, "seed": seed}, base.upstream)
-
-
-# ---------------------------------------------------------------- selection
-
-
-def parse_where(items: Iterable[str]) -> dict[str, list[Any]]:
-    """``["architecture=vit,san", "architecture.depth=6"]`` -> {key: [values]}; values typed as TOML."""
-    rule: dict[str, list[Any]] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        key, text = key.strip(), text.strip()
-        if not eq or not key or not text:
-            raise SelectionError(f"--where {item}: expected KEY=VALUE, e.g. --where architecture=vit")
-        try:
-            resolve_key(key, "--where", "")
-        except SpecError as e:
-            raise SelectionError(f"--where {item}: {e.detail}") from None
-        rule.setdefault(key, []).extend(_typed(v) for v in _split(text))
-    return rule
-
-
-def _split(text: str) -> list[str]:
-    try:
-        tomllib.loads(f"v = {text}")
-        return [text]
-    except tomllib.TOMLDecodeError:
-        return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _typed(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def select(plan: Plan, *, matrix: Iterable[str] = (), where: dict[str, list[Any]] | None = None) -> list[Run]:
-    """The runs of the named matrices (all if none) that satisfy every ``where`` key."""
-    names = {m.name for m in plan.study.matrices}
-    wanted = set(matrix)
-    for n in wanted - names:
-        raise SelectionError(f"--matrix {n}: no such matrix in {plan.study.file}; defined: {choices(names)}")
-    rule = where or {}
-    _check_keys(plan, rule)
-    out = []
-    for run in plan.runs:
-        if wanted and not wanted.intersection(run.matrices):
-            continue
-        if all(_holds(axes_of(run), run.config, key, values) for key, values in rule.items()):
-            out.append(run)
-    return out
-
-
-def axes_of(run: Run) -> dict[str, Any]:
-    """The run's place on the axes, as ``matches`` takes it."""
-    return {"architecture": run.architecture, "dataset": run.dataset, "seed": run.seed, "matrix": run.matrices}
-
-
-def _check_keys(plan: Plan, rule: dict[str, list[Any]]) -> None:
-    """A dotted key that no run has is a typo, not an empty selection."""
-    for key in rule:
-        problem = unknown_key(plan.runs, key)
-        if problem:
-            raise SelectionError(f"--where {key}: {problem}")
-
-
-def unknown_key(runs: Iterable[Run], key: str) -> str | None:
-    """Why no run has this dotted key (None when some run has it, or it is an axis). Resolved
-    configs hold every key of their schema, defaults included, so a key none of them holds is a typo."""
-    if key in AXES or key == "cell":
-        return None
-    section, name = resolve_key(key, "", "")
-    known = {k for r in runs for k in r.config[section]}
-    return None if name in known else f"no run has {section}.{name}; {section} keys: {choices(known)}"
-
-
-def value_of(run: Run, key: str) -> Any:
-    """An axis or dotted config key of a run (for table rows and columns)."""
-    v = lookup(axes_of(run), run.config, key)
-    if key == "matrix":
-        return v[0]
-    return None if v is _MISSING else v
-
-
-# ---------------------------------------------------------------- diff against the store
-
-
-def state_of(record, commit: str | None) -> str:
-    """The plan's view of a run given its store record: ``stale`` is done at another git commit."""
-    if record is None or record.state == "planned":
-        return "missing"
-    if record.state == "done" and commit and record.git_commit and record.git_commit != commit:
-        return "stale"
-    return record.state
-
-
-def count_states(states: Iterable[str]) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
-    for s in states:
-        counts[s] = counts.get(s, 0) + 1
-    return {k: v for k, v in counts.items() if v}
+    config = {**resolved, "seed": seed}
+    rid, cid = ids(config, parts=parts)
+    return Run(rid, cid, label, base.architecture, base.dataset, seed, (), config, base.upstream)

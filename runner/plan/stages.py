@@ -13,34 +13,25 @@ upstream's id is part of the downstream's identity, so a changed upstream makes 
 downstream run. Its cell id takes the upstream's *cell* id instead, so the seeds of a
 fine-tuning cell stay one cell. Retraining an upstream in place (``--rerun``) makes its
 finished downstream runs stale: each records which upstream attempt it started from
-(``init_run_finished_at`` in its summary) and ``effective_states`` compares.
+(``init_run_finished_at`` in its summary) and ``effective_states`` (``runner/plan/diff.py``) compares.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Iterable
 
-from runner.errors import SpecError
+from runner.errors import SelectionError, SpecError
+from runner.plan.identity import ids
+from runner.plan.runs import Run
+from runner.study.selectors import axes_of, holds, selector_rule, unknown_key
+from runner.study.spec import Study
 
 PREFIX = "run:"
 
 
-def selector_rule(text: str) -> dict[str, list[Any]]:
-    """``"pretrain"`` -> {"matrix": ["pretrain"]}; ``"matrix=a,dataset=b"`` -> a ``--where`` rule."""
-    from runner.plan.expand import parse_where
-
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if len(items) == 1 and "=" not in items[0]:
-        return {"matrix": [items[0]]}
-    return parse_where(items)
-
-
-def resolve(study, runs: dict[str, Any]) -> dict[str, Any]:
+def resolve(study: Study, runs: dict[str, Run]) -> dict[str, Run]:
     """The runs with every ``run:<selector>`` init resolved to its upstream (ids recomputed)."""
-    from runner.errors import SelectionError
-    from runner.plan.expand import Run, _holds, axes_of, unknown_key
-
     original = list(runs.values())
     for r in original:
         if r.config["train"].get("init") == "pretrained" and not r.config["architecture"]["model"].startswith("timm:"):
@@ -81,7 +72,7 @@ def resolve(study, runs: dict[str, Any]) -> dict[str, Any]:
             if name not in names:
                 raise SpecError(study.file, _origin(study, run), f'init: "run:{text}": no matrix named {name}; '
                                                                   f"defined: {', '.join(names)}")
-        return [r for r in original if all(_holds(axes_of(r), r.config, k, v) for k, v in rule.items())]
+        return [r for r in original if all(holds(axes_of(r), r.config, k, v) for k, v in rule.items())]
 
     def final(run: Run) -> Run:
         if run.id in done:
@@ -122,23 +113,18 @@ def resolve(study, runs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _selector(run) -> str | None:
+def _selector(run: Run) -> str | None:
     init = run.config["train"].get("init", "scratch")
     return init[len(PREFIX):] if init.startswith(PREFIX) and run.upstream is None else None
 
 
-def _rewired(run, up):
-    from runner.plan.expand import canonical_json, identity, short_hash
-
+def _rewired(run: Run, up: Run) -> Run:
     config = {**run.config, "train": {**run.config["train"], "init": PREFIX + up.id}}
-    ident = identity(config)
-    rid = short_hash(canonical_json(ident))
-    cell = {k: v for k, v in ident.items() if k != "seed"}
-    cell["train"] = {**cell["train"], "init": "cell:" + up.cell}
-    return replace(run, id=rid, cell=short_hash(canonical_json(cell)), config=config, upstream=up.id)
+    rid, cell = ids(config, upstream_cell=up.cell)
+    return replace(run, id=rid, cell=cell, config=config, upstream=up.id)
 
 
-def _origin(study, run) -> str:
+def _origin(study: Study, run: Run) -> str:
     """Where the run's init is written: the last block that sets it for this run."""
     where = "[defaults]"
     for m in study.matrices:
@@ -150,14 +136,14 @@ def _origin(study, run) -> str:
     return where
 
 
-# ---------------------------------------------------------------- order and states
+# ---------------------------------------------------------------- order
 
 
-def depths(runs: Iterable[Any], by_id: dict[str, Any]) -> dict[str, int]:
+def depths(runs: Iterable[Run], by_id: dict[str, Run]) -> dict[str, int]:
     """Stage of each run: 1 for a run that starts from scratch or pretrained weights, 1 + its upstream's."""
     out: dict[str, int] = {}
 
-    def depth(run) -> int:
+    def depth(run: Run) -> int:
         if run.id not in out:
             up = by_id.get(run.upstream) if run.upstream else None
             out[run.id] = 1 if up is None else depth(up) + 1
@@ -168,12 +154,12 @@ def depths(runs: Iterable[Any], by_id: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def with_upstreams(runs: list[Any], by_id: dict[str, Any]) -> list[Any]:
+def with_upstreams(runs: list[Run], by_id: dict[str, Run]) -> list[Run]:
     """``runs`` plus every upstream they need that is not among them (upstreams first)."""
     have = {r.id for r in runs}
-    added: list[Any] = []
+    added: list[Run] = []
 
-    def need(run) -> None:
+    def need(run: Run) -> None:
         up = by_id.get(run.upstream) if run.upstream else None
         if up is not None and up.id not in have:
             have.add(up.id)
@@ -185,31 +171,7 @@ def with_upstreams(runs: list[Any], by_id: dict[str, Any]) -> list[Any]:
     return added + list(runs)
 
 
-def effective_states(runs: Iterable[Any], records: dict[str, Any], commit: str | None,
-                     by_id: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """(state, why stale) of ``runs`` and their upstreams, staleness carried downstream: a finished
-    run whose upstream is stale, is not done, or finished again after the run started from it, is
-    stale, and the reason says which upstream (more telling than another commit)."""
-    from runner.plan.expand import state_of
-
-    everything = with_upstreams(list(runs), by_id)
-    states = {r.id: state_of(records.get(r.id), commit) for r in everything}
-    why: dict[str, str] = {}
-    stage = depths(everything, by_id)
-    for run in sorted(everything, key=lambda r: stage[r.id]):
-        if not run.upstream or states[run.id] not in ("done", "stale") or run.upstream not in states:
-            continue
-        up, up_rec, rec = by_id[run.upstream], records.get(run.upstream), records.get(run.id)
-        started_from = (rec.summary or {}).get("init_run_finished_at")
-        if states[run.upstream] != "done":
-            states[run.id], why[run.id] = "stale", f"its upstream {up.label} is {states[run.upstream]}"
-        elif up_rec is not None and started_from is not None and up_rec.finished_at is not None \
-                and abs(up_rec.finished_at - started_from) > 1e-3:
-            states[run.id], why[run.id] = "stale", f"its upstream {up.label} trained again after it started from it"
-    return states, why
-
-
-def stage_lines(runs: list[Any], by_id: dict[str, Any]) -> list[str]:
+def stage_lines(runs: list[Run], by_id: dict[str, Run]) -> list[str]:
     """``runner plan``'s stage order: each stage's matrices and run counts, when the study has stages."""
     if not any(r.upstream for r in runs):
         return []

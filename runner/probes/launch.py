@@ -2,8 +2,9 @@
 
 Which runs: the selection's runs that the block's ``match`` keeps and that are done (at any
 commit). A run whose folder already holds this probe's result for the same settings is not
-probed again (``--force`` does). An ``attention_maps`` probe leaves out architectures known to
-have no attention. The rest become tasks for probe workers (``python -m runner.probes.worker``,
+probed again (``--force`` does). A kind that reads attention leaves out architectures known to
+have no attention, and a kind's own check refuses what it can before any worker starts
+(runner/probes/kinds/). The rest become tasks for probe workers (``python -m runner.probes.worker``,
 one per slot, each run's tasks on one worker); the workers write the results into the run
 folders, and this process, the only writer of the database, ingests them. Torch-free.
 """
@@ -22,12 +23,11 @@ from typing import Callable
 
 import architectures
 
-from runner.probes.cue_conflict import StimuliError, category_classes, list_stimuli
-from datasets.errors import DataError
-
 from runner.errors import SpecError
-from runner.plan.expand import Run, axes_of, matches
+from runner.plan.runs import Run
+from runner.probes.kinds import get_kind
 from runner.study.probes import Probe
+from runner.study.selectors import axes_of, matches
 from runner.records.provenance import COMMAND_ENV, command_line
 from runner.records.runfolder import read_json
 
@@ -46,32 +46,11 @@ class ProbeResult:
     folders: list[Path] = field(default_factory=list)  # result folders written
 
 
-def check(study, probe: Probe, tasks: list[dict]) -> None:
-    """What can be refused before any worker starts (one line naming the file, the key and the
-    fix): a cue-conflict folder that is not there or not laid out as one, and a category that
-    names no class of a probed run's dataset."""
-    if probe.kind != "shape_bias":
-        return
-    where = f"[[probe]] {probe.name}"
-    try:
-        categories, _ = list_stimuli(study.dir / probe.settings["root"])
-    except StimuliError as e:
-        raise SpecError(study.file, where, f"root: {e}") from None
-    from datasets import get_source
-    from datasets.classes import class_names
-
-    seen = set()
-    for t in tasks:
-        dataset = dict((read_json(Path(t["run_folder"]) / "run.json") or {})["config"]["dataset"])
-        source = dataset.pop("source")
-        if (source, repr(sorted(dataset.items()))) in seen:
-            continue
-        seen.add((source, repr(sorted(dataset.items()))))
-        try:
-            category_classes(categories, class_names(source, get_source(source).options(**dataset)),
-                             probe.settings["classes"])
-        except (StimuliError, DataError) as e:
-            raise SpecError(study.file, where, f"classes: {t['label']}: {e}") from None
+def _check(study, probe: Probe, tasks: list[dict]) -> None:
+    """The kind's own refusals (one line naming the file, the key and the fix), if it has any."""
+    check = get_kind(probe.kind).check
+    if check is not None:
+        check(study, probe, tasks)
 
 
 def result_folder(study, run: Run, probe: Probe) -> Path:
@@ -90,7 +69,7 @@ def tasks_for(study, runs: list[Run], states: dict[str, str], probe: Probe, *,
             result.unfinished += 1
             continue
         family = architectures.get_family(run.config["architecture"]["model"])
-        if probe.kind == "attention_maps" and family is not None and family.attention is False:
+        if probe.attention_only and family is not None and family.attention is False:
             result.skipped.append((run.label, f"{family.name} has no attention layer"))
             continue
         out = result_folder(study, run, probe)
@@ -211,8 +190,7 @@ def run_blocks(sel, names, *, gpus: str | None, workers: int, threads: int | Non
     if not chosen:
         raise SpecError(study.file, "[[probe]]", "no [[probe]] block declared; add one with name and kind")
     for p in chosen:
-        if p.kind == "shape_bias":
-            check(study, p, [])  # the folder, before anything else
+        _check(study, p, [])  # the block alone (a shape_bias folder), before anything else
     slots = make_slots(gpus=gpus, per_gpu=1, workers=workers)
     if threads is not None:
         slots = [replace(s, threads=threads) for s in slots]
@@ -222,7 +200,7 @@ def run_blocks(sel, names, *, gpus: str | None, workers: int, threads: int | Non
     results = []
     for p in chosen:
         tasks, result = tasks_for(study, sel.runs, states, p, force=force)
-        check(study, p, tasks)
+        _check(study, p, tasks)
         if tasks:
             on_start(p, len(tasks), min(len(slots), len({t["run_folder"] for t in tasks})))
         run_tasks(study, tasks, slots, result, on_result)

@@ -1,10 +1,10 @@
 """A probe worker process: ``python -m runner.probes.worker --tasks FILE --study-dir DIR``.
 
 Takes its tasks (run folder, probe) in order, grouped by run so each model is built and its
-selected weights (``model.pt``, loaded with ``weights_only=True``: opening it runs no code)
-are loaded once. Each result goes into ``<run folder>/probes/<name>-<key>/``: the arrays
-first, ``result.json`` last (the done mark), each replaced atomically; a probe that fails
-writes ``error.json`` with its reason and the worker goes on. Writes no database: the
+selected weights are loaded once (runner/probes/model.py); each task's kind computes it
+(runner/probes/kinds/). Each result goes into ``<run folder>/probes/<name>-<key>/``: the
+arrays first, ``result.json`` last (the done mark), each replaced atomically; a probe that
+fails writes ``error.json`` with its reason and the worker goes on. Writes no database: the
 ``runner probe`` process ingests the folders.
 """
 
@@ -20,37 +20,24 @@ import time
 import traceback
 from pathlib import Path
 
+from runner.probes.kinds import get_kind
+from runner.probes.model import load_model
 from runner.records.runfolder import read_json, write_atomic, write_json_atomic
 from runner.train.worker import one_line, release_memory
 
 RESULT, ERROR = "result.json", "error.json"
 
 
-def run_task(model, config: dict, task: dict, device, study_dir: Path) -> dict:
-    from runner.probes import compute as probe_compute
-
-    kind, settings = task["kind"], task["settings"]
-    if kind == "attention_maps":
-        return probe_compute.attention_maps(model, config, settings, device)
-    if kind == "shape_bias":
-        return probe_compute.shape_bias(model, config, settings, device, study_dir)
-    return probe_compute.inference_time(model, config, settings, device)
-
-
-def load_model(run_folder: Path, config: dict, device):
-    """The run's model with its selected weights, in eval mode."""
-    import torch
-
-    from runner.probes.compute import dataset_options
-    from runner.train.loop import build_model
-
-    _, opts = dataset_options(config["dataset"])
-    model = build_model(config["architecture"], opts.info())
-    weights = run_folder / "model.pt"
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights}: the run has no saved weights (trained before model.pt was kept?)")
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.to(device).eval()
+def run_task(model, config: dict, task: dict, device, study_dir: Path) -> tuple[dict, dict]:
+    """The task's kind computes it (runner/probes/kinds/); its summary must hold what the kind
+    says it records, which its report table reads."""
+    kind = get_kind(task["kind"])
+    summary, arrays = kind.compute(model, config, task["settings"], device, study_dir)
+    missing = [name for name in kind.results if name not in summary]
+    if missing:
+        raise RuntimeError(f"the {kind.name} probe returned no {', '.join(missing)} "
+                           f"(runner/probes/kinds/{kind.name}.py)")
+    return summary, arrays
 
 
 def save(out: Path, task: dict, summary: dict, arrays: dict, seconds: float, device: str, env: dict) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from runner.records.runfolder import read_json
+from runner.states import State
 
 
 def probe_table(meta: sa.MetaData) -> sa.Table:
@@ -61,7 +62,7 @@ def ingest_probe(conn, probes_table: sa.Table, run_id: str, path: Path, sig: str
     if not data or data.get("run") != run_id:
         return 0
     row = dict(run_id=run_id, probe=data["probe"], key=data["key"], kind=data["kind"],
-               state="done" if done else "failed", summary=data.get("summary"), settings=data.get("settings"),
+               state=(State.DONE if done else State.FAILED).value, summary=data.get("summary"), settings=data.get("settings"),
                reason=data.get("reason"), device=data.get("device"), seconds=data.get("seconds"),
                created_at=data.get("time"), folder=str(path), folder_sig=sig)
     c = probes_table.c

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from runner.errors import BackendError
+from runner.records.summary import Summary
+from runner.states import State
 
 
 def lost_after_s() -> float:
@@ -126,9 +128,9 @@ class FolderState:
     """What the files of a run folder say, read once."""
 
     run: dict | None
-    state: str  # planned, running, done, failed, lost, cancelled, pruned
+    state: State  # planned, running, done, failed, lost, cancelled, pruned
     attempts: list[dict]  # merged start/end events, one dict per attempt
-    summary: dict | None
+    summary: Summary | None
     error: dict | None
     heartbeat: dict | None
     reason: str | None
@@ -165,7 +167,7 @@ class RunFolder:
                                                    "provenance": provenance})
         return number
 
-    def end_attempt(self, attempt: int, status: str, reason: str | None = None) -> None:
+    def end_attempt(self, attempt: int, status: State, reason: str | None = None) -> None:
         append_jsonl(self.file("attempts.jsonl"), {"event": "end", "attempt": attempt, "time": time.time(),
                                                    "status": status, "reason": reason})
 
@@ -184,11 +186,11 @@ class RunFolder:
     def fail(self, attempt: int, reason: str, traceback: str) -> None:
         write_json_atomic(self.file("error.json"), {"attempt": attempt, "reason": reason,
                                                     "traceback": traceback, "time": time.time()})
-        self.end_attempt(attempt, "failed", reason)
+        self.end_attempt(attempt, State.FAILED, reason)
 
     def mark_lost(self, attempt: int, reason: str) -> None:
         """The launcher's word on an attempt whose worker died or stopped beating: it will not end."""
-        self.end_attempt(attempt, "lost", reason)
+        self.end_attempt(attempt, State.LOST, reason)
 
     def request_cancel(self, by: dict) -> None:
         write_json_atomic(self.file("cancel.json"), {"time": time.time(), **by})
@@ -219,11 +221,11 @@ class RunFolder:
         except FileNotFoundError:
             pass
 
-    def finish(self, attempt: int, summary: dict) -> None:
+    def finish(self, attempt: int, summary: Summary) -> None:
         """Mark the run done: summary.json is the last file a successful run writes; the checkpoint
         is dropped after it (model.pt keeps the selected weights)."""
         write_json_atomic(self.file("summary.json"), summary)
-        self.end_attempt(attempt, "done")
+        self.end_attempt(attempt, State.DONE)
         try:
             os.unlink(self.file("checkpoint.pt"))
         except FileNotFoundError:
@@ -267,23 +269,23 @@ class RunFolder:
         status = last.get("status") if last else None
         reason = None
         if summary is not None:
-            state = "done"
+            state = State.DONE
         elif error is not None:
-            state, reason = "failed", error.get("reason")
-        elif status == "pruned" or (last is None and self.file("prune.json").exists()):
-            state, reason = "pruned", (last or {}).get("reason") or "pruned before it started"
+            state, reason = State.FAILED, error.get("reason")
+        elif status == State.PRUNED or (last is None and self.file("prune.json").exists()):
+            state, reason = State.PRUNED, (last or {}).get("reason") or "pruned before it started"
         elif last is None:
-            state, reason = ("cancelled", "cancelled before it started") if cancelled else ("planned", None)
-        elif status in ("interrupted", "cancelled", "lost"):
-            state, reason = ("lost" if status == "lost" else "cancelled"), last.get("reason")
-        elif status in ("done", "failed"):  # its mark file was removed by hand
-            state, reason = "lost", "attempt ended but its summary.json/error.json is missing"
+            state, reason = (State.CANCELLED, "cancelled before it started") if cancelled else (State.PLANNED, None)
+        elif status in (State.INTERRUPTED, State.CANCELLED, State.LOST):
+            state, reason = (State.LOST if status == State.LOST else State.CANCELLED), last.get("reason")
+        elif status in (State.DONE, State.FAILED):  # its mark file was removed by hand
+            state, reason = State.LOST, "attempt ended but its summary.json/error.json is missing"
         elif _alive(last, heartbeat, now):
-            state = "running"
+            state = State.RUNNING
         elif cancelled:
-            state, reason = "cancelled", "cancelled; its worker stopped before saying so"
+            state, reason = State.CANCELLED, "cancelled; its worker stopped before saying so"
         else:
-            state, reason = "lost", "the worker stopped without finishing (killed or crashed)"
+            state, reason = State.LOST, "the worker stopped without finishing (killed or crashed)"
         return FolderState(run, state, attempts, summary, error, heartbeat, reason)
 
 

@@ -23,9 +23,11 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from runner.errors import StoreError
-from runner.records.runfolder import RunFolder, still_done
-from runner.study.spec import sqlite_path
 from runner.records.probes import ingest_probe, probe_folders, probe_sig, probe_table
+from runner.records.runfolder import RunFolder, still_done
+from runner.records.summary import Summary
+from runner.states import State
+from runner.study.spec import sqlite_path
 
 SCHEMA_VERSION = 1
 
@@ -97,9 +99,9 @@ class RunRecord:
     cell: str
     label: str
     matrices: tuple[str, ...]
-    state: str
+    state: State
     reason: str | None
-    summary: dict | None
+    summary: Summary | None  # as the run folder holds it (an older runner's may lack keys)
     progress: dict | None
     attempts: int
     git_commit: str | None
@@ -160,7 +162,7 @@ class Store:
         with self.engine.connect() as conn:
             if ids is not None and len(ids) <= 500:
                 q = q.where(c.id.in_(ids))
-            rows = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), *r[4:]) for r in conn.execute(q)}
+            rows = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), State(r[4]), *r[5:]) for r in conn.execute(q)}
         return rows if ids is None else {i: rows[i] for i in ids if i in rows}
 
     def config(self, run_id: str) -> dict | None:
@@ -213,7 +215,7 @@ class Store:
         r, a = runs_table.c, attempts_table.c
         seconds = sa.func.sum(a.ended_at - a.started_at)
         q = (sa.select(r.cell, r.config, r.summary, seconds).join(attempts_table, a.run_id == r.id)
-             .where(r.state == "done", a.ended_at.is_not(None), a.started_at.is_not(None)).group_by(r.id))
+             .where(r.state == State.DONE.value, a.ended_at.is_not(None), a.started_at.is_not(None)).group_by(r.id))
         with self.engine.connect() as conn:
             return [{"cell": row[0], "config": row[1], "summary": row[2], "seconds": row[3]} for row in conn.execute(q)]
 
@@ -261,12 +263,12 @@ class Store:
             todo = []
             for name, path in folders:
                 old_sig, old_state = known.get(name, (None, None))
-                if old_state == "done" and still_done(path, old_sig):
+                if old_state == State.DONE and still_done(path, old_sig):
                     continue
                 f = RunFolder(path)
                 sig = f.signature()
                 # a running run can turn lost with no file changing, so it is always looked at
-                if sig != old_sig or old_state == "running":
+                if sig != old_sig or old_state == State.RUNNING:
                     todo.append((f, sig))
             for i in range(0, len(todo), 200):  # short transactions: readers never wait long
                 with self.engine.begin() as conn:
@@ -311,14 +313,14 @@ def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
     rid = folder.path.name
     attempts = fs.attempts
     last_prov = (attempts[-1].get("provenance") or {}) if attempts else {}
-    done_prov = last_prov if fs.state == "done" else {}
+    done_prov = last_prov if fs.state == State.DONE else {}
     row = dict(
         id=rid, cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
-        matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state, reason=fs.reason,
+        matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state.value, reason=fs.reason,
         summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
         git_commit=(done_prov.get("git") or {}).get("commit"),
         started_at=attempts[0].get("started_at") if attempts else None,
-        finished_at=attempts[-1].get("ended_at") if attempts and fs.state in ("done", "failed") else None,
+        finished_at=attempts[-1].get("ended_at") if attempts and fs.state in (State.DONE, State.FAILED) else None,
         folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),
     )
     for t in (metrics_table, attempts_table):

@@ -22,6 +22,10 @@ batch_sizes = [1, 64, 256]
 A probe's result is keyed by its run and a hash of the block's settings (not its name or
 ``match``), so a run is probed once per setting; change a setting and it is probed again,
 the earlier result kept beside it. Torch-free: ``runner plan`` parses these blocks too.
+
+A block's ``kind`` is looked up in runner/probes/kinds/ (one file per kind, its keys among them),
+so an unknown kind or key is refused here, at plan time; that package's docstring says how to
+add a kind.
 """
 
 from __future__ import annotations
@@ -29,65 +33,33 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Union
+from functools import cache
+from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from runner.errors import SpecError, choices
+from runner.probes.kinds import KINDS
 from runner.study.messages import validate
 
-KINDS = ("attention_maps", "shape_bias", "inference_time")
 FORMAT = 1  # bump when a probe computes something else for the same settings
 
 
-class _Strict(BaseModel):
+class _Common(BaseModel):
+    """The keys of every block; a kind's own keys come from its settings schema."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-
-class _Common(_Strict):
     name: str = Field(min_length=1)
     kind: str
     match: dict[str, Any] = {}
 
 
-class AttentionMaps(_Common):
-    images: int = Field(4, ge=1, le=64, description="the first N images of the split")
-    split: Literal["test", "val"] = "test"
-    query: Union[Literal["center", "cls"], list[int]] = Field(
-        "center", description='the query drawn: "center", "cls" (the class token) or an image pixel [row, col]')
-
-    @field_validator("query")
-    @classmethod
-    def _pixel(cls, v):
-        if isinstance(v, list) and (len(v) != 2 or min(v) < 0):
-            raise ValueError(f"expected \"center\", \"cls\" or an image pixel [row, col], got {v}")
-        return v
-
-
-class ShapeBias(_Common):
-    root: str = Field(min_length=1, description="the cue-conflict folder, relative to the study file")
-    classes: dict[str, list[str]] = Field(
-        {}, description="cue-conflict category -> the model's class names it stands for (default: the same name)")
-    batch_size: int = Field(64, ge=1)
-
-
-class InferenceTime(_Common):
-    batch_sizes: list[int] = Field([1, 16, 64, 256], min_length=1)
-    warmup: int = Field(10, ge=0, description="forward passes before timing, per batch size")
-    min_time_s: float = Field(1.0, gt=0, description="time each batch size for at least this long")
-    min_iters: int = Field(10, ge=1)
-    precision: Literal["run", "fp32", "bf16", "fp16"] = Field(
-        "run", description='"run": the precision the run trained in (bf16 on GPUs, fp32 on CPUs)')
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, v):
-        if min(v) < 1 or len(set(v)) != len(v):
-            raise ValueError(f"expected distinct batch sizes >= 1, got {v}")
-        return sorted(v)
-
-
-_MODELS = {"attention_maps": AttentionMaps, "shape_bias": ShapeBias, "inference_time": InferenceTime}
+@cache
+def _block_model(kind: str) -> type[BaseModel]:
+    """A block of that kind: the common keys first, then the kind's (as the error messages list them)."""
+    settings = KINDS[kind].settings
+    return create_model(f"{settings.__name__}Block", __base__=(settings, _Common))
 
 
 @dataclass(frozen=True)
@@ -96,6 +68,7 @@ class Probe:
     kind: str
     match: dict[str, Any]
     settings: dict[str, Any]  # the kind's keys, defaults filled in: what the result depends on
+    attention_only: bool = False  # the kind reads attention: runs of families without any are left out
 
     @property
     def key(self) -> str:
@@ -114,12 +87,12 @@ def parse_probes(blocks: list[dict], file: str, check_where: Callable[[dict, str
     for i, body in enumerate(blocks, 1):
         where = f"[[probe]] {body['name']}" if isinstance(body.get("name"), str) else f"[[probe]] #{i}"
         kind = body.get("kind")
-        if kind not in _MODELS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise SpecError(file, where, f"kind: expected one of {choices(KINDS)}, got {json.dumps(kind)}")
-        p = validate(_MODELS[kind], body, file, where)
+        p = validate(_block_model(kind), body, file, where)
         check_where(p.match, f"{where} match")
         settings = p.model_dump(exclude={"name", "kind", "match"})
         if any(q.name == p.name for q in probes):
             raise SpecError(file, where, f'name: "{p.name}" appears twice; each [[probe]] needs its own name')
-        probes.append(Probe(p.name, kind, dict(p.match), settings))
+        probes.append(Probe(p.name, kind, dict(p.match), settings, KINDS[kind].attention_only))
     return tuple(probes)

@@ -10,7 +10,7 @@ bars, one file per value of ``facet``. Torch-free, like the rest of the spec.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,13 @@ from runner.study.messages import validate
 METRIC = "metric"  # the pseudo-axis of a table with several metrics
 CELL = "cell"  # group figures by cell: one line or point per configuration
 Best = Literal["max", "min", "none"]
+# The names a study may use; analysis draws and computes them (analysis/figure_kinds.py KINDS,
+# analysis/tables.py AGGREGATES: the way to add one is there). Spelled out here so that
+# loading a study stays analysis-free; tests/test_figures.py checks they are the same lists.
+FigureKindName = Literal["curves", "scatter", "bar"]
+AggregateName = Literal["mean", "median", "min", "max", "last"]
+FIGURE_KINDS: tuple[str, ...] = get_args(FigureKindName)
+AGGREGATES: tuple[str, ...] = get_args(AggregateName)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class Table:
 @dataclass(frozen=True)
 class Figure:
     name: str
-    kind: str  # curves, scatter, bar
+    kind: str  # one of FIGURE_KINDS
     title: str
     metric: str  # curves: the per-epoch series; bar: the summary metric; scatter: y
     x: str | None  # scatter: the summary metric on x
@@ -109,7 +116,7 @@ class _TableBlock(_Strict):
     columns: str | list[str] = "dataset"
     metric: str | None = Field(None, description="one summary metric (default test_acc)")
     metrics: list[str] | None = Field(None, min_length=1, description='several, laid out along "metric"')
-    aggregate: Literal["mean", "median", "min", "max", "last"] = "mean"
+    aggregate: AggregateName = "mean"
     where: dict[str, Any] = {}
     scale: float | dict[str, float] | None = None
     decimals: int | dict[str, int] | None = None
@@ -119,7 +126,7 @@ class _TableBlock(_Strict):
 
 class _FigureBlock(_Strict):
     name: str = Field(min_length=1)
-    kind: Literal["curves", "scatter", "bar"]
+    kind: FigureKindName
     title: str | None = None
     metric: str | None = None
     x: str | None = None

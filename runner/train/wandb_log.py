@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runner.records.summary import Summary
+from runner.states import State
+
 
 class WandbMirror:
     def __init__(self, settings: dict | None, run: dict, provenance: dict, folder: Path):
@@ -56,12 +59,12 @@ class WandbMirror:
         if self.wandb_run is not None:
             self._call(self.wandb_run.log, {**metrics, "epoch": epoch}, step=step)
 
-    def finish(self, state: str, summary: dict | None = None, reason: str | None = None) -> None:
+    def finish(self, state: State, summary: Summary | None = None, reason: str | None = None) -> None:
         if self.wandb_run is None:
             return
         if summary:
             self._call(self.wandb_run.summary.update, {k: v for k, v in summary.items() if v is not None})
         if reason:
             self._call(self.wandb_run.summary.update, {"failure": reason})
-        self._call(self.wandb_run.finish, exit_code=0 if state == "done" else 1)
+        self._call(self.wandb_run.finish, exit_code=0 if state == State.DONE else 1)
         self.wandb_run = None

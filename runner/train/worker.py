@@ -34,6 +34,7 @@ import traceback
 from pathlib import Path
 
 from runner.records.runfolder import RunFolder, heartbeat_every_s, read_json, write_json_atomic
+from runner.states import State
 
 _stop = threading.Event()
 _busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
@@ -136,7 +137,7 @@ def started_from(folder: RunFolder, upstream: RunFolder) -> dict:
 
 
 def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict] | None = None,
-            lost_exits: bool = False) -> tuple[str, str | None]:
+            lost_exits: bool = False) -> tuple[State, str | None]:
     """Train one run into its folder; returns (state, reason). ``helpers``: the other ranks' devices
     of a distributed run (``gpus_per_run`` > 1), as the launcher assigned them. ``lost_exits``: a
     launcher's worker exits when another rank of its run was killed, so that the launcher retries
@@ -147,17 +148,17 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
 
     state = folder.read()
     if state.summary is not None:
-        return "done", None
+        return State.DONE, None
     if folder.cancel_requested():
-        return "cancelled", "cancelled before it started"
+        return State.CANCELLED, "cancelled before it started"
     if folder.prune_requested():
-        return "pruned", "pruned before it started"
+        return State.PRUNED, "pruned before it started"
     config = state.run["config"]
     upstream, waiting = upstream_of(folder, state.run)
     attempt = folder.start_attempt(provenance)
     if waiting:
         folder.fail(attempt, waiting, "")
-        return "failed", waiting
+        return State.FAILED, waiting
     _busy.update(folder=folder, attempt=attempt)
     progress = {"epoch": 0, "epochs": config["train"]["epochs"], "metrics": {}}
     mirror = WandbMirror(state.run.get("wandb"), state.run, provenance, folder.path)
@@ -172,7 +173,7 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         progress.update(epoch=epoch, step=step, metrics=metrics)
         beat.beat()
 
-    result: tuple[str, str | None]
+    result: tuple[State, str | None]
     world = config["train"].get("gpus_per_run", 1)
     ranks, failed = distributed.Ranks(), True
     threads = sys.modules["torch"].get_num_threads()  # a distributed run may share them out: restored after
@@ -192,24 +193,24 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
             failed = False
             distributed.finish(ranks, failed=False)
         folder.finish(attempt, summary | from_upstream)
-        mirror.finish("done", summary)
-        result = "done", None
+        mirror.finish(State.DONE, summary)
+        result = State.DONE, None
     except Interrupted:
         failed = False
         distributed.finish(ranks, failed=False)
         pruned = folder.prune_requested() if not _stop.is_set() else None
         if pruned is not None:
-            status, reason = "pruned", (f"pruned by the tuner after epoch {pruned.get('epoch')} "
+            status, reason = State.PRUNED, (f"pruned by the tuner after epoch {pruned.get('epoch')} "
                                         f"({pruned.get('metric')} = {pruned.get('value')})")
         elif beat.cancelled.is_set() and not _stop.is_set():
-            status, reason = "cancelled", "cancelled with `runner cancel`; it resumes from its checkpoint"
+            status, reason = State.CANCELLED, "cancelled with `runner cancel`; it resumes from its checkpoint"
         else:
-            status, reason = "interrupted", "stopped before it finished (signal or Ctrl-C); it resumes from its checkpoint"
+            status, reason = State.INTERRUPTED, "stopped before it finished (signal or Ctrl-C); it resumes from its checkpoint"
         folder.end_attempt(attempt, status, reason)
         if pruned is not None:
             folder.file("checkpoint.pt").unlink(missing_ok=True)  # a pruned run is never resumed
-        mirror.finish("cancelled", reason=status)
-        result = ("pruned" if pruned is not None else "cancelled"), reason
+        mirror.finish(State.CANCELLED, reason=status)
+        result = (State.PRUNED if pruned is not None else State.CANCELLED), reason
     except Exception as e:  # the run failed, the worker goes on with the next one
         ranks.ending.set()  # the helpers' watcher leaves the outcome to this handler
         failed = True  # (also when leaving the group raised, after training)
@@ -219,20 +220,20 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
             if lost_exits:
                 distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
             folder.mark_lost(attempt, killed)  # a batch task: the next `runner launch` takes the run again
-            mirror.finish("lost", reason=killed)
-            result = "lost", killed
+            mirror.finish(State.LOST, reason=killed)
+            result = State.LOST, killed
         else:
             reason = distributed.failure_of(ranks) or one_line(e)
             folder.fail(attempt, reason, traceback.format_exc())
-            mirror.finish("failed", reason=reason)
-            result = "failed", reason
+            mirror.finish(State.FAILED, reason=reason)
+            result = State.FAILED, reason
     finally:
         if failed:
             distributed.finish(ranks, failed=True)
         if world > 1:
             sys.modules["torch"].set_num_threads(threads)
         _busy.clear()
-    if result[0] != "done":
+    if result[0] != State.DONE:
         release_memory()
     return result
 
@@ -267,7 +268,7 @@ def _read_stdin(tasks: queue.Queue, feed) -> None:
     # stdin closed: a normal shutdown when idle, the launcher's death when a run is in progress
     if _busy:
         try:
-            _busy["folder"].end_attempt(_busy["attempt"], "interrupted", "the launcher exited")
+            _busy["folder"].end_attempt(_busy["attempt"], State.INTERRUPTED, "the launcher exited")
         finally:
             os._exit(75)
     tasks.put(None)
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.failed_since is not None and error and error.get("time", 0) >= args.failed_since:
                 failed += 1
                 continue
-            failed += run_one(folder, device, prov)[0] == "failed"
+            failed += run_one(folder, device, prov)[0] == State.FAILED
         return 1 if failed else 0
 
     control = os.fdopen(args.control_fd, "w", buffering=1)
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         state, reason = run_one(folder, device, prov, helpers, lost_exits=True)
         tell(event="finished", run=folder.path.name, state=state, reason=reason)
         runs += 1
-        if state == "failed" or runs == args.max_runs:
+        if state == State.FAILED or runs == args.max_runs:
             break  # the launcher starts a fresh worker for what is left
     return 0
 

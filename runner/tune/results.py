@@ -6,7 +6,7 @@ The Optuna tables are read only when the database holds a study of one of the bl
 
 from __future__ import annotations
 
-from runner.plan.expand import Plan
+from runner.plan.runs import Plan
 from runner.study.spec import Study
 from runner.records.store import Store
 from runner.tune.tuner import _finite, cell_label, tuned_cells

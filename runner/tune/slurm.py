@@ -1,27 +1,27 @@
 """``runner tune NAME --backend slurm``: the tuner's trials as SLURM jobs.
 
-The tuner (``runner/tune/tuner.py``) stays the feed; this is the loop that a local launch's
-dispatcher is for workers: keep up to K trial runs in SLURM (K = ``[slurm]
-array_parallelism``, 4 when unset), each submitted as its own one-task array the moment a
-trial is asked, and poll the run folders every few seconds. Workers in the tasks write
-their metrics and heartbeats there and stop on ``prune.json`` as local ones do (the folders
-are on the shared filesystem). The tuner process must live as long as the study: killed or
-stopped with Ctrl-C, it leaves its tasks running, and the next ``runner tune`` watches them
-again rather than submitting them twice.
+The tuner (``runner/tune/tuner.py``) stays the feed, and what tuning on any backend shares is
+``tuner.tuning``; this is the loop that a local launch's dispatcher is for workers: keep up to
+K trial runs in SLURM (K = ``[slurm] array_parallelism``, 4 when unset), each submitted through
+the SLURM backend (``runner/backends/slurm.py``, as ``runner launch --backend slurm`` submits)
+as its own one-task array the moment a trial is asked, and poll the run folders every few
+seconds. Workers in the tasks write their metrics and heartbeats there and stop on
+``prune.json`` as local ones do (the folders are on the shared filesystem). The tuner process
+must live as long as the study: killed or stopped with Ctrl-C, it leaves its tasks running,
+and the next ``runner tune`` watches them again rather than submitting them twice.
 """
 
 from __future__ import annotations
 
 import time
 
-from runner.backends import slurm
-from runner.launch.lock import launch_lock
-from runner.plan.expand import Plan, Run
-from runner.records.runfolder import RunFolder
-from runner.study.spec import Study
+from runner.backends.slurm import SlurmBackend, require_slurm
+from runner.plan.runs import Plan, Run
 from runner.records.store import Store
-from runner.tune.tuner import SETTLED, Tune, TuneResult, Tuner, check_space, tuned_cells
-from runner.tune.study import open_study
+from runner.states import SETTLED, State
+from runner.study.spec import Study
+from runner.study.tune import Tune
+from runner.tune.tuner import TuneResult, Tuner, tuning
 
 POLL_S = 3.0
 DEFAULT_IN_FLIGHT = 4
@@ -29,31 +29,23 @@ DEFAULT_IN_FLIGHT = 4
 
 def tune_on_slurm(study: Study, plan: Plan, tune: Tune, store: Store, options, display, *,
                   trials: int | None = None) -> TuneResult:
-    from runner.launch.scheduler import refuse_missing_data
-
-    slurm.require_slurm()
-    cells = tuned_cells(study, plan, tune)
-    check_space(study, tune, cells)
+    require_slurm()
+    backend = SlurmBackend(study, options)
     limit = options.array_parallelism or DEFAULT_IN_FLIGHT
-    device = "cuda" if options.gpus_per_task else "cpu"
-    parameters = options.executor_parameters(f"runner-tune-{tune.name}")
-    with launch_lock(study.runs_dir) as lock:
-        refuse_missing_data(cells, cells)
-        tuner = Tuner(study, tune, cells, open_study(study, tune, cells, create=True), store, display,
-                      trials or tune.trials)
+    with tuning(study, plan, tune, store, display, trials) as (tuner, lock):
         flying: dict[str, Run] = {}
 
         def submit(runs: list[Run]) -> None:
-            slurm.submit(study.runs_dir, study.dir, [[r.id] for r in runs], parameters, device)
+            tasks = backend.submit([[r.id] for r in runs], job_name=f"runner-tune-{tune.name}")
             store.ingest(study.runs_dir, [r.id for r in runs])
-            for run in runs:
+            for run, task in zip(runs, tasks):
                 flying[run.id] = run
-                display.message(f"submitted {run.label} ({run.id}) as SLURM task "
-                                f"{slurm.task_of(study.runs_dir / run.id)}")
+                display.message(f"submitted {run.label} ({run.id}) as SLURM task {task}")
 
         adopted = tuner.adopt(orphans_exit=False)
-        alive = slurm.states({t for r in adopted if (t := slurm.task_of(study.runs_dir / r.id))})
-        still = [r for r in adopted if alive.get(slurm.task_of(study.runs_dir / r.id) or "") not in (None, *slurm.FINAL)]
+        tasks = {r.id: t for r in adopted if (t := backend.handle_of(r.id))}
+        alive = backend.poll(set(tasks.values()))
+        still = [r for r in adopted if alive.get(tasks.get(r.id, "")) not in (None, *backend.final)]
         flying.update({r.id: r for r in still})
         if len(still) < len(adopted):
             submit([r for r in adopted if r not in still])
@@ -67,28 +59,26 @@ def tune_on_slurm(study: Study, plan: Plan, tune: Tune, store: Store, options, d
                 time.sleep(POLL_S)
                 store.ingest(study.runs_dir, list(flying))
                 tuner.watch(list(flying))
-                _settle_finished(study, tuner, flying)
+                _settle_finished(backend, tuner, flying)
         except KeyboardInterrupt:
             tuner.result.interrupted = True
             display.message(f"stopped watching: {len(flying)} trial run(s) go on in SLURM; "
                             f"`runner tune {tune.name} --backend slurm` watches them again")
-        tuner.result.best = tuner.best()
-        store.ingest(study.runs_dir)
     return tuner.result
 
 
-def _settle_finished(study: Study, tuner: Tuner, flying: dict[str, Run]) -> None:
+def _settle_finished(backend: SlurmBackend, tuner: Tuner, flying: dict[str, Run]) -> None:
     """Hand the tuner every run whose folder says it ended; a run whose task SLURM reports ended
     while the folder does not (the job failed before the worker could write) is marked failed,
     with SLURM's word and the task's log."""
-    tasks = {rid: slurm.task_of(study.runs_dir / rid) for rid in flying}
-    answers = slurm.states({t for t in tasks.values() if t})
+    tasks = {rid: backend.handle_of(rid) for rid in flying}
+    answers = backend.poll({t for t in tasks.values() if t})
     for rid, run in list(flying.items()):
-        folder = RunFolder(study.runs_dir / rid)
+        folder = tuner.folder(run)
         fs = folder.read()
-        if fs.state not in SETTLED and answers.get(tasks[rid] or "") in slurm.FINAL and fs.state != "running":
+        if fs.state not in SETTLED and answers.get(tasks[rid] or "") in backend.final and fs.state != State.RUNNING:
             reason = (f"SLURM task {tasks[rid]} ended {answers[tasks[rid]]} before the run finished "
-                      f"(log: {slurm.job_log(folder.path)})")
+                      f"(log: {backend.log_of(rid)})")
             attempt = fs.attempts[-1]["attempt"] if fs.attempts else 0
             folder.fail(attempt, reason, "")
             fs = folder.read()

@@ -4,7 +4,7 @@ its seeded sampler and its pruner, and the refusal to mix trials of a block that
 from __future__ import annotations
 
 from runner.errors import SpecError
-from runner.plan.expand import Run
+from runner.plan.runs import Run
 from runner.study.spec import Study
 from runner.study.tune import Tune
 

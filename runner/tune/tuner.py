@@ -6,9 +6,11 @@
   stays the only writer of the database, as in a launch.
 * **Trials are runs.** A trial trains one run per tuned cell (the cell's config with the
   sampled values and the block's epoch budget, label ``tune/NAME/tK``), dispatched to the
-  launch's workers (``runner/launch/dispatch.py`` with this module as its feed), with the same run
-  folder, provenance and metric series as any run. A trial's value is the mean of its runs'
-  ``metric``. A configuration already trained is not trained again: its run is reused.
+  launch's workers (``runner/launch/dispatch.py`` with this module as its feed) or, with
+  ``--backend slurm``, submitted as SLURM jobs (``runner/tune/slurm.py``; both start from
+  ``tuning`` below), with the same run folder, provenance and metric series as any run. A
+  trial's value is the mean of its runs' ``metric``. A configuration already trained is not
+  trained again: its run is reused.
 * **Pruning.** Workers log the validation metric every epoch in the run folder; each second
   the tuner reports what is new to Optuna (the mean over the trial's runs) and, when the
   pruner says so, writes ``prune.json`` into the trial's folders: the worker stops at the next
@@ -21,19 +23,22 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from runner.errors import BackendError, SpecError, choices
-from runner.launch.lock import launch_lock
-from runner.plan.expand import Plan, Run, axes_of, derive, matches, unknown_key
+from runner.launch.lock import HeldLock, launch_lock
+from runner.plan.expand import derive
+from runner.plan.runs import Plan, Run
+from runner.study.selectors import axes_of, matches, unknown_key
 from runner.records.runfolder import RunFolder, lost_after_s
 from runner.study.spec import Study
 from runner.records.store import Store
+from runner.states import SETTLED, State
 from runner.study.tune import Tune
 from runner.tune.study import open_study, optuna_name
 
-SETTLED = {"done", "failed", "lost", "pruned"}  # a cancelled (interrupted) run is resumed, not settled
 MAX_FAILED_IN_A_ROW = 5
 
 
@@ -186,7 +191,7 @@ class Tuner:
         when an earlier tuner died (``resume``) trains on from its checkpoint."""
         from runner.launch.scheduler import run_json
 
-        final = SETTLED - {"lost"} if resume else SETTLED
+        final = SETTLED - {State.LOST} if resume else SETTLED
         todo, trained = [], 0
         for run in runs:
             waiting = self.holders.setdefault(run.id, [])
@@ -208,9 +213,9 @@ class Tuner:
             self._maybe_settle(number)
         return todo
 
-    def settled(self, run: Run, state: str, reason: str | None) -> None:
+    def settled(self, run: Run, state: State, reason: str | None) -> None:
         if state not in SETTLED:
-            return  # interrupted: the trial stays running and is resumed by the next `runner tune`
+            return  # cancelled (interrupted): the trial stays running and is resumed by the next `runner tune`
         for number in list(self.holders.get(run.id, ())):
             self._maybe_settle(number)
 
@@ -265,7 +270,7 @@ class Tuner:
             if number in waiting:
                 waiting.remove(number)
         del self.active[number]
-        if all(s.state == "done" for s in states):
+        if all(s.state == State.DONE for s in states):
             values = [(s.summary or {}).get(self.tune.metric) for s in states]
             if not all(_finite(v) for v in values):
                 return self._fail(t.trial, number, f"a run's summary has no finite {self.tune.metric}")
@@ -277,13 +282,13 @@ class Tuner:
             best = self.best()
             self.display.message(f"trial {number}: {self.tune.metric} = {_fmt(value)} ({_params_text(t.trial.params)})"
                                  + (f"; best: trial {best['number']} = {_fmt(best['value'])}" if best else ""))
-        elif any(s.state == "pruned" for s in states) or t.pruned_at is not None:
+        elif any(s.state == State.PRUNED for s in states) or t.pruned_at is not None:
             self.ostudy.tell(t.trial, state=self.states.PRUNED)
             self.finished += 1
             self.failed_in_a_row = 0
             self.result.pruned += 1
         else:
-            bad = next(s for s in states if s.state in ("failed", "lost"))
+            bad = next(s for s in states if s.state in (State.FAILED, State.LOST))
             self._fail(t.trial, number, bad.reason or bad.state)
 
     def _fail(self, trial, number: int, reason: str) -> None:
@@ -309,9 +314,9 @@ def _wait_for_orphans(runs: list[Run], folder, timeout_s: float = 30.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout_s
-    while any(folder(r).read().state == "running" for r in runs):
+    while any(folder(r).read().state == State.RUNNING for r in runs):
         if time.monotonic() > deadline:
-            busy = next(r for r in runs if folder(r).read().state == "running")
+            busy = next(r for r in runs if folder(r).read().state == State.RUNNING)
             raise BackendError(f"run {busy.id} ({busy.label}) of a trial left running is still training "
                                "(an earlier tuner's worker); stop it, or wait for it and run the command again")
         time.sleep(0.5)
@@ -329,24 +334,37 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
-def tune(study: Study, plan: Plan, tune: Tune, store: Store, slots, display, *, trials: int | None = None,
-         retries: int = 2, stop_grace_s: float = 30.0) -> TuneResult:
-    """Run the block's study until ``trials`` (default: the block's) trials have finished."""
-    from runner.launch.dispatch import Dispatcher
-    from runner.launch.scheduler import LaunchResult, refuse_missing_data
+@contextmanager
+def tuning(study: Study, plan: Plan, tune: Tune, store: Store, display,
+           trials: int | None) -> Iterator[tuple[Tuner, HeldLock]]:
+    """What tuning on any backend shares: the block's cells and space checked before anything
+    trains, the study's lock, its datasets on disk, the Optuna study and its feed; once the
+    trials have run, the best trial and a last ingest of the folders."""
+    from runner.launch.scheduler import refuse_missing_data
 
-    lost_after = lost_after_s()
     cells = tuned_cells(study, plan, tune)
     check_space(study, tune, cells)
     with launch_lock(study.runs_dir) as lock:
         refuse_missing_data(cells, cells)
-        ostudy = open_study(study, tune, cells, create=True)
-        tuner = Tuner(study, tune, cells, ostudy, store, display, trials or tune.trials)
+        tuner = Tuner(study, tune, cells, open_study(study, tune, cells, create=True), store, display,
+                      trials or tune.trials)
+        yield tuner, lock
+        tuner.result.best = tuner.best()
+        store.ingest(study.runs_dir)
+
+
+def tune(study: Study, plan: Plan, tune: Tune, store: Store, slots, display, *, trials: int | None = None,
+         retries: int = 2, stop_grace_s: float = 30.0) -> TuneResult:
+    """Run the block's study on local workers until ``trials`` (default: the block's) trials have
+    finished: the dispatcher keeps the slots busy with the tuner's trials."""
+    from runner.launch.dispatch import Dispatcher
+    from runner.launch.scheduler import LaunchResult
+
+    lost_after = lost_after_s()
+    with tuning(study, plan, tune, store, display, trials) as (tuner, lock):
         queue = tuner.adopt()
         launch = LaunchResult()
         Dispatcher(study, queue, store, slots, display, launch, lock, retries=retries, isolate=False,
                    lost_after_s=lost_after, stop_grace_s=stop_grace_s, feed=tuner).run()
         tuner.result.interrupted = launch.interrupted
-        tuner.result.best = tuner.best()
-        store.ingest(study.runs_dir)
     return tuner.result

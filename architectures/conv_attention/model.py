@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hparams import ConvAttentionHparams
+from . import ConvAttentionHparams
 
 LN_EPS = 1e-12  # the reference's BertLayerNorm
 
@@ -110,7 +110,7 @@ class QuadraticAttention(nn.Module):
         return -0.5 * (inv[:, 0, 0] * ur * ur + 2 * inv[:, 0, 1] * ur * uc + inv[:, 1, 1] * uc * uc)
 
     def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """For probes: [B, H, N, N], the same for every image (content-free)."""
+        """For probes (``attention.GlobalAttention``): [B, H, N, N], the same for every image (content-free)."""
         return self.scores().softmax(dim=-1).expand(x.shape[0], -1, -1, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ class Learned2DAttention(nn.Module):
         return (row[..., :, None] + col[..., None, :]).reshape(b, h, s * s, s * s)
 
     def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """For probes: the softmax weights of every head, [B, H, N, N]."""
+        """For probes (``attention.GlobalAttention``): the softmax weights of every head, [B, H, N, N]."""
         b, n, d = x.shape
         if not self.use_content:
             return self.positional_scores().softmax(dim=-1).expand(b, -1, -1, -1)
@@ -239,11 +239,12 @@ class ConvAttentionNet(nn.Module):
         return self.head(x.mean(dim=1))
 
     def token_grid(self) -> tuple[int, int, int]:
-        """For probes: every pixel of the space-to-depth grid is a token; no class token."""
+        """For probes (``attention.TokenGrid``): every pixel of the space-to-depth grid is a token; no class token."""
         return self.side, self.side, 0
 
     def gaussian_heads(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (quadratic encoding only): centres Delta_h [H, 2] and spreads Sigma_h^-1 [H, 2, 2]."""
+        """For probes (``attention.GaussianHeads``): per layer (quadratic encoding only), centres
+        Delta_h [H, 2] and spreads Sigma_h^-1 [H, 2, 2]."""
         return [blk.attn.centres_and_spreads() for blk in self.blocks if isinstance(blk.attn, QuadraticAttention)]
 
 

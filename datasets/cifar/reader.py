@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ImageArray, carve
-from .errors import DataError
-from .options import CIFAR10Options, CIFAR100Options
+from ..arrays import ImageArray, carve
+from ..errors import DataError
+from . import CIFAR10Options, CIFAR100Options
 
 
 def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:

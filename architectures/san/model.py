@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hparams import SANHparams, SANPairwiseHparams, SANPatchwiseHparams, san_pools
+from . import SANHparams, SANPairwiseHparams, SANPatchwiseHparams, san_pools
 
 LAYOUTS = {"san10": [2, 1, 2, 4, 1], "san15": [3, 2, 3, 5, 2], "san19": [3, 3, 4, 6, 3]}
 SHARE = 8  # channel groups sharing one weight vector: weights have mid / SHARE channels
@@ -120,7 +120,7 @@ def position(h: int, wd: int, device: torch.device, dtype: torch.dtype) -> torch
 class PairwiseSA(nn.Module):
     """Pairwise vector self-attention: C -> mid channels."""
 
-    window_normalized = True  # softmax over the footprint (for probes)
+    window_normalized = True  # softmax over the footprint (for probes: ``attention.WindowAttention``)
 
     def __init__(self, channels: int, rel: int, mid: int, kernel: int, relation: str = "subtraction"):
         super().__init__()
@@ -163,15 +163,15 @@ class PairwiseSA(nn.Module):
         return aggregate(self.beta(x), self.weights(x), self.kernel)
 
     def window_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For probes: the weights [B, mid/8, k*k, H*W] and the key pixel of each footprint position
-        [k*k, H*W] (row-major index; reflection padding repeats pixels at the border)."""
+        """For probes (``attention.WindowAttention``): the weights [B, mid/8, k*k, H*W] and the key pixel
+        of each footprint position [k*k, H*W] (row-major index; reflection padding repeats pixels at the border)."""
         return self.weights(x), key_pixels(x.shape[-2], x.shape[-1], self.kernel, x.device)
 
 
 class PatchwiseSA(nn.Module):
     """Patchwise vector self-attention: C -> mid channels."""
 
-    window_normalized = False  # no softmax, as the reference (for probes)
+    window_normalized = False  # no softmax, as the reference (for probes: ``attention.WindowAttention``)
 
     def __init__(self, channels: int, rel: int, mid: int, kernel: int, relation: str = "concatenation"):
         super().__init__()
@@ -207,8 +207,8 @@ class PatchwiseSA(nn.Module):
         return aggregate(self.beta(x), self.weights(x), self.kernel)
 
     def window_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For probes: the weights [B, mid/8, k*k, H*W] and the key pixel of each footprint position
-        [k*k, H*W] (row-major index; reflection padding repeats pixels at the border)."""
+        """For probes (``attention.WindowAttention``): the weights [B, mid/8, k*k, H*W] and the key pixel
+        of each footprint position [k*k, H*W] (row-major index; reflection padding repeats pixels at the border)."""
         return self.weights(x), key_pixels(x.shape[-2], x.shape[-1], self.kernel, x.device)
 
 

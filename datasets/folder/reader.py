@@ -14,9 +14,9 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from .arrays import SPLIT_SEED, first_per_class
-from .errors import DataError
-from .options import ImageFolderOptions
+from ..arrays import SPLIT_SEED, first_per_class
+from ..errors import DataError
+from . import ImageFolderOptions
 
 
 class ImageFiles(Dataset):
@@ -60,7 +60,7 @@ def list_folder(folder: Path) -> tuple[tuple[str, ...], tuple[tuple[str, int], .
 
 
 def build(opts: ImageFolderOptions, split: str) -> ImageFiles:
-    from .transforms import eval_transform
+    from ..transforms import eval_transform
 
     root = Path(opts.root)
     classes, train = list_folder(root / "train")

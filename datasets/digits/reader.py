@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import ImageArray, first_per_class, select, stratified_split
-from .options import DigitsOptions
+from ..arrays import ImageArray, first_per_class, select, stratified_split
+from . import DigitsOptions
 
 
 def build(opts: DigitsOptions, split: str) -> ImageArray:

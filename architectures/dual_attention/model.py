@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hparams import DualAttentionHparams
-from .layers import activation, trunc_normal_init
+from ..layers import activation, trunc_normal_init
+from . import DualAttentionHparams
 
 
 # --- tensor helpers --------------------------------------------------------------------------
@@ -315,8 +315,8 @@ class DualAttention(nn.Module):
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def attention_probs(self, x: torch.Tensor, symbols: torch.Tensor | None = None) -> torch.Tensor:
-        """For probes: the softmax attention of every head, the ``sa`` heads then the ``ra`` heads
-        (their alpha; disrca's relation factor is left out), [B, sa + ra, N, N]."""
+        """For probes (``attention.GlobalAttention``): the softmax attention of every head, the ``sa``
+        heads then the ``ra`` heads (their alpha; disrca's relation factor is left out), [B, sa + ra, N, N]."""
         parts = []
         if self.self_attn is not None:
             a = self.self_attn
@@ -407,7 +407,8 @@ class DualAttentionTransformer(nn.Module):
         return self.head(self.norm(x))
 
     def token_grid(self) -> tuple[int, int, int]:
-        """For probes: the patch grid (rows, cols) and the tokens before it (the class token)."""
+        """For probes (``attention.TokenGrid``): the patch grid (rows, cols) and the tokens before it
+        (the class token)."""
         return self.grid, self.grid, 1
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ImageArray, carve
-from .errors import DataError
-from .options import MNISTOptions
+from ..arrays import ImageArray, carve
+from ..errors import DataError
+from . import MNISTOptions
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:

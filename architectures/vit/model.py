@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hparams import ViTHparams
-from .layers import activation, trunc_normal_init
+from ..layers import activation, trunc_normal_init
+from . import ViTHparams
 
 
 class Attention(nn.Module):
@@ -34,7 +34,8 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
     def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """For probes: the softmax weights SDPA applies, [B, heads, N, N] (SDPA never materializes them)."""
+        """For probes (``attention.GlobalAttention``): the softmax weights SDPA applies, [B, heads, N, N]
+        (SDPA never materializes them)."""
         b, n, d = x.shape
         q, k, _ = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return torch.softmax((q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5, dim=-1)
@@ -86,7 +87,8 @@ class VisionTransformer(nn.Module):
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
     def token_grid(self) -> tuple[int, int, int]:
-        """For probes: the patch grid (rows, cols) and the tokens before it (the class token)."""
+        """For probes (``attention.TokenGrid``): the patch grid (rows, cols) and the tokens before it
+        (the class token)."""
         return self.grid, self.grid, 1
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hparams import ResNetCifarHparams
+from . import ResNetCifarHparams
 
 
 class BasicBlock(nn.Module):

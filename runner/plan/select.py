@@ -1,0 +1,34 @@
+"""Selection of a plan's runs by ``--matrix`` and ``--where`` (the syntax: ``runner/study/selectors.py``)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from runner.errors import SelectionError, choices
+from runner.plan.runs import Plan, Run
+from runner.study.selectors import axes_of, holds, unknown_key
+
+
+def select(plan: Plan, *, matrix: Iterable[str] = (), where: dict[str, list[Any]] | None = None) -> list[Run]:
+    """The runs of the named matrices (all if none) that satisfy every ``where`` key."""
+    names = {m.name for m in plan.study.matrices}
+    wanted = set(matrix)
+    for n in wanted - names:
+        raise SelectionError(f"--matrix {n}: no such matrix in {plan.study.file}; defined: {choices(names)}")
+    rule = where or {}
+    _check_keys(plan, rule)
+    out = []
+    for run in plan.runs:
+        if wanted and not wanted.intersection(run.matrices):
+            continue
+        if all(holds(axes_of(run), run.config, key, values) for key, values in rule.items()):
+            out.append(run)
+    return out
+
+
+def _check_keys(plan: Plan, rule: dict[str, list[Any]]) -> None:
+    """A dotted key that no run has is a typo, not an empty selection."""
+    for key in rule:
+        problem = unknown_key(plan.runs, key)
+        if problem:
+            raise SelectionError(f"--where {key}: {problem}")
