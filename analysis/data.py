@@ -26,6 +26,7 @@ class RunView:
     finished_at: float | None
     git_commit: str | None
     hardware: tuple[str, ...]  # GPU models (or "cpu") its attempts ran on
+    reason: str | None = None  # why it is stale (what changed since it trained)
 
     @property
     def finished(self) -> bool:
@@ -51,7 +52,7 @@ class RunView:
 class ReportData:
     study: Study
     runs: list[RunView]
-    commit: str | None  # HEAD of the study's repository: runs done at another commit are stale
+    commit: str | None  # HEAD of the study's repository (shown in the page; staleness is decided before)
     store: Any = None  # runner.records.store.Store, or None before anything ran
     _series: dict = field(default_factory=dict)
 

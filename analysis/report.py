@@ -154,7 +154,7 @@ def _write(path: Path, text: str) -> None:
 
 def check(report: Report) -> list[str]:
     """One line per declared table cell that is not wholly done at HEAD: missing seeds, or seeds
-    done at another git commit (stale)."""
+    done with other training code than now (stale), and what changed since."""
     problems = []
     for r in report.tables:
         for (row, col), cell in r.cells.items():
@@ -162,8 +162,14 @@ def check(report: Report) -> list[str]:
             if cell.finished < cell.planned:
                 problems.append(f"{where}: {cell.planned - cell.finished} of {cell.planned} seed(s) not done")
             if cell.stale:
-                problems.append(f"{where}: {cell.stale} seed(s) done at another git commit than HEAD "
-                                f"{(report.data.commit or '')[:12]} (stale)")
+                problems.append(f"{where}: {cell.stale} seed(s) stale (trained with other code than now)")
+    reasons: dict[str, int] = {}
+    for r in report.tables:
+        shown = {s["run"] for s in r.sources}
+        for v in report.data.runs:
+            if v.run.id in shown and v.state == "stale" and v.reason:
+                reasons[v.reason] = reasons.get(v.reason, 0) + 1
+    problems += [f"stale: {n} run(s) {why}" for why, n in reasons.items()]
     return problems
 
 

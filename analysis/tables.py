@@ -13,10 +13,8 @@ from typing import Callable
 
 import polars as pl
 
-from runner.errors import SpecError
 from runner.states import State
 from runner.study.reports import METRIC, Table
-from runner.study.selectors import unknown_key
 
 from .data import ReportData, RunView
 
@@ -32,7 +30,7 @@ class Cell:
     planned: int  # planned seeds
     finished: int  # finished seeds (with or without the metric)
     hardware: tuple[str, ...]  # the devices its finished seeds ran on
-    stale: int  # finished seeds done at another git commit
+    stale: int  # finished seeds trained with other code than now
 
 
 @dataclass(frozen=True)
@@ -108,12 +106,9 @@ AGGREGATES: dict[str, Aggregate] = {
 
 
 def build_table(table: Table, data: ReportData) -> TableResult:
-    """Aggregate the runs ``table.where`` keeps (within the selection) per table cell."""
-    for what, keys in (("rows", table.rows), ("columns", table.columns), ("where", tuple(table.where))):
-        for key in keys:
-            problem = key != METRIC and unknown_key([v.run for v in data.runs], key)
-            if problem:
-                raise SpecError(data.study.file, f"[[table]] {table.name}", f"{what}: {key}: {problem}")
+    """Aggregate the runs ``table.where`` keeps (within the selection) per table cell. Its keys,
+    metrics and one configuration per cell were checked against the whole plan when the study
+    loaded (``runner/plan/check.py``): a selection that holds fewer runs is no reason to refuse."""
     runs = data.where(table.where)
 
     def key_of(view: RunView, keys: tuple[str, ...], metric: str) -> tuple[str, ...]:
@@ -135,7 +130,6 @@ def build_table(table: Table, data: ReportData) -> TableResult:
                                           "finished": pl.Boolean, "value": pl.Float64, "finished_at": pl.Float64,
                                           "stale": pl.Boolean, "hardware": pl.Utf8})
     cells = _aggregate(frame, table)
-    _refuse_mixed_cells(frame, table, data)
     rows = _ordered(frame["row"], table.rows, table, data)
     columns = _ordered(frame["column"], table.columns, table, data)
     result = TableResult(table, rows, columns, cells, frozenset(), sources)
@@ -187,30 +181,6 @@ def _aggregate(frame: pl.DataFrame, table: Table) -> dict:
     return cells
 
 
-def _refuse_mixed_cells(frame: pl.DataFrame, table: Table, data: ReportData) -> None:
-    """A table cell must hold one configuration's seeds; averaging over a grid nobody asked for
-    would print a number that no run measured."""
-    mixed = (frame.group_by(["row", "column"], maintain_order=True).agg(pl.col("cell").unique(maintain_order=True))
-             .filter(pl.col("cell").list.len() > 1))
-    if mixed.is_empty():
-        return
-    row, column, cells = mixed.row(0)
-    configs = {v.run.cell: v.run.config for v in data.runs if v.run.cell in cells[:2]}
-    differ = ", ".join(_differing_keys(*configs.values())) or "their configs"
-    where = " / ".join(row.split(SEP) + column.split(SEP))
-    raise SpecError(data.study.file, f"[[table]] {table.name}",
-                    f"rows and columns: the table cell {where} holds {len(cells)} configurations (cells {', '.join(cells[:3])}) that "
-                    f"differ in {differ}; add that key to rows or columns, or narrow the table's where")
-
-
-def _differing_keys(a: dict, b: dict) -> list[str]:
-    out = []
-    for section in ("architecture", "dataset", "train"):
-        sa, sb = a.get(section, {}), b.get(section, {})
-        out += [k if section == "train" else f"{section}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
-    return out
-
-
 def _best(result: TableResult) -> frozenset:
     """Per column and metric, the cells showing the best value (ties all bold; none when all tie)."""
     bold = set()
@@ -234,7 +204,7 @@ def table_notes(result: TableResult) -> list[str]:
     """The footnotes every format prints under the table, in the same words."""
     t, cells = result.table, list(result.cells.values())
     if not cells:
-        return ["empty: no planned run of the selection meets this table's where (nor --where, --matrix)"]
+        return ["empty: the selection (--matrix, --where) holds none of this table's runs; `runner report` shows them"]
     unfinished = sum(1 for c in cells if c.finished == 0)
     no_value = sum(1 for c in cells if c.finished > 0 and c.n == 0)
     partial = sum(1 for c in cells if 0 < c.n < c.planned)
@@ -252,7 +222,8 @@ def table_notes(result: TableResult) -> list[str]:
         devices = sorted({h for c in mixed for h in c.hardware})
         notes.append(f"†: {len(mixed)} cell(s) whose seeds ran on different hardware ({', '.join(devices)})")
     if stale:
-        notes.append(f"{stale} cell(s) hold runs done at another git commit than HEAD (`runner launch --rerun stale`)")
+        notes.append(f"{stale} cell(s) hold stale runs, trained with other code than now (`runner plan` says what "
+                     "changed, `runner launch --rerun stale` trains them again)")
     planned = sorted({c.planned for c in cells})
     what = f"`{t.metric}` {_scaled(t.styles[t.metric].scale)}; " if len(t.metrics) == 1 else ""
     seeds = "/".join(map(str, planned)) if planned else "0"

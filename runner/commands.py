@@ -53,6 +53,22 @@ def with_upstream_runs(sel: Selection) -> Selection:
     return Selection(sel.study, sel.plan, with_upstreams(sel.runs, sel.plan.by_id()))
 
 
+def refuse_before_writing(sel: Selection, slots=None) -> None:
+    """A launch into a study with no store yet refuses missing data (and runs wider than the
+    slots) before it creates the database, the run folders or the lock: a refused launch writes
+    nothing. With a store, the launcher checks the same under its lock, against what is done."""
+    from runner.study.spec import sqlite_path
+
+    path = sqlite_path(sel.study.store)
+    if path is None or path.exists() or _has_folders(sel.study):
+        return
+    from runner.launch.scheduler import refuse_missing_data, refuse_too_wide
+
+    refuse_missing_data(sel.runs, sel.runs)
+    if slots is not None:
+        refuse_too_wide(sel.runs, slots)
+
+
 def open_store(study: Study, *, create: bool) -> "Store | None":
     from runner.study.spec import sqlite_path
 
@@ -79,7 +95,10 @@ def store_for(study: Study, *, ingest: bool) -> "Store | None":
 
 def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[str, RunRecord]":
     """Store records of the selected runs; with ``ingest`` the run folders are read into the store first."""
-    store = store_for(sel.study, ingest=ingest)
+    return records_in(sel, store_for(sel.study, ingest=ingest), details=details)
+
+
+def records_in(sel: Selection, store: "Store | None", *, details: bool = True) -> "dict[str, RunRecord]":
     ids = [r.id for r in with_upstreams(sel.runs, sel.plan.by_id())]  # their state decides if a run is stale
     return store.runs(ids, details=details) if store is not None else {}
 
@@ -90,7 +109,8 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
     launcher will do, shown as queued until they start."""
     queued = set(queued)
     by_id = sel.plan.by_id()
-    states, why_stale = effective_states(sel.runs, records, git_commit(sel.study.dir), by_id)
+    states, why_stale = effective_states(sel.runs, records, git_commit(sel.study.dir), by_id, current_code().hash)
+    why_stale = with_code_changes(why_stale, records)
     stage = depths(sel.runs, by_id)
     out = []
     for run in sel.runs:
@@ -110,6 +130,85 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
             entry["config"] = run.config
         out.append(entry)
     return out
+
+
+def orphans(sel: Selection, store: "Store | None") -> "list[RunRecord]":
+    """Done runs in the store that the study no longer plans (orphaned by an edit or a rename),
+    newest first; nothing is deleted. Tuning trials belong to no matrix and are not orphans."""
+    if store is None:
+        return []
+    planned = {r.id for r in sel.plan.runs}
+    found = [r for r in store.runs(details=False).values()
+             if r.id not in planned and r.state == State.DONE and r.matrices]
+    return sorted(found, key=lambda r: -(r.finished_at or 0.0))
+
+
+def explain(sel: Selection, entries: list[dict[str, Any]], store: "Store | None",
+            gone: "list[RunRecord]") -> None:
+    """For each missing run whose label a done orphan has, the keys that differ from it and the
+    block that set each new value: ``train.lr 0.002 -> 0.003 ([[override]] #1 set)``. Adds
+    ``changed_from`` to those entries."""
+    by_label: dict[str, Any] = {}
+    for rec in gone:
+        by_label.setdefault(rec.label, rec)  # the newest done one of that label
+    runs = sel.plan.by_id()
+    for e in entries:
+        old = by_label.get(e["label"]) if e["state"] == State.MISSING else None
+        if old is None or store is None:
+            continue
+        run = runs[e["id"]]
+        e["changed_from"] = {"run": old.id, "changes": config_changes(store.config(old.id) or {}, run)}
+
+
+def config_changes(old: dict[str, Any], run: Run) -> list[str]:
+    """``section.key old -> new (origin)`` for each key whose value differs from an older config."""
+    from runner.study.messages import show_value
+
+    out = []
+    for section in ("architecture", "dataset", "train"):
+        before, now = old.get(section) or {}, run.config.get(section) or {}
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key):
+                origin = run.origins.get((section, key))
+                shown = lambda v: "(unset)" if v is None else show_value(v)  # noqa: E731
+                out.append(f"{section}.{key} {shown(before.get(key))} -> {shown(now.get(key))}"
+                           + (f" ({origin})" if origin else ""))
+    if old.get("seed") != run.config.get("seed"):
+        out.append(f"seed {old.get('seed')} -> {run.config.get('seed')}")
+    return out or ["the same config (its id changed with the runner's id rule)"]
+
+
+def current_code():
+    """The fingerprint of the training code installed now (``runner/records/fingerprint.py``)."""
+    from runner.records.fingerprint import current
+
+    return current()
+
+
+def with_code_changes(why_stale: dict[str, str], records: "dict[str, RunRecord]") -> dict[str, str]:
+    """Each stale run's reason with the files changed since its fingerprint (one folder read per
+    distinct fingerprint: thousands of runs trained by one code version share it)."""
+    changed: dict[str | None, str] = {}
+    out = {}
+    for i, why in why_stale.items():
+        rec = records.get(i)
+        if rec is not None and rec.code_hash not in changed:
+            changed[rec.code_hash] = code_changes(rec)
+        out[i] = why + (changed[rec.code_hash] if rec is not None else "")
+    return out
+
+
+def code_changes(record: "RunRecord | None") -> str:
+    """``; changed: architectures/vit/model.py, ...``: what differs from the fingerprint a done run
+    recorded (read from its folder's last attempt), empty when it recorded none."""
+    if record is None or record.code_hash is None:
+        return ""
+    from runner.records.fingerprint import changes
+
+    attempts = RunFolder(Path(record.folder)).read().attempts
+    recorded = ((attempts[-1].get("provenance") or {}).get("code") if attempts else None)
+    changed = changes(recorded, current_code())
+    return f"; changed: {', '.join(changed[:6])}{' and more' if len(changed) > 6 else ''}" if changed else ""
 
 
 def join_slurm(sel: Selection, entries: list[dict[str, Any]]) -> None:
@@ -235,13 +334,18 @@ def show(study: Study, run_id: str) -> dict[str, Any]:
     ids = store.find(run_id)
     if len(ids) == 1:
         store.ingest_probes(study.runs_dir, ids)
+    if not ids and (cells := store.find_cell(run_id)):  # `runner plan` shows cell ids: list the cell's runs
+        return {"cell": cells[0][0] if len({c[0] for c in cells}) == 1 else run_id,
+                "runs": [{"id": i, "label": label, "state": state} for _, i, label, state in cells]}
     if len(ids) != 1:
         raise SelectionError(f"{run_id}: " + ("no run with this id" if not ids else
                                               f"ambiguous, matches {', '.join(sorted(ids)[:5])}"))
     rec = store.runs(ids)[ids[0]]
+    planned = expand(study).by_id().get(rec.id)  # the label the study gives it now (a rename shows)
     series = store.metrics(ids)
     last_epoch = max((m["epoch"] for m in series), default=None)
-    return {"id": rec.id, "cell": rec.cell, "label": rec.label, "state": rec.state, "reason": rec.reason,
+    return {"id": rec.id, "cell": rec.cell, "label": planned.label if planned else rec.label,
+            "planned": planned is not None, "state": rec.state, "reason": rec.reason,
             "matrix": list(rec.matrices), "config": store.config(rec.id), "summary": rec.summary, "folder": rec.folder,
             "attempts": store.attempts(rec.id),
             "last_metrics": {m["name"]: m["value"] for m in series if m["epoch"] == last_epoch},
@@ -263,13 +367,15 @@ def report_data(sel: Selection) -> "ReportData":
     records = store.runs(ids, progress=False) if store is not None else {}
     hardware = store.hardware() if store is not None and records else {}
     commit = git_commit(sel.study.dir)
-    states, _ = effective_states(sel.runs, records, commit, sel.plan.by_id())
+    states, why = effective_states(sel.runs, records, commit, sel.plan.by_id(), current_code().hash)
+    why = with_code_changes(why, records)
     views = []
     for run in sel.runs:
         rec = records.get(run.id)
+        reason = why.get(run.id)
         views.append(RunView(run, states[run.id], rec.summary if rec else None,
                              rec.finished_at if rec else None, rec.git_commit if rec else None,
-                             hardware.get(run.id, ())))
+                             hardware.get(run.id, ()), reason))
     return ReportData(sel.study, views, commit, store)
 
 

@@ -164,3 +164,23 @@ def test_registries_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_shipped_timm_catalogue_is_the_pinned_timms():
+    """runner plan checks timm names and keywords against catalog.json without importing timm."""
+    from architectures.timm_models import catalog
+
+    assert catalog.FILE.read_text() == catalog.text(catalog.generate()), \
+        "out of date: regenerate with `python -m architectures.timm_models.catalog`"
+
+
+def test_timm_names_and_keywords_are_checked_without_timm():
+    from architectures.timm_models import TimmHparams
+
+    assert TimmHparams.check_model("timm:resnet18", {"drop_rate": 0.1, "pretrained": False}) is None
+    assert TimmHparams.check_model("timm:resnet18.a1_in1k", {}) is None
+    assert TimmHparams.check_model("timm:vit_tiny_patch16_224", {"patch_size": 8, "drop_path_rate": 0.1}) is None
+    key, message = TimmHparams.check_model("timm:resnet18x", {})
+    assert key == "model" and 'has no model "resnet18x"; did you mean resnet18' in message
+    key, message = TimmHparams.check_model("timm:resnet18", {"drop_rat": 0.1})
+    assert key == "drop_rat" and "not a keyword of timm's resnet18" in message and "drop_rate" in message

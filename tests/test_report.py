@@ -101,7 +101,8 @@ def test_where_restricts_the_tables(known):
 def test_a_table_the_selection_leaves_empty_says_so(known):
     splits = {t.table.name: t for t in _report(known, "dataset=small").tables}["splits"]  # splits: digits only
     assert not splits.cells
-    assert splits.notes() == ["empty: no planned run of the selection meets this table's where (nor --where, --matrix)"]
+    assert splits.notes() == ["empty: the selection (--matrix, --where) holds none of this table's runs; "
+                              "`runner report` shows them"]
 
 
 def test_markdown_latex_csv_and_runs_match_their_golden_files(known):
@@ -219,6 +220,33 @@ def test_format_runs_table_and_out_options(known, tmp_path):
     assert bad.returncode == 2 and "--format docx: choose one of md, latex, csv, html" in bad.stderr
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_filtered_report_prints_and_leaves_the_report_folder_byte_identical(known, tmp_path):
+    """results/report/ is the paper: only a whole `runner report` writes it. A --table, --where or
+    --matrix report prints what was asked and writes nothing; --out DIR writes that selection there."""
+    from conftest import cli
+
+    assert cli("report", "--no-figures", cwd=known).returncode == 0
+    paper = known / "results" / "report"
+    before = _files(paper)
+    for args in (["--table", "accuracy"], ["--where", "architecture=vit"], ["--matrix", "main", "--format", "latex"],
+                 ["--where", "dataset=small", "--format", "html"], ["--table", "splits", "--format", "csv"]):
+        proc = cli("report", *args, cwd=known)
+        assert proc.returncode == 0 and proc.stdout.strip(), (args, proc.stderr)
+        assert proc.stderr.startswith("nothing written: a report filtered by"), proc.stderr
+    assert _files(paper) == before
+    vit = cli("report", "--where", "architecture=vit", "--out", str(tmp_path / "vit"), cwd=known)
+    assert vit.returncode == 0 and "written to" in vit.stderr
+    assert "| cnn |" not in (tmp_path / "vit" / "accuracy.md").read_text()
+    assert "| cnn |" not in (tmp_path / "vit" / "index.html").read_text()  # the page: the same selection
+    figure = cli("report", "--figure", "learning_curves", cwd=known)
+    assert figure.returncode == 2 and figure.stderr.startswith("--figure learning_curves: a figure is a file")
+    assert _files(paper) == before
+
+
 def _git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
@@ -250,17 +278,19 @@ def test_check_fails_on_missing_or_stale_cells_and_passes_when_all_is_done_at_he
             write_run(sel.study, run, {"test_acc": 0.5, "test_loss": 1.0}, commit=head)
     proc = run_cli("report", "--check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout
-    assert proc.stdout.strip() == "report check: all 18 cell(s) of 3 table(s) done at HEAD"
+    assert proc.stdout.strip() == "report check: all 18 cell(s) of 3 table(s) done with the code installed now"
 
-    # a new commit makes every cell stale
+    # these runs recorded no code fingerprint (as an older runner's): a new commit makes every cell stale
     (tmp_path / "notes.txt").write_text("x")
     _git(tmp_path, "add", "notes.txt")
     _git(tmp_path, "commit", "-qm", "more")
     proc = run_cli("report", "--check", "--table", "accuracy", cwd=tmp_path)
     assert proc.returncode == 1
-    assert f"accuracy: vit / digits: 3 seed(s) done at another git commit than HEAD {_git(tmp_path, 'rev-parse', 'HEAD')[:12]} (stale)" in proc.stdout
+    assert "accuracy: vit / digits: 3 seed(s) stale (trained with other code than now)" in proc.stdout
+    assert (f"stale: 18 run(s) recorded before code fingerprints, so judged by its git commit: done at {head[:12]}, "
+            f"HEAD is {_git(tmp_path, 'rev-parse', 'HEAD')[:12]}") in proc.stdout
     report = run_cli("report", "--table", "accuracy", cwd=tmp_path).stdout
-    assert "6 cell(s) hold runs done at another git commit than HEAD" in report
+    assert "6 cell(s) hold stale runs, trained with other code than now" in report
 
 
 def test_report_without_a_store_shows_every_cell_missing(tmp_path):

@@ -114,13 +114,24 @@ def test_six_trials_with_pruning_then_apply_changes_exactly_the_tuned_cells(tmp_
     import tomllib
 
     (override,) = tomllib.loads(text)["override"]
-    assert override["set"] == {"lr": study.best_params["lr"]} and override["match"] == {"architecture": "vit"}
+    from runner.tune.apply import readable
+
+    others = [t.params["lr"] for t in study.get_trials() if t.number != study.best_trial.number and "lr" in t.params]
+    assert override["set"] == {"lr": readable(study.best_params["lr"], others)} and override["match"] == {"architecture": "vit"}
     assert override["tuned_by"] == {"study": "vit_lr", "trial": study.best_trial.number, "metric": "best_val_acc",
                                     "value": study.best_value}
     # applying again updates that override instead of adding a second one
     assert run_cli("tune", "vit_lr", "--apply", cwd=tmp_path).returncode == 0
     assert len(tomllib.loads((tmp_path / "experiments.toml").read_text())["override"]) == 1
     assert plan_ids(tmp_path) == after
+
+
+def test_applied_values_are_readable_but_still_tell_the_trials_apart():
+    from runner.tune.apply import readable
+
+    assert readable(0.0012345678901, [0.002, 0.0005]) == 0.001235
+    assert readable(0.0012345678901, [0.0012349]) == 0.0012346  # 4 digits would make them one value
+    assert readable(64, [32]) == 64 and readable("cosine", []) == "cosine" and readable(True, []) is True
 
 
 def start_tune(d: Path) -> subprocess.Popen:
@@ -210,7 +221,7 @@ def test_tune_refuses_before_training_what_cannot_run(tmp_path):
 
     write_study(tmp_path, STUDY.replace('match = { architecture = "vit" }', 'match = { architecture = "vgg" }'))
     out = run_cli("tune", "vit_lr", cwd=tmp_path)
-    assert out.returncode == 2 and "matches no cell of the study" in out.stderr, out.stderr
+    assert out.returncode == 2 and '[tune.vit_lr] match matches no cell: architecture = "vgg"; architectures are vit' in out.stderr, out.stderr
     write_study(tmp_path, STUDY)
     for args, message in ((["tune", "vit_lrr"], "no such block; defined: vit_lr"),
                           (["tune", "vit_lr", "--apply"], "has no trials yet")):

@@ -60,13 +60,23 @@ def _root(version: Annotated[bool, typer.Option(
 
 @app.command(cls=Command)
 def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt = None, json_: JsonOpt = False,
-         sync: Annotated[bool, typer.Option("--sync", help="Ingest the run folders into the store first.")] = False):
+         sync: Annotated[bool, typer.Option("--sync", help="Ingest the run folders into the store first.")] = False,
+         explain: Annotated[bool, typer.Option(
+             "--explain", help="For each missing run that was done under another config, the keys that changed.")] = False,
+         orphans: Annotated[bool, typer.Option(
+             "--orphans", help="List the done runs the study no longer plans (nothing is deleted).")] = False):
     """Validate and expand the study; show each cell and its state in the store (writes nothing without --sync)."""
     from runner import commands as c
 
     sel = c.load(file, matrix or (), where or ())
-    entries = c.run_entries(sel, c.records_for(sel, ingest=sync, details=json_), with_config=json_)
+    store = c.store_for(sel.study, ingest=sync)
+    entries = c.run_entries(sel, c.records_in(sel, store, details=json_), with_config=json_)
+    gone = c.orphans(sel, store)
+    if json_ or explain:
+        c.explain(sel, entries, store, gone)
     view = c.overview(entries) | {"missing_data": c.data_warnings(sel, entries)}
+    view["orphans"] = [{"id": r.id, "label": r.label, "matrix": list(r.matrices), "finished_at": r.finished_at}
+                       for r in gone]
     if json_:
         from runner.cli.render import print_json
 
@@ -78,6 +88,21 @@ def plan(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereOpt
 
     plan_view(sel.study.name, entries)
     console.print(_counts_line(view["counts"]))
+    stale = [e for e in entries if e["state"] == State.STALE]
+    for e in stale[:10]:  # what changed since they trained: `--rerun stale` trains them again
+        console.print(f"[yellow]stale[/] {escape(e['label'])}: {escape(e['reason'] or '')}", soft_wrap=True)
+    if len(stale) > 10:
+        console.print(f"… and {len(stale) - 10} more stale run(s) (`runner plan --json` lists them)")
+    for e in entries if explain else ():
+        if e.get("changed_from"):
+            console.print(f"{escape(e['label'])}: {escape('; '.join(e['changed_from']['changes']))} "
+                          f"[dim](was {e['changed_from']['run']})[/]", soft_wrap=True)
+    if gone and orphans:
+        for r in gone:
+            console.print(f"[dim]orphan[/] {escape(r.label)} {r.id} [dim]({', '.join(r.matrices)})[/]")
+    elif gone:
+        console.print(f"{len(gone)} done run(s) in the store the study no longer plans (an edit or a rename; kept): "
+                      "`runner plan --orphans` lists them" + (", `--explain` says what changed" if not explain else ""))
     for line in stage_lines(sel.runs, sel.plan.by_id()):  # upstreams train first
         console.print(escape(line))
     for m in view["missing_data"]:
@@ -91,7 +116,7 @@ def launch(
     gpus: GpusOpt = None, per_gpu: PerGpuOpt = 1, workers: WorkersOpt = None,
     rerun: Annotated[Optional[list[str]], typer.Option(
         "--rerun", metavar="STATE", autocompletion=words(*sorted(RERUNNABLE)),
-        help="Also run again: failed, stale (done at another git commit). Repeatable.")] = None,
+        help="Also run again: failed, stale (trained with other code than now). Repeatable.")] = None,
     retries: Annotated[int, typer.Option(
         "--retries", min=0, metavar="N",
         help="Attempts a run gets again when its worker dies or hangs (it resumes from its checkpoint).")] = 2,
@@ -147,6 +172,7 @@ def launch(
     from runner.launch.scheduler import launch as do_launch
 
     slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
+    c.refuse_before_writing(sel, slots)
     store = c.open_store(sel.study, create=True)
     with LaunchDisplay(total=len(sel.runs)) as display:
         result = do_launch(sel.study, sel.runs, store, slots, display, rerun=set(rerun or ()),
@@ -167,6 +193,7 @@ def _submit(sel, flags: dict, rerun: set[str]) -> None:
 
     options = validate(SlurmOptions, {**sel.study.slurm, **flags}, sel.study.file,
                        "[slurm] with the command line's flags" if flags else "[slurm]")
+    c.refuse_before_writing(sel)
     submit_lines(submit_to_slurm(sel.study, sel.runs, c.open_store(sel.study, create=True), options, rerun=rerun))
 
 
@@ -222,7 +249,7 @@ def tune(
 
         options = validate(SlurmOptions, study.slurm, study.file, "[slurm]")
         store = c.open_store(study, create=True)
-        with LaunchDisplay(total=trials or block.trials) as display:
+        with LaunchDisplay(total=trials or block.trials, metric=block.metric) as display:
             result = tune_on_slurm(study, plan, block, store, options, display, trials=trials)
     else:
         from runner.backends.local import make_slots
@@ -230,7 +257,7 @@ def tune(
 
         slots = make_slots(gpus=gpus, per_gpu=per_gpu, workers=workers)
         store = c.open_store(study, create=True)
-        with LaunchDisplay(total=trials or block.trials) as display:
+        with LaunchDisplay(total=trials or block.trials, metric=block.metric) as display:
             result = do_tune(study, plan, block, store, slots, display, trials=trials, retries=retries)
     console.print(escape(tune_line(result, block.metric, study.file, name)))
     if result.stopped_for:
@@ -357,12 +384,15 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
            fmt: Annotated[str, typer.Option(
                "--format", metavar="FORMAT", help="What stdout shows: md, latex, csv or html.")] = "md",
            out: Annotated[Optional[Path], typer.Option(
-               "--out", metavar="DIR", help="Directory for the files (default: the study's report_dir).")] = None,
+               "--out", metavar="DIR", help="Write the files here. A whole report writes the study's report_dir; one filtered by "
+                            "--matrix, --where, --table or --figure only prints unless --out is given.")] = None,
            no_figures: Annotated[bool, typer.Option("--no-figures", help="Tables only.")] = False,
            runs: Annotated[bool, typer.Option("--runs", help="Print the runs behind the tables (CSV) instead.")] = False,
            check: Annotated[bool, typer.Option("--check", help="Exit 1 if a declared cell is missing or stale; write nothing.")] = False):
     """The study's tables and figures from the store: stdout shows the tables; the report directory gets
-    each table as Markdown, LaTeX and CSV, the runs behind them, the figures (PNG, PDF) and index.html."""
+    each table as Markdown, LaTeX and CSV, the runs behind them, the figures (PNG, PDF) and index.html.
+
+    A filtered report (--matrix, --where, --table, --figure) prints and writes nothing unless --out DIR."""
     from analysis import report as r
 
     from runner import commands as c
@@ -374,14 +404,23 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
     sel = c.load(file, matrix or (), where or ())
     command = ["runner", "report", *(["-f", str(file)] if file != DEFAULT_FILE else []),
                *(a for m in matrix or () for a in ("--matrix", m)), *(a for w in where or () for a in ("--where", w))]
-    rep = c.report(sel, command, tables=table or (), figures=figure or (), with_figures=not (no_figures or check or runs))
+    # the study's report folder is the paper: only a whole report writes it; a filtered one prints
+    filtered = bool(matrix or where or table or figure)
+    if figure and out is None and not (check or runs):
+        from runner.errors import SelectionError
+
+        raise SelectionError(f"--figure {figure[0]}: a figure is a file, and a filtered report writes only with --out; "
+                             f"add --out DIR (`runner report` alone redraws {sel.study.report_dir}/figures/)")
+    writes = out is not None or not (filtered or check or runs)
+    rep = c.report(sel, command, tables=table or (), figures=figure or (),
+                   with_figures=writes and not (no_figures or check or runs))
     if check:
         problems = r.check(rep)
         for line in problems:
             print(line)
         cells = sum(len(t.cells) for t in rep.tables)
         print(f"report check: {len(problems)} problem(s) in {cells} cell(s) of {len(rep.tables)} table(s)"
-              if problems else f"report check: all {cells} cell(s) of {len(rep.tables)} table(s) done at HEAD")
+              if problems else f"report check: all {cells} cell(s) of {len(rep.tables)} table(s) done with the code installed now")
         if problems:
             raise typer.Exit(1)
         return
@@ -393,6 +432,11 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
     if not rep.tables and not rep.figures and not rep.texts:
         print(f"{sel.study.file}: nothing to report: no [[table]] declared (or selected) and no finished run to draw",
               file=sys.stderr)
+        return
+    if not writes:
+        sys.stdout.write(r.render(rep, fmt))
+        print(f"nothing written: a report filtered by --matrix, --where, --table or --figure only prints; "
+              f"add --out DIR to write its files ({sel.study.report_dir}/ is what `runner report` writes)", file=sys.stderr)
         return
     out_dir = out or sel.study.report_dir
     written = r.write(rep, out_dir)
@@ -406,7 +450,7 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
 
 
 @app.command(cls=Command)
-def show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix of one.")],
+def show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix of one (a cell id, as `runner plan` shows, lists its runs).")],
          file: FileOpt = DEFAULT_FILE, json_: JsonOpt = False):
     """Everything known of one run: config, attempts with provenance, summary, last metrics.
 

@@ -57,7 +57,7 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
         cells[e["cell"]].append(e)
     table = Table(title=f"plan of {escape(study_name)}", title_justify="left")
     table.add_column("cell", overflow="fold", ratio=3)
-    table.add_column("id", style="dim", no_wrap=True)
+    table.add_column("cell id", style="dim", no_wrap=True)  # `runner show CELL_ID` lists its runs
     for col in ("matrix", "seeds", "states"):
         table.add_column(col, overflow="fold")
     for i, (cell, runs) in enumerate(cells.items()):
@@ -173,8 +173,14 @@ def tuning_view(studies: list[dict]) -> None:
 
 
 def show_view(info: dict) -> None:
+    if "runs" in info:  # a cell id: its runs, each one `runner show RUN_ID`
+        console.print(f"cell {info['cell']}: {len(info['runs'])} run(s); `runner show RUN_ID` shows one")
+        for r in info["runs"]:
+            console.print(f"  {r['id']}  {escape(r['label'])}  [{STATE_STYLE.get(r['state'], '')}]{r['state']}[/]")
+        return
     console.print(f"[bold]{escape(info['label'])}[/]  id {info['id']}  cell {info['cell']}  "
-                  f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]"
+                  + ("" if info.get("planned", True) else "[dim](no longer planned by the study)[/]  ")
+                  + f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]"
                   + (f": {escape(info['reason'])}" if info["reason"] else ""))
     console.print(f"folder {escape(info['folder'])}")
     console.print("config " + escape(json.dumps(info["config"], sort_keys=True)))
@@ -205,10 +211,11 @@ def show_view(info: dict) -> None:
 
 
 class LaunchDisplay:
-    """Live progress on a terminal; one line per finished run elsewhere (logs, CI)."""
+    """Live progress on a terminal; one line per finished run elsewhere (logs, CI). ``metric``: the
+    number each finished line shows (a tuning trial shows its objective, never a test metric)."""
 
-    def __init__(self, total: int, already_done: int = 0):
-        self.total, self.already_done, self.finished_n = total, already_done, 0
+    def __init__(self, total: int, already_done: int = 0, metric: str = "test_acc"):
+        self.total, self.already_done, self.finished_n, self.metric = total, already_done, 0, metric
         self.slots: dict[str, tuple[Any, str]] = {}  # slot name -> (run, slot)
         self.records: dict = {}
         self.start = time.monotonic()
@@ -254,7 +261,7 @@ class LaunchDisplay:
             if r.id == run.id:
                 del self.slots[name]
         s = (record.summary if record else None) or {}
-        detail = (f"test_acc={_fmt(s.get('test_acc'))} in {_duration(s.get('train_time_s'))}" if state == State.DONE
+        detail = (f"{self.metric}={_fmt(s.get(self.metric))} in {_duration(s.get('train_time_s'))}" if state == State.DONE
                   else (reason or ""))
         console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {escape(run.label)} [dim]{run.id}[/] {escape(detail)}")
         self._refresh()
@@ -320,23 +327,31 @@ def submit_lines(result) -> None:
                           "are not submitted again while they may still run (`runner status` shows them as unknown; "
                           "`runner cancel` them to submit them again)")
     if not result.submitted:
-        console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done{waiting}")
+        console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done"
+                      f"{stale_hint(result.stale)}{waiting}")
         return
     arrays = sorted({j.split("_")[0] for j in result.job_ids})
     console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
                   f"({result.already_done} were already done{waiting}); follow them with `runner status`")
 
 
+def stale_hint(stale: int) -> str:
+    """What a launch says of the stale runs it left alone: how to train them again."""
+    return (f", {stale} stale (trained with other code; `runner plan` says what changed, "
+            "`--rerun stale` trains them again)") if stale else ""
+
+
 def launch_lines(result) -> None:
     """``runner launch``'s closing lines: what ran and how it ended, then each failure's reason."""
     ran = result.done + result.failed + result.lost + result.cancelled + result.blocked
     if ran == 0 and not result.interrupted:
+        rest = result.selected - result.already_done - result.stale
         console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
-                      + (", the rest failed or stale (see --rerun)" if result.already_done < result.selected else ""))
+                      + stale_hint(result.stale) + (f", {rest} failed (`--rerun failed` runs them again)" if rest > 0 else ""))
     else:
         console.print(f"{result.done} done, {result.failed} failed, {result.lost} lost, {result.cancelled} cancelled "
                       f"or interrupted" + (f", {result.blocked} blocked" if result.blocked else "")
-                      + f" ({result.already_done} were already done"
+                      + f" ({result.already_done} were already done" + stale_hint(result.stale)
                       + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
     for label, state, reason in result.failures:
         err_console.print(f"[red]{state}[/] {escape(label)}: {escape(reason)}", soft_wrap=True)

@@ -21,6 +21,7 @@ from runner.launch.data_check import missing_data
 from runner.plan.diff import effective_states
 from runner.plan.runs import Run
 from runner.plan.stages import depths
+from runner.records import fingerprint
 from runner.records.provenance import git_commit
 from runner.records.runfolder import RunFolder, lost_after_s
 from runner.study.spec import Study
@@ -32,6 +33,7 @@ from runner.states import INCOMPLETE, State
 class LaunchResult:
     selected: int = 0
     already_done: int = 0
+    stale: int = 0  # done with other training code, left alone (no --rerun stale)
     done: int = 0
     failed: int = 0
     lost: int = 0  # the worker died or hung more often than --retries allows
@@ -58,11 +60,19 @@ def run_json(run: Run, study: Study) -> dict:
             **({"wandb": study.wandb} if study.wandb else {})}
 
 
-def runs_to_do(runs: list[Run], records: dict[str, RunRecord], commit: str | None, rerun: set[str]) -> list[Run]:
-    """Incomplete runs, plus failed/stale ones when asked; never done or running ones. A run is
-    stale also when its upstream is (``runner/plan/stages.py``); ``runs`` holds the upstreams it needs."""
-    states, _ = effective_states(runs, records, commit, {r.id: r for r in runs})
-    return [r for r in runs if (s := states[r.id]) in INCOMPLETE or s in rerun]
+def runs_to_do(runs: list[Run], records: dict[str, RunRecord], commit: str | None, rerun: set[str],
+               code: str | None = None) -> tuple[list[Run], dict[str, str]]:
+    """Incomplete runs, plus failed/stale ones when asked; never done or running ones; and every
+    run's state. A run is stale also when its upstream is (``runner/plan/stages.py``); ``runs``
+    holds the upstreams it needs."""
+    states, _ = effective_states(runs, records, commit, {r.id: r for r in runs}, code)
+    return [r for r in runs if (s := states[r.id]) in INCOMPLETE or s in rerun], states
+
+
+def left_alone(runs: list[Run], states: dict[str, str], todo: list[Run], state: str) -> int:
+    """The selected runs in ``state`` a launch does not run (done ones; stale ones without --rerun stale)."""
+    doing = {r.id for r in todo}
+    return sum(1 for r in runs if r.id not in doing and states[r.id] == state)
 
 
 def refuse_missing_data(todo: list[Run], selected: list[Run]) -> None:
@@ -114,8 +124,9 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
     with launch_lock(study.runs_dir) as lock:
         store.ingest(study.runs_dir)
         records = store.runs([r.id for r in runs])
-        todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
-        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == State.DONE)
+        todo, states = runs_to_do(runs, records, git_commit(study.dir), rerun, fingerprint.current().hash)
+        result.already_done = left_alone(runs, states, todo, State.DONE)
+        result.stale = left_alone(runs, states, todo, State.STALE)
         if not todo:
             return result
         refuse_missing_data(todo, runs)
@@ -146,6 +157,7 @@ def slurm_groups(todo: list[Run], by_id: dict[str, Run]) -> list[list[Run]]:
 class SubmitResult:
     selected: int = 0
     already_done: int = 0
+    stale: int = 0
     submitted: int = 0
     job_ids: list[str] = field(default_factory=list)  # one per array task
     in_slurm: int = 0  # left alone: their task may still run them
@@ -166,8 +178,9 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
     with launch_lock(study.runs_dir):
         store.ingest(study.runs_dir)
         records = store.runs([r.id for r in runs])
-        todo = runs_to_do(runs, records, git_commit(study.dir), rerun)
-        result.already_done = sum(1 for r in runs if records.get(r.id) and records[r.id].state == State.DONE)
+        todo, states = runs_to_do(runs, records, git_commit(study.dir), rerun, fingerprint.current().hash)
+        result.already_done = left_alone(runs, states, todo, State.DONE)
+        result.stale = left_alone(runs, states, todo, State.STALE)
         tasks = {r.id: t for r in todo if (t := backend.handle_of(r.id))}
         answers = backend.poll(set(tasks.values()))
 

@@ -1,8 +1,10 @@
 """The plan against the store: the state each run is in, as the study sees it.
 
 A store record says what happened to a run; the plan adds ``missing`` (no record, or one never
-started) and ``stale`` (done, but at another git commit than now, or from an upstream that is not
-done or trained again since: ``runner/plan/stages.py``).
+started) and ``stale``: done with other training code than is installed now (its code fingerprint,
+``runner/records/fingerprint.py``, differs), or from an upstream that is not done or trained again
+since (``runner/plan/stages.py``). A run recorded before fingerprints existed falls back to the
+old rule, stale when done at another git commit than HEAD, and its reason says so.
 """
 
 from __future__ import annotations
@@ -14,13 +16,27 @@ from runner.plan.stages import depths, with_upstreams
 from runner.states import FINISHED, SHOWN, State
 
 
-def state_of(record, commit: str | None) -> str:
-    """The plan's view of a run given its store record: ``stale`` is done at another git commit."""
+def state_of(record, commit: str | None, code: str | None = None) -> str:
+    """The plan's view of a run given its store record, HEAD's ``commit`` and the ``code``
+    fingerprint installed now: ``stale`` is done with another fingerprint (or, recorded without
+    one, at another commit)."""
     if record is None or record.state == State.PLANNED:
         return State.MISSING
-    if record.state == State.DONE and commit and record.git_commit and record.git_commit != commit:
-        return State.STALE
+    if record.state == State.DONE:
+        recorded = getattr(record, "code_hash", None)
+        if recorded is not None and code is not None:
+            return State.STALE if recorded != code else State.DONE
+        if commit and record.git_commit and record.git_commit != commit:
+            return State.STALE
     return record.state
+
+
+def stale_reason(record, commit: str | None, code: str | None) -> str:
+    """Why ``state_of`` calls a done run stale, in the words ``plan`` and ``status`` show."""
+    if getattr(record, "code_hash", None) is not None and code is not None:
+        return f"trained with other code (fingerprint {record.code_hash}, now {code})"
+    return (f"recorded before code fingerprints, so judged by its git commit: done at {(record.git_commit or '')[:12]}, "
+            f"HEAD is {(commit or '')[:12]}")
 
 
 def count_states(states: Iterable[str]) -> dict[str, int]:
@@ -32,13 +48,13 @@ def count_states(states: Iterable[str]) -> dict[str, int]:
 
 
 def effective_states(runs: Iterable[Run], records: dict[str, Any], commit: str | None,
-                     by_id: dict[str, Run]) -> tuple[dict[str, str], dict[str, str]]:
+                     by_id: dict[str, Run], code: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(state, why stale) of ``runs`` and their upstreams, staleness carried downstream: a finished
     run whose upstream is stale, is not done, or finished again after the run started from it, is
     stale, and the reason says which upstream (more telling than another commit)."""
     everything = with_upstreams(list(runs), by_id)
-    states = {r.id: state_of(records.get(r.id), commit) for r in everything}
-    why: dict[str, str] = {}
+    states = {r.id: state_of(records.get(r.id), commit, code) for r in everything}
+    why = {i: stale_reason(records[i], commit, code) for i, s in states.items() if s == State.STALE}
     stage = depths(everything, by_id)
     for run in sorted(everything, key=lambda r: stage[r.id]):
         if not run.upstream or states[run.id] not in FINISHED or run.upstream not in states:

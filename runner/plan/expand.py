@@ -16,6 +16,7 @@ import datasets
 
 from runner.errors import SpecError, choices
 from runner.plan import stages
+from runner.plan.check import check_plan
 from runner.plan.identity import canonical_json, ids, part_json
 from runner.plan.runs import Plan, Run
 from runner.study.messages import pydantic_problem, show_value
@@ -72,6 +73,10 @@ class _Resolver:
             known = architectures.list_models() if section == "architecture" else datasets.list_sources()
             self._fail(origin, section, head, f'unknown {kind} "{body.get(head)}"; choices: {choices(known)}', label)
         params = {k: v for k, v in body.items() if k != head}
+        check_model = getattr(schema, "check_model", None)  # timm keywords set by set/grid/override
+        problem = check_model(body[head], params) if check_model else None
+        if problem:
+            self._fail(origin, section, problem[0], problem[1], label)
         try:
             obj = schema.model_validate(params)
         except Exception as e:  # pydantic.ValidationError
@@ -91,9 +96,12 @@ def _apply(sections, origin, assignments: dict[str, Any], where: str, study: Stu
 
 
 def expand(study: Study) -> Plan:
-    """Every run the study declares, in file order, each reached once."""
+    """Every run the study declares, in file order, each reached once; a selector of the study
+    that selects nothing is refused (``runner/plan/check.py``)."""
     resolver = _Resolver(study)
     runs: dict[str, Run] = {}
+    overrides_used: set[int] = set()
+    excludes_used: set[tuple[str, int]] = set()
     for m in study.matrices:
         grid_keys = list(m.grid)
         for a, d, combo in itertools.product(m.architectures, m.datasets, itertools.product(*m.grid.values())):
@@ -108,11 +116,14 @@ def expand(study: Study) -> Plan:
             tag = ",".join(f"{k.rsplit('.', 1)[-1]}={show_value(v).strip(chr(34))}" for k, v in zip(grid_keys, combo))
             for seed in m.seeds:
                 axes = {"architecture": a, "dataset": d, "seed": seed, "matrix": (m.name,)}
-                if any(matches(axes, sections, rule) for rule in m.exclude):
+                excluded = [(m.name, j) for j, rule in enumerate(m.exclude, 1) if matches(axes, sections, rule)]
+                if excluded:
+                    excludes_used.update(excluded)
                     continue
                 cell_sections, cell_origin = sections, origin
                 for o in study.overrides:
                     if matches(axes, cell_sections, o.match):
+                        overrides_used.add(o.index)
                         if cell_sections is sections:  # copy on the first override that applies
                             cell_sections, cell_origin = {k: dict(v) for k, v in sections.items()}, dict(origin)
                         _apply(cell_sections, cell_origin, o.set, f"[[override]] #{o.index} set", study)
@@ -125,8 +136,10 @@ def expand(study: Study) -> Plan:
                     if m.name not in old.matrices:
                         runs[rid] = Run(**{**old.__dict__, "matrices": old.matrices + (m.name,)})
                     continue
-                runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config)
-    return Plan(study, tuple(stages.resolve(study, runs).values()))
+                runs[rid] = Run(rid, cid, label, a, d, seed, (m.name,), config, origins=cell_origin)
+    plan = Plan(study, tuple(stages.resolve(study, runs).values()))
+    check_plan(plan, overrides_used, excludes_used)
+    return plan
 
 
 def derive(study: Study, base: Run, assignments: dict[str, Any], *, label: str, where: str,

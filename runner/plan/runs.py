@@ -6,7 +6,7 @@ launcher, the tuner) depends on these two frozen types and not on expansion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner.study.spec import Study
@@ -23,6 +23,8 @@ class Run:
     matrices: tuple[str, ...]
     config: dict[str, Any]
     upstream: str | None = None  # the run whose weights it starts from (init = "run:..."), runner/plan/stages.py
+    # (section, key) -> the block that set it ("[[override]] #1 set"), for `runner plan --explain`
+    origins: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,24 @@ from typing import Any, Iterable
 
 from runner.errors import SelectionError, choices
 from runner.plan.runs import Plan, Run
-from runner.study.selectors import axes_of, holds, unknown_key
+from runner.study.selectors import axes_of, holds, no_match_reason, unknown_key
 
 
 def select(plan: Plan, *, matrix: Iterable[str] = (), where: dict[str, list[Any]] | None = None) -> list[Run]:
-    """The runs of the named matrices (all if none) that satisfy every ``where`` key."""
+    """The runs of the named matrices (all if none) that satisfy every ``where`` key; a ``--where``
+    that keeps none of them is refused with the values there are (never "0 runs selected")."""
     names = {m.name for m in plan.study.matrices}
     wanted = set(matrix)
     for n in wanted - names:
         raise SelectionError(f"--matrix {n}: no such matrix in {plan.study.file}; defined: {choices(names)}")
     rule = where or {}
     _check_keys(plan, rule)
-    out = []
-    for run in plan.runs:
-        if wanted and not wanted.intersection(run.matrices):
-            continue
-        if all(holds(axes_of(run), run.config, key, values) for key, values in rule.items()):
-            out.append(run)
+    pool = [r for r in plan.runs if not wanted or wanted.intersection(r.matrices)]
+    out = [r for r in pool if all(holds(axes_of(r), r.config, key, values) for key, values in rule.items())]
+    if rule and not out:
+        shown = " ".join(f"--where {k}={','.join(map(str, v))}" for k, v in rule.items())
+        scope = f" in --matrix {','.join(sorted(wanted))}" if wanted else ""
+        raise SelectionError(f"{shown}: selects no run{scope}: {no_match_reason(rule, pool, lambda k, v: v)}")
     return out
 
 

@@ -111,9 +111,15 @@ def torch_info(device: str) -> dict:
 
 
 def collect(study_dir: Path, device: str) -> dict:
-    """Everything an attempt records about where it ran."""
+    """Everything an attempt records about where it ran: the study's repository (``git``), the
+    code's (``code_git``, the same one when the study lives beside the code) and the code
+    fingerprint that decides staleness (``runner/records/fingerprint.py``)."""
+    from runner.records.fingerprint import CODE_ROOT, current
+
     return {
         "git": git_info(study_dir),
+        "code": current().as_json(),
+        "code_git": git_info(CODE_ROOT),
         "command": command_line(),
         "host": host_info(),
         "torch": torch_info(device),

@@ -29,7 +29,12 @@ from runner.records.summary import Summary
 from runner.states import State
 from runner.study.spec import sqlite_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# what makes a store of an older version this one, in place (the run folders fill in the rest)
+UPGRADES = {
+    1: ("ALTER TABLE mr_runs ADD COLUMN code_hash VARCHAR(64)",  # 2: the code fingerprint of done runs
+        "UPDATE mr_runs SET folder_sig = NULL"),  # read every folder again, to fill it in
+}
 
 meta = sa.MetaData()
 
@@ -47,6 +52,7 @@ runs_table = sa.Table(
     sa.Column("progress", sa.JSON),  # the heartbeat: epoch, epochs, last metrics
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("git_commit", sa.String(64)),
+    sa.Column("code_hash", sa.String(64)),  # runner/records/fingerprint.py: what decides staleness
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("folder", sa.Text, nullable=False),
@@ -108,6 +114,7 @@ class RunRecord:
     started_at: float | None
     finished_at: float | None
     folder: str
+    code_hash: str | None = None  # the code fingerprint it finished with (None: recorded before there was one)
 
 
 class Store:
@@ -139,7 +146,14 @@ class Store:
                 row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
                 if row is None:
                     conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row.value) != SCHEMA_VERSION:
+                    return
+                version = int(row.value)
+                while version in UPGRADES and version < SCHEMA_VERSION:
+                    for statement in UPGRADES[version]:
+                        conn.execute(sa.text(statement))
+                    version += 1
+                    conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(version)))
+                if version != SCHEMA_VERSION:
                     raise StoreError(
                         f"{self.url}: results index has schema version {row.value}, this runner uses {SCHEMA_VERSION}; "
                         "rebuild it from the run folders with `runner sync --rebuild`")
@@ -157,7 +171,7 @@ class Store:
         progress = c.progress if details and progress else sa.null()
         # columns in RunRecord's field order, so a row becomes a record without lookups
         q = sa.select(c.id, c.cell, c.label, c.matrices, c.state, c.reason, summary, progress, c.attempts,
-                      c.git_commit, c.started_at, c.finished_at, c.folder)
+                      c.git_commit, c.started_at, c.finished_at, c.folder, c.code_hash)
         ids = None if ids is None else list(ids)
         with self.engine.connect() as conn:
             if ids is not None and len(ids) <= 500:
@@ -234,6 +248,13 @@ class Store:
     def find(self, prefix: str) -> list[str]:
         with self.engine.connect() as conn:
             return [r.id for r in conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id.like(prefix + "%")))]
+
+    def find_cell(self, prefix: str) -> list[tuple[str, str, str, str]]:
+        """(cell, run id, label, state) of the runs of the cells whose id starts with ``prefix``."""
+        c = runs_table.c
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.select(c.cell, c.id, c.label, c.state)
+                                                   .where(c.cell.like(prefix + "%")).order_by(c.label))]
 
     # ------------------------------------------------ ingestion
 
@@ -319,6 +340,7 @@ def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
         matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state.value, reason=fs.reason,
         summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
         git_commit=(done_prov.get("git") or {}).get("commit"),
+        code_hash=(done_prov.get("code") or {}).get("hash"),
         started_at=attempts[0].get("started_at") if attempts else None,
         finished_at=attempts[-1].get("ended_at") if attempts and fs.state in (State.DONE, State.FAILED) else None,
         folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),

@@ -59,3 +59,8 @@ class Summary(Metrics):
 
 
 SUMMARY_METRICS: tuple[str, ...] = tuple(Metrics.__annotations__)
+
+# what every epoch logs (``runner/train/loop.py`` ``close_epoch``; validation ones on the epochs
+# that validate): the series a ``curves`` figure draws
+EPOCH_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "lr", "train_images_per_s", "val_loss", "val_acc",
+                                  "epoch_time_s", "peak_mem_mb")

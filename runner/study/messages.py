@@ -6,6 +6,7 @@ wherever it is found.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -82,3 +83,14 @@ def validate(model: type[BaseModel], data: Any, file: str, where: str) -> BaseMo
     except ValidationError as e:
         key, message = pydantic_problem(e.errors()[0], model)
         raise SpecError(file, where, f"{key}: {message}" if key else message) from None
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def check_name(name: str, file: str, where: str, key: str = "name") -> None:
+    """A name the study gives a matrix, table, figure, probe or tune block: it becomes a file or
+    folder name (``results/report/<table>.md``), so no path separators and no leading dot."""
+    if not NAME_RE.match(name):
+        raise SpecError(file, where, f"{key}: {show_value(name)} is not a valid name; use letters, digits, "
+                                     "'_', '-' and '.' (not first)")

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from runner.errors import SpecError, choices
 from runner.probes.kinds import KINDS
-from runner.study.messages import validate
+from runner.study.messages import check_name, validate
 
 FORMAT = 1  # bump when a probe computes something else for the same settings
 
@@ -90,6 +90,7 @@ def parse_probes(blocks: list[dict], file: str, check_where: Callable[[dict, str
         if not isinstance(kind, str) or kind not in KINDS:
             raise SpecError(file, where, f"kind: expected one of {choices(KINDS)}, got {json.dumps(kind)}")
         p = validate(_block_model(kind), body, file, where)
+        check_name(p.name, file, where)
         check_where(p.match, f"{where} match")
         settings = p.model_dump(exclude={"name", "kind", "match"})
         if any(q.name == p.name for q in probes):

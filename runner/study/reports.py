@@ -9,13 +9,15 @@ bars, one file per value of ``facet``. Torch-free, like the rest of the spec.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import SpecError, choices
-from runner.study.messages import validate
+from runner.records.summary import EPOCH_METRICS, SUMMARY_METRICS
+from runner.study.messages import check_name, show_value, validate
 
 METRIC = "metric"  # the pseudo-axis of a table with several metrics
 CELL = "cell"  # group figures by cell: one line or point per configuration
@@ -148,6 +150,15 @@ BUILTIN_FIGURES = (
 )
 
 
+def check_metric(name: str, known: tuple[str, ...], file: str, where: str, key: str, what: str) -> None:
+    """A metric a table or figure shows must be one runs record: a typo would draw a table of "—"."""
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SpecError(file, where, f"{key}: unknown metric {show_value(name)}; {hint}{what}: {choices(known)}")
+
+
 def _keys(value: str | list[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -156,9 +167,12 @@ def parse_table(i: int, body: Any, file: str, check_key, check_where) -> Table:
     """One ``[[table]]`` block; ``check_key(key, where)`` validates an axis or dotted key."""
     where = f"[[table]] {body['name']}" if isinstance(body, dict) and isinstance(body.get("name"), str) else f"[[table]] #{i}"
     t = validate(_TableBlock, body, file, where)
+    check_name(t.name, file, where)
     if t.metric is not None and t.metrics is not None:
         raise SpecError(file, where, "metric and metrics: give one metric, or a list as metrics")
     metrics = tuple(t.metrics) if t.metrics is not None else (t.metric or "test_acc",)
+    for m in metrics:
+        check_metric(m, SUMMARY_METRICS, file, where, "metrics" if t.metrics else "metric", "the summary metrics are")
     rows, columns = _keys(t.rows), _keys(t.columns)
     for what, keys in (("rows", rows), ("columns", columns)):
         if not keys:
@@ -201,6 +215,7 @@ def _style(metric: str, t: _TableBlock, file: str, where: str, metrics: tuple[st
 def parse_figure(i: int, body: Any, file: str, check_key, check_where) -> Figure:
     where = f"[[figure]] {body['name']}" if isinstance(body, dict) and isinstance(body.get("name"), str) else f"[[figure]] #{i}"
     f = validate(_FigureBlock, body, file, where)
+    check_name(f.name, file, where)
     if f.kind == "scatter":
         if f.metric is not None:
             raise SpecError(file, where, "metric: a scatter takes x and y (summary metrics)")
@@ -210,6 +225,15 @@ def parse_figure(i: int, body: Any, file: str, check_key, check_where) -> Figure
             if getattr(f, key) is not None:
                 raise SpecError(file, where, f"{key}: only a scatter has x and y; {f.kind} takes metric")
         metric, x = f.metric or ("val_acc" if f.kind == "curves" else "test_acc"), None
+    if f.kind == "curves":
+        if metric in SUMMARY_METRICS and metric not in EPOCH_METRICS:
+            raise SpecError(file, where, f"metric: {metric} is recorded once per run, not per epoch; draw it with "
+                                         f'kind = "bar" or "scatter", or plot one of {choices(EPOCH_METRICS)}')
+        check_metric(metric, EPOCH_METRICS, file, where, "metric", "the per-epoch metrics are")
+    else:
+        for key, name in (("y" if f.kind == "scatter" else "metric", metric), ("x", x)):
+            if name is not None:
+                check_metric(name, SUMMARY_METRICS, file, where, key, "the summary metrics are")
     facet = None if f.facet in ("", "none") else f.facet
     for what, key in (("facet", facet), ("group", f.group)):
         if key is not None and key != CELL:

@@ -6,6 +6,10 @@ dotted config key (``architecture.depth``, ``train.lr``, ``lr``); a key left uns
 holds its schema's default. Numbers compare with a relative tolerance, booleans only with
 booleans, and a run reached from several blocks is in each of their matrices.
 
+One syntax everywhere (``wanted``): a list means any of its values, and so does ``"a,b"``, in a
+block's table exactly as in ``--where architecture=a,b``. A selector that keeps nothing is a
+mistake, never an empty result: ``no_match_reason`` says which value exists nowhere.
+
 Everything here reads a run through its axes and its resolved config only (``axes_of``), so
 the plan and the report's views of runs select alike; torch-free.
 """
@@ -21,6 +25,7 @@ import architectures
 import datasets
 
 from runner.errors import SelectionError, SpecError, choices
+from runner.study.messages import show_value
 from runner.study.recipe import Recipe
 from runner.study.spec import AXES, resolve_key
 
@@ -71,21 +76,28 @@ def lookup(axes: dict[str, Any], sections: dict[str, dict], key: str) -> Any:
     return _MISSING
 
 
-def holds(axes: dict[str, Any], sections: dict[str, dict], key: str, wanted: list[Any]) -> bool:
-    """Whether the key has one of the wanted values."""
+def wanted(key: str, want: Any) -> list[Any]:
+    """The values a selector's entry accepts. A list is any of them (for a config key also the
+    list itself, which a list-valued key like ``depths`` may hold); a string with commas is any
+    of its parts, typed as TOML (``"0,1"`` for seeds), or the string itself."""
+    if isinstance(want, list):
+        return list(want) if key in AXES else [want, *want]
+    if isinstance(want, str) and "," in want:
+        return [want, *(_typed(p.strip()) for p in want.split(",") if p.strip())]
+    return [want]
+
+
+def holds(axes: dict[str, Any], sections: dict[str, dict], key: str, values: list[Any]) -> bool:
+    """Whether the key has one of the values (``wanted``'s list)."""
     got = lookup(axes, sections, key)
     if key == "matrix":  # a run reached from several blocks is in each of them
-        return any(w in got for w in wanted)
-    return got is not _MISSING and any(equal(got, w) for w in wanted)
+        return any(w in got for w in values)
+    return got is not _MISSING and any(equal(got, w) for w in values)
 
 
 def matches(axes: dict[str, Any], sections: dict[str, dict], rule: dict[str, Any]) -> bool:
-    """True when every key of a ``match``/``exclude``/``where`` table holds; for axes a list
-    means any of its values (config values may themselves be lists, so not for them)."""
-    return all(
-        holds(axes, sections, key, want if (key in AXES and isinstance(want, list)) else [want])
-        for key, want in rule.items()
-    )
+    """True when every key of a ``match``/``exclude``/``where`` table holds one of its ``wanted`` values."""
+    return all(holds(axes, sections, key, wanted(key, want)) for key, want in rule.items())
 
 
 # ---------------------------------------------------------------- runs
@@ -113,6 +125,47 @@ def unknown_key(runs: Iterable, key: str) -> str | None:
     section, name = resolve_key(key, "", "")
     known = {k for r in runs for k in r.config[section]}
     return None if name in known else f"no run has {section}.{name}; {section} keys: {choices(known)}"
+
+
+_PLURAL = {"architecture": "architectures are", "dataset": "datasets are", "seed": "seeds are", "matrix": "matrices are"}
+
+
+def present_values(runs: Iterable, key: str, limit: int = 12) -> str:
+    """The distinct values the runs hold for a key, as the study writes them: ``vit, resnet18``."""
+    seen: dict[str, None] = {}
+    for r in runs:
+        values = r.matrices if key == "matrix" else [value_of(r, key)]
+        for v in values:
+            seen.setdefault(v if key in AXES and isinstance(v, str) else show_value(v))
+    shown = list(seen)
+    more = f", … ({len(shown) - limit} more)" if len(shown) > limit else ""
+    return (", ".join(str(v) for v in shown[:limit]) or "(none)") + more
+
+
+def no_match_reason(rule: dict[str, Any], runs: list, values_of=wanted) -> str:
+    """Why a selector keeps none of ``runs``: the first key whose values no run holds, with the
+    values there are; else that no run holds them together. ``values_of(key, want)`` turns an
+    entry into its accepted values (``--where`` parses its own)."""
+    for key, want in rule.items():
+        accepted = values_of(key, want)
+        if not any(holds(axes_of(r), r.config, key, accepted) for r in runs):
+            return f"{key} = {_shown(want)}; {_PLURAL.get(key, key + ' values are')} {present_values(runs, key)}"
+    return "no cell has " + ", ".join(f"{k} = {_shown(v)}" for k, v in rule.items()) + " together"
+
+
+def _shown(want: Any) -> str:
+    if isinstance(want, list) and len(want) == 1:
+        want = want[0]
+    return show_value(want)
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    """The config keys on which two runs' configs differ, as a selector writes them."""
+    out = []
+    for section in ("architecture", "dataset", "train"):
+        sa, sb = a.get(section, {}), b.get(section, {})
+        out += [k if section == "train" else f"{section}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    return out
 
 
 # ---------------------------------------------------------------- written selectors

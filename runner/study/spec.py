@@ -21,7 +21,7 @@ import architectures
 import datasets
 
 from runner.errors import SpecError, choices
-from runner.study.messages import show_value, validate
+from runner.study.messages import NAME_RE, check_name, show_value, validate
 from runner.study.probes import Probe, parse_probes
 from runner.study.recipe import Recipe
 from runner.study.reports import Figure, Table, parse_figure, parse_table
@@ -30,7 +30,6 @@ from runner.study.tune import Tune, parse_tunes
 
 AXES = ("architecture", "dataset", "seed", "matrix")
 SECTIONS = ("architecture", "dataset", "train")
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 MAX_SEED = 2**32 - 1
 
 
@@ -260,6 +259,10 @@ def _architecture(name, body, file) -> Architecture:
                                      f"{choices(architectures.list_models())}, or timm:<model>")
     params = {k: v for k, v in body.items() if k != "model"}
     validate(family.hparams, params, file, where)
+    check_model = getattr(family.hparams, "check_model", None)  # timm: names and keywords, torch-free
+    problem = check_model(model, params) if check_model else None
+    if problem:
+        raise SpecError(file, where, f"{problem[0]}: {problem[1]}")
     return Architecture(name, model, params)
 
 
@@ -279,8 +282,7 @@ def _dataset(name, body, file) -> Dataset:
 def _matrix(i, body, file, archs, dsets, study_seeds) -> Matrix:
     where = f"[[matrix]] #{i}" if not isinstance(body.get("name"), str) else f"[[matrix]] {body['name']}"
     m = validate(_MatrixBlock, body, file, where)
-    if not NAME_RE.match(m.name):
-        raise SpecError(file, where, "name: use letters, digits, '_', '-' and '.'")
+    check_name(m.name, file, where)
     for kind, names, known in (("architectures", m.architectures, archs), ("datasets", m.datasets, dsets)):
         for n in names:
             if n not in known:

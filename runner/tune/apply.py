@@ -57,7 +57,20 @@ def best_trial(study: Study, tune: Tune, ostudy) -> tuple[int, float, dict[str, 
     except ValueError:
         raise RunnerError(f"{study.file}: [tune.{tune.name}] has no complete trial yet (all pruned or failed); "
                           f"run `runner tune {tune.name} --trials N` for more") from None
-    return best.number, best.value, dict(best.params)
+    others = [t.params for t in ostudy.trials if t.number != best.number]
+    return best.number, best.value, {k: readable(v, [o[k] for o in others if k in o]) for k, v in best.params.items()}
+
+
+def readable(value: Any, others: list[Any]) -> Any:
+    """A sampled float at 4 significant digits (``0.001235``, not ``0.0012345678901``), or as
+    many more as it takes to tell it from every other trial's value; other values as they are."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return value
+    for digits in range(4, 18):
+        short = float(f"{value:.{digits}g}")
+        if all(float(f"{o:.{digits}g}") != short for o in others if isinstance(o, float) and o != value):
+            return short
+    return value
 
 
 def write_override(study: Study, tune: Tune, number: int, value: float, params: dict[str, Any]) -> Applied:
@@ -88,6 +101,7 @@ def write_override(study: Study, tune: Tune, number: int, value: float, params: 
     new_text = tomlkit.dumps(doc)
     if not replaced:  # a blank line before the new block, as a person would leave
         new_text = re.sub(r"(?<=[^\n])\n(\[\[override\]\] # written by `runner tune )", r"\n\n\1", new_text)
+    new_text = re.sub(r"(\ntuned_by = \{[^\n]*\}\n)(?=[^\n])", r"\1\n", new_text)  # and one before what follows
     try:
         parse_study(tomllib.loads(new_text), file=study.file, base=study.dir)
     except SpecError as e:  # the tuned values must make a valid study before the file is touched

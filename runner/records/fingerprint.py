@@ -1,0 +1,86 @@
+"""The code fingerprint: what decides whether a finished run is stale.
+
+A run is stale when the code that trains it changed, not when the repository did: a commit that
+only touches the README or the study file changes nothing, and an uncommitted edit of a model's
+``forward`` changes it as much as a committed one. So the fingerprint hashes the source that
+decides what is trained, as Python sees it (the syntax tree, comments and docstrings left out),
+file by file:
+
+* the installed ``architectures/`` and ``datasets/`` packages and ``runner/train/``;
+* the versions of torch, torchvision and timm (read from package metadata, nothing imported).
+
+Each attempt records the whole hash and the per-file hashes (``runner show`` lists them), so
+``runner plan`` can say which files changed since a stale run. Torch-free: ~60 ms for the ~50 files.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import architectures
+import datasets
+
+CODE_ROOT = Path(architectures.__file__).resolve().parents[1]  # where our packages are installed
+SOURCES = (Path(architectures.__file__).resolve().parent, Path(datasets.__file__).resolve().parent,
+           Path(__file__).resolve().parents[1] / "train")
+LIBRARIES = ("torch", "torchvision", "timm")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    hash: str  # of every file's hash and the library versions: equal means the same training code
+    files: dict[str, str]  # path relative to CODE_ROOT -> its hash
+    libraries: dict[str, str | None]  # distribution -> version (None: not installed)
+
+    def as_json(self) -> dict:
+        return {"hash": self.hash, "files": self.files, "libraries": self.libraries}
+
+
+def source_hash(text: str) -> str:
+    """A hash of what a module does: its syntax tree without docstrings (comments never reach it)."""
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def current() -> Fingerprint:
+    """The fingerprint of the code installed now (once per process: workers and commands alike)."""
+    files = {}
+    for folder in SOURCES:
+        for path in sorted(folder.rglob("*.py")):
+            try:
+                files[str(path.relative_to(CODE_ROOT))] = source_hash(path.read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, UnicodeDecodeError):
+                files[str(path.relative_to(CODE_ROOT))] = "unreadable"
+    libraries = {d: _version(d) for d in LIBRARIES}
+    text = "\n".join([*(f"{k} {v}" for k, v in sorted(files.items())), *(f"{k}=={v}" for k, v in libraries.items())])
+    return Fingerprint(hashlib.sha256(text.encode()).hexdigest()[:16], files, libraries)
+
+
+def changes(recorded: dict | None, now: Fingerprint) -> list[str]:
+    """What differs between a recorded fingerprint (``as_json``) and now: files changed, added or
+    removed, and library versions, as ``runner plan`` lists them."""
+    if not recorded:
+        return []
+    before, libs = recorded.get("files") or {}, recorded.get("libraries") or {}
+    out = [f for f in sorted(set(before) | set(now.files)) if before.get(f) != now.files.get(f)]
+    out += [f"{d} {libs.get(d)} -> {now.libraries.get(d)}" for d in LIBRARIES if libs.get(d) != now.libraries.get(d)]
+    return out
