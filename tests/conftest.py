@@ -76,6 +76,18 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["runner", *args], code, out.getvalue(), err.getvalue())
 
 
+def trained_by_other_code(run_folder: Path) -> None:
+    """Make a finished run look as another version of the training code left it: its recorded
+    code fingerprint differs from the installed one, so it is stale (tests/test_fingerprint.py
+    edits a copy of the code for real; this saves a copy and a training where only the rule matters)."""
+    from runner.records.fingerprint import current
+
+    attempts = run_folder / "attempts.jsonl"
+    text = attempts.read_text()
+    assert f'"hash": "{current().hash}"' in text, "the run recorded no fingerprint of this code"
+    attempts.write_text(text.replace(f'"hash": "{current().hash}"', '"hash": "0000000000000000"'))
+
+
 def write_study(path: Path, text: str | None = None, *, epochs: int = 2) -> Path:
     """Write a study file (the tiny one by default) into ``path``."""
     path.mkdir(parents=True, exist_ok=True)

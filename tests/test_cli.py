@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import cli, run_cli
+from conftest import cli, run_cli, trained_by_other_code
 
 
 def test_plan_launch_status_report_relaunch(tiny):
@@ -69,18 +69,19 @@ def test_where_restricts_launch_and_report(tiny):
 
 def test_a_failing_run_is_reported_and_the_rest_continue(tiny):
     text = (tiny / "experiments.toml").read_text()
-    text = text.replace('model = "resnet18_cifar"\nwidth = 4', 'model = "timm:no_such_model_anywhere"')
+    # a value `runner plan` cannot judge (timm takes the keyword) and training refuses
+    text = text.replace('model = "resnet18_cifar"\nwidth = 4', 'model = "timm:resnet18"\ndrop_rate = 1.5')
     (tiny / "experiments.toml").write_text(text)
     launch = run_cli("launch", "--workers", "1", cwd=tiny)
     assert launch.returncode == 1
     assert "2 done, 2 failed" in launch.stdout
-    assert "no_such_model_anywhere" in launch.stderr
+    assert "dropout probability" in launch.stderr
     status = run_cli("status", "--json", cwd=tiny)
     assert status.returncode == 1
     view = json.loads(status.stdout)
     assert view["counts"] == {"done": 2, "failed": 2}
     failed = [r for r in view["runs"] if r["state"] == "failed"]
-    assert all("no_such_model_anywhere" in r["reason"] and "\n" not in r["reason"] for r in failed)
+    assert all("dropout probability" in r["reason"] and "\n" not in r["reason"] for r in failed)
     # one worker ran all four: it is reused after a finished run and replaced after a failed one
     attempts = sorted((a for r in view["runs"] for a in
                        json.loads(run_cli("show", r["id"], "--json", cwd=tiny).stdout)["attempts"]),
@@ -108,7 +109,7 @@ def test_sync_rebuild_restores_the_index(tiny):
     assert after == before
 
 
-def test_runs_done_at_another_commit_are_stale_and_rerun_on_request(tiny):
+def test_a_commit_that_leaves_the_code_alone_keeps_runs_done_and_stale_ones_rerun_on_request(tiny):
     import subprocess
 
     def git(*args):
@@ -121,18 +122,23 @@ def test_runs_done_at_another_commit_are_stale_and_rerun_on_request(tiny):
     git("add", ".")
     git("commit", "-qm", "study")
     assert run_cli("launch", "--workers", "1", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny).returncode == 0
-    (tiny / "notes.txt").write_text("the code changed\n")
+    (tiny / "notes.txt").write_text("what we saw\n")
     git("add", ".")
-    git("commit", "-qm", "change")
-    view = json.loads(run_cli("status", "--json", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny).stdout)
-    assert view["counts"] == {"stale": 1}
+    git("commit", "-qm", "notes")
+    one = ("--where", "architecture=cnn", "--where", "seed=0")
+    view = json.loads(run_cli("status", "--json", *one, cwd=tiny).stdout)
+    assert view["counts"] == {"done": 1}  # the training code is the same: still done
     rid = view["runs"][0]["id"]
-    assert "nothing to run" in run_cli("launch", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny).stdout
+    # the run as another version of the code would have left it
+    trained_by_other_code(tiny / "results" / "runs" / rid)
+    view = json.loads(run_cli("status", "--json", *one, cwd=tiny).stdout)
+    assert view["counts"] == {"stale": 1} and view["runs"][0]["reason"].startswith("trained with other code")
+    assert "`--rerun stale` trains them again" in run_cli("launch", *one, cwd=tiny).stdout
     again = run_cli("launch", "--workers", "1", "--rerun", "stale", "--where", "architecture=cnn", "--where", "seed=0", cwd=tiny)
     assert "1 done" in again.stdout, again.stdout + again.stderr
     info = json.loads(run_cli("show", rid, "--json", cwd=tiny).stdout)
     assert info["state"] == "done" and len(info["attempts"]) == 2
-    assert info["attempts"][0]["git_commit"] != info["attempts"][1]["git_commit"]
+    assert info["attempts"][0]["git_commit"] != info["attempts"][1]["git_commit"]  # provenance: both commits
     assert not info["attempts"][1]["git_dirty"]
     assert list((tiny / "results" / "runs" / rid).glob("summary.superseded-*.json"))
 

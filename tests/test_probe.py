@@ -165,7 +165,9 @@ def test_shape_bias_on_a_generated_cue_conflict_folder(trained):
     assert s["shape_match"] > 0.8 and s["texture_match"] < 0.1 and s["shape_bias"] > 0.85
     rep = run_cli("report", "--table", "probe_shape", "--format", "csv", cwd=trained)
     assert rep.returncode == 0 and f"cnn/digits,{100 * s['shape_bias']:.1f}" in rep.stdout, rep.stdout + rep.stderr
-    assert (trained / "results" / "report" / "figures" / "probe_shape.png").stat().st_size > 5000  # per category
+    drawn = run_cli("report", "--table", "probe_shape", "--out", "paper", cwd=trained)  # filtered: writes only with --out
+    assert drawn.returncode == 0, drawn.stderr
+    assert (trained / "paper" / "figures" / "probe_shape.png").stat().st_size > 5000  # per category
 
 
 def test_a_category_that_is_no_class_of_the_runs_dataset_is_refused_before_any_worker(trained):

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import run_cli, staged_study, write_study
+from conftest import run_cli, staged_study, trained_by_other_code, write_study
 from runner.errors import SpecError
 from runner.plan.diff import effective_states
 from runner.plan.expand import expand
@@ -131,10 +131,14 @@ def test_two_stage_study_runs_in_order_freezes_the_backbone_and_goes_stale_when_
     assert moved == ["head.bias", "head.weight"]
     assert down["summary"]["init_run"] == up["id"]
 
-    # retrain the first stage at a new commit: the second is stale because of it
-    (tmp_path / "notes.txt").write_text("the code changed\n")
+    # a commit that leaves the code alone changes nothing; the first stage trained by other code
+    # is retrained on request, and then the second is stale because of it
+    (tmp_path / "notes.txt").write_text("what we saw\n")
     _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-qm", "change")
+    _git(tmp_path, "commit", "-qm", "notes")
+    assert _status(tmp_path)["cnn/low/s0"]["state"] == "done"
+    trained_by_other_code(folders / up["id"])
+    assert _status(tmp_path)["cnn/high/s0"]["reason"] == "its upstream cnn/low/s0 is stale"
     again = run_cli("launch", "--matrix", "pretrain", "--rerun", "stale", "--workers", "1", cwd=tmp_path)
     assert again.returncode == 0 and "1 done" in again.stdout, again.stdout + again.stderr
     runs = _status(tmp_path)
