@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -99,8 +99,19 @@ def records_for(sel: Selection, *, ingest: bool, details: bool = True) -> "dict[
 
 
 def records_in(sel: Selection, store: "Store | None", *, details: bool = True) -> "dict[str, RunRecord]":
-    ids = [r.id for r in with_upstreams(sel.runs, sel.plan.by_id())]  # their state decides if a run is stale
-    return store.runs(ids, details=details) if store is not None else {}
+    """Store records of the selected runs and their upstreams (whose state decides if a run is
+    stale). A run the store last saw running is asked its folder: ``plan`` reads without ingesting,
+    and a launch stopped by Ctrl-C leaves the index at "running" while the folder says cancelled;
+    ``plan``, ``status`` and ``show`` must name it the same way."""
+    if store is None:
+        return {}
+    records = store.runs([r.id for r in with_upstreams(sel.runs, sel.plan.by_id())], details=details)
+    for run_id, rec in records.items():
+        if rec.state == State.RUNNING:
+            now = RunFolder(sel.study.runs_dir / run_id).read()
+            if now.state in (State.CANCELLED, State.LOST):  # an ended one waits for the next ingest
+                records[run_id] = replace(rec, state=now.state, reason=now.reason)
+    return records
 
 
 def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iterable[str] = (),

@@ -22,7 +22,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_cli, write_study
+from conftest import write_study
 from runner.records.runfolder import read_json, read_jsonl
 from studies import VIT, study_toml
 

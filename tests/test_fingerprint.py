@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, write_study
 from runner.plan.diff import state_of, stale_reason
-from runner.records.fingerprint import Fingerprint, changes, current, source_hash
+from runner.records.fingerprint import changes, current, source_hash
 
 MODEL = '''"""A module."""
 

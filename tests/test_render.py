@@ -37,6 +37,14 @@ def test_launch_lines_print_reasons_and_labels_verbatim(plain, capsys):
     assert f"failed {RUN.label}: {REASON}" in err
 
 
+def test_a_tuning_trial_line_shows_its_objective_never_a_test_metric(plain, capsys):
+    record = type("Record", (), {"summary": {"test_acc": 0.9123, "best_val_acc": 0.8765, "train_time_s": 3}})()
+    display = render.LaunchDisplay(total=1, metric="best_val_acc")
+    display.finished(RUN, "done", record, None)
+    out = capsys.readouterr().out
+    assert "best_val_acc=0.8765" in out and "test_acc" not in out and "0.9123" not in out
+
+
 def test_status_shows_a_bracketed_reason_whole(plain, capsys):
     entry = {"id": "abc123", "label": RUN.label, "state": "failed", "reason": REASON}
     render.status_view("study", {"counts": {"failed": 1}, "runs": [entry]})

@@ -89,9 +89,13 @@ def test_ctrl_c_stops_cleanly_and_a_second_launcher_is_refused(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err
+    # named the same way by plan (which reads without ingesting), status and show
+    planned = json.loads(run_cli("plan", "--json", cwd=tmp_path).stdout)
+    assert {r["id"]: r["state"] for r in planned["runs"]}[busy.name] == "cancelled"
     view = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
     states = {r["id"]: r["state"] for r in view["runs"]}
     assert states[busy.name] == "cancelled"
+    assert json.loads(run_cli("show", busy.name, "--json", cwd=tmp_path).stdout)["state"] == "cancelled"
     assert all(states[p.parent.name] == "done" for p in done_before)
 
     again = run_cli("launch", "--workers", "1", cwd=tmp_path)

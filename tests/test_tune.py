@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, write_study
+from conftest import run_cli, write_study
 from studies import CNN, VIT, study_toml
 
 STUDY = "# a tiny study to tune (this comment must survive --apply)\n" + study_toml(
@@ -132,6 +133,32 @@ def test_applied_values_are_readable_but_still_tell_the_trials_apart():
     assert readable(0.0012345678901, [0.002, 0.0005]) == 0.001235
     assert readable(0.0012345678901, [0.0012349]) == 0.0012346  # 4 digits would make them one value
     assert readable(64, [32]) == 64 and readable("cosine", []) == "cosine" and readable(True, []) is True
+
+
+def test_an_applied_override_sits_between_blank_lines(tmp_path, monkeypatch):
+    """Written next to a person's own override and before their table, as they would leave it."""
+    from runner.study.spec import load_study
+    from runner.tune.apply import write_override
+
+    text = STUDY + """
+[[override]]
+match = { architecture = "cnn" }
+set = { lr = 0.01 }
+
+[[table]]
+name = "acc"
+rows = "architecture"
+columns = "dataset"
+metric = "test_acc"
+"""
+    write_study(tmp_path, text)
+    monkeypatch.chdir(tmp_path)
+    study = load_study(Path("experiments.toml"))
+    write_override(study, study.tunes["vit_lr"], 3, 0.9, {"lr": 0.0042})
+    written = (tmp_path / "experiments.toml").read_text()
+    assert "set = { lr = 0.01 }\n\n[[override]] # written by `runner tune vit_lr --apply`\n" in written
+    assert "\nset = {lr = 0.0042}\n" in written.replace("{ lr", "{lr").replace("0042 }", "0042}")
+    assert re.search(r"\ntuned_by = \{[^\n]*\}\n\n\[\[table\]\]", written), written
 
 
 def start_tune(d: Path) -> subprocess.Popen:

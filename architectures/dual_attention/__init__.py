@@ -43,7 +43,7 @@ class DualAttentionHparams(Hparams):
             return "sa", "a layer needs at least one head: sa + ra >= 1"
         if self.ra == 0 and (self.ra_type != "NA" or self.symbol_type != "NA"):
             key = "ra_type" if self.ra_type != "NA" else "symbol_type"
-            return key, f'ra = 0 has no relational heads; set ra_type = "NA" and symbol_type = "NA" (a plain ViT)'
+            return key, 'ra = 0 has no relational heads; set ra_type = "NA" and symbol_type = "NA" (a plain ViT)'
         if self.ra > 0 and "NA" in (self.ra_type, self.symbol_type):
             key = "ra_type" if self.ra_type == "NA" else "symbol_type"
             return key, f'{self.ra} relational heads need a {key}; choose one that is not "NA"'
