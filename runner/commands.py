@@ -69,15 +69,34 @@ def refuse_before_writing(sel: Selection, slots=None) -> None:
         refuse_too_wide(sel.runs, slots)
 
 
-def open_store(study: Study, *, create: bool) -> "Store | None":
+def open_store(study: Study, *, create: bool, rebuild: bool = False) -> "Store | None":
+    """The study's store (None: a SQLite file not there and not to be created). ``create`` is
+    asked by the commands that write results: their places must be writable, or one line says
+    which is not. ``rebuild``: a store of another schema is made anew (``runner sync --rebuild``)."""
     from runner.study.spec import sqlite_path
 
     path = sqlite_path(study.store)
     if path is not None and not path.exists() and not create:
         return None
+    if create:
+        refuse_unwritable(study)
     from runner.records.store import Store
 
-    return Store.open(study.store, study.runs_dir, create=create)
+    return Store.open(study.store, study.runs_dir, create=create, rebuild=rebuild)
+
+
+def refuse_unwritable(study: Study) -> None:
+    """Commands that write results (launch, tune, probe, sync) stop before writing anything when
+    the run folders or the SQLite store cannot be written; reading commands read them as they are."""
+    from runner.errors import StoreError
+    from runner.records.places import unwritable
+    from runner.study.spec import sqlite_path
+
+    store = sqlite_path(study.store)
+    for key, place in (("runs_dir", study.runs_dir), ("store", store.parent if store is not None else None)):
+        if place is not None and (why := unwritable(place)):
+            raise StoreError(f"{study.file}: [study] {key}: {why}; this command writes results there: "
+                             "make it writable or point the study elsewhere (reading commands work as they are)")
 
 
 def _has_folders(study: Study) -> bool:
@@ -86,10 +105,54 @@ def _has_folders(study: Study) -> bool:
 
 def store_for(study: Study, *, ingest: bool) -> "Store | None":
     """The study's store, None if it does not exist yet; with ``ingest`` the run folders are read
-    into it first (creating it when there are folders to read)."""
+    into it first (creating it when there are folders to read). Results that cannot be written
+    (a read-only mount, someone else's folder) are read through a temporary copy instead."""
+    from runner.records.places import read_only_reason
+    from runner.study.spec import sqlite_path
+
+    why = read_only_reason(study.runs_dir, sqlite_path(study.store))
+    if why is not None:
+        return _read_only_store(study, why, ingest=ingest)
     store = open_store(study, create=ingest and _has_folders(study))
     if store is not None and ingest:
         store.ingest(study.runs_dir)
+    return store
+
+
+def _read_only_store(study: Study, why: str, *, ingest: bool) -> "Store | None":
+    """A reading command on results it cannot write: a SQLite store is copied into a temporary
+    file (removed at exit) and the run folders are ingested into the copy, so the command still
+    shows what the folders say and writes nothing of the study. A server's store is read as it
+    is (its ingestion lock lives in the run folders)."""
+    import atexit
+    import shutil
+    import sqlite3
+    import sys
+    import tempfile
+
+    from runner.records.store import Store
+    from runner.study.spec import sqlite_path
+
+    path = sqlite_path(study.store)
+    if path is None:
+        if ingest:
+            print(f"note: {why}: the run folders were not read into {study.store}; it may be behind them",
+                  file=sys.stderr)
+        return Store(study.store, lock_dir=study.runs_dir)
+    if not path.exists() and not (ingest and _has_folders(study)):
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="runner-readonly-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    copy = tmp / "runner.db"
+    if path.exists():
+        # immutable: a read-only folder has no room for SQLite's lock files, and nothing writes there
+        with sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+    store = Store(f"sqlite:///{copy}", lock_dir=tmp)
+    if ingest and _has_folders(study):
+        store.ingest(study.runs_dir)
+    print(f"note: {why}: read through a temporary copy of the results index; nothing was written",
+          file=sys.stderr)
     return store
 
 
@@ -134,7 +197,7 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
                  "cell": run.cell, "summary": rec.summary if rec else None,
                  "reason": why_stale.get(run.id) or (rec.reason if rec else None),
                  "progress": rec.progress if rec and state == State.RUNNING else None,
-                 "attempts": rec.attempts if rec else 0}
+                 "attempts": rec.attempts if rec else 0, "warnings": list(rec.warnings) if rec else []}
         if run.upstream:
             entry |= {"upstream": run.upstream, "stage": stage[run.id]}
         if with_config:
@@ -338,10 +401,9 @@ def _tasks_left_idle(runs_dir: Path, tasks: set[str]) -> list[str]:
 
 def show(study: Study, run_id: str) -> dict[str, Any]:
     """Everything the store knows of one run (a unique prefix of its id is enough)."""
-    store = open_store(study, create=_has_folders(study))
+    store = store_for(study, ingest=True)
     if store is None:
         raise SelectionError(f"{run_id}: no results database yet ({study.store}); run `runner launch` first")
-    store.ingest(study.runs_dir)
     ids = store.find(run_id)
     if len(ids) == 1:
         store.ingest_probes(study.runs_dir, ids)

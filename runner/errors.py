@@ -34,6 +34,13 @@ class BackendError(RunnerError):
     """A launch cannot start: another launcher runs the study, no such GPU, ..."""
 
 
+class WorkerStartError(RunnerError):
+    """No worker can start on this machine (an import error, a broken environment): not bad input,
+    so exit code 1, with the last lines of the worker's log."""
+
+    exit_code = 1
+
+
 class DataError(RunnerError):
     """A dataset is missing or not in the layout its reader expects."""
 

@@ -5,7 +5,7 @@ folders and ``--json`` output have always held (``State.DONE == "done"``), so ol
 folders read the same. Three layers speak of states:
 
 * a **run folder** (``runner/records/runfolder.py``) says what happened: planned, running, done,
-  failed, lost, cancelled, pruned;
+  failed, lost, cancelled, pruned, or corrupt (a file of it cannot be parsed);
 * the **plan** adds what the study thinks of it: missing (no record), stale (done with other
   code than now), and for SLURM tasks unknown (the cluster has no record of them);
 * a **launch** adds queued (waiting for a slot) and blocked (its upstream is not done).
@@ -33,13 +33,14 @@ class State(StrEnum):
     PRUNED = "pruned"  # a tuning trial stopped early by the pruner
     BLOCKED = "blocked"  # not started: its upstream is not done
     UNKNOWN = "unknown"  # a SLURM task the cluster has no record of
+    CORRUPT = "corrupt"  # a results file of its folder cannot be parsed: never retrained without --rerun corrupt
 
 
 # the order counts are shown in (plan, status)
 SHOWN = (State.DONE, State.STALE, State.RUNNING, State.QUEUED, State.FAILED, State.LOST, State.CANCELLED,
-         State.PRUNED, State.UNKNOWN, State.MISSING)
+         State.PRUNED, State.UNKNOWN, State.CORRUPT, State.MISSING)
 FINISHED = frozenset({State.DONE, State.STALE})  # has a summary (stale: done with other code)
 INCOMPLETE = frozenset({State.MISSING, State.QUEUED, State.LOST, State.CANCELLED})  # a launch always (re)runs these
-RERUNNABLE = frozenset({State.FAILED, State.STALE})  # a launch reruns these only with --rerun
+RERUNNABLE = frozenset({State.FAILED, State.STALE, State.CORRUPT})  # a launch reruns these only with --rerun
 SETTLED = frozenset({State.DONE, State.FAILED, State.LOST, State.PRUNED})  # a tuner's trial will not change
-TROUBLE = frozenset({State.FAILED, State.LOST, State.CANCELLED, State.UNKNOWN})  # status lists them with a reason
+TROUBLE = frozenset({State.FAILED, State.LOST, State.CANCELLED, State.UNKNOWN, State.CORRUPT})  # status lists them with a reason

@@ -111,7 +111,7 @@ def test_typer_completes_options_with_the_file_of_the_command_line(study, tmp_pa
     assert complete("tune ", study.parent) == ["vit_lr"]
     assert complete("probe ", study.parent) == ["speed"]
     assert complete("launch --backend ", study.parent) == ["local", "slurm"]
-    assert complete("launch --rerun ", study.parent) == ["failed", "stale"]
+    assert complete("launch --rerun ", study.parent) == ["corrupt", "failed", "stale"]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert complete("status --matrix ", elsewhere) == []  # no experiments.toml here: nothing, no error

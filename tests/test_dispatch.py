@@ -27,7 +27,7 @@ from typing import Callable
 import pytest
 
 from runner.backends.local import Slot
-from runner.errors import BackendError
+from runner.errors import WorkerStartError
 from runner.launch import dispatch
 from runner.launch.dispatch import MAX_UNSENT, Dispatcher
 from runner.launch.scheduler import LaunchResult
@@ -128,8 +128,12 @@ class FakePool:
     """``runner.backends.local.WorkerPool`` in one process: each ``poll`` is a tick."""
 
     def __init__(self, tmp_path: Path, script: dict[str, list[Act]], *, tick_s: float = 0.0,
-                 broken: tuple[str, ...] = (), interrupt_at: int | None = None):
+                 broken: tuple[str, ...] = (), interrupt_at: int | None = None,
+                 killed_starting: dict[str, int] | None = None):
+        """``broken``: slots whose workers exit with code 1 before ready (an import error);
+        ``killed_starting``: per slot, how many of its next workers are killed (-9) before ready."""
         self.log_dir = tmp_path / "logs"
+        self.killed_starting = dict(killed_starting or {})
         self.script = {rid: list(acts) for rid, acts in script.items()}
         self.tick_s, self.broken, self.interrupt_at = tick_s, broken, interrupt_at
         self.workers: list[FakeWorker] = []  # started, not retired: the dispatcher reads this
@@ -151,6 +155,9 @@ class FakePool:
         self.every.append(w)
         if slot.name in self.broken:
             self.at(1, w, lambda: self.exit(w, 1))
+        elif self.killed_starting.get(slot.name, 0) > 0:
+            self.killed_starting[slot.name] -= 1
+            self.at(1, w, lambda: self.exit(w, -9))
         else:
             self.at(1, w, lambda: self.emit(w, {"event": "ready", "pid": w.proc.pid}))
         return w
@@ -417,9 +424,23 @@ def test_a_run_that_never_reaches_a_live_worker_ends_lost(tmp_path):
     assert_wound_down(l)
 
 
-def test_a_worker_that_cannot_start_stops_the_launch(tmp_path):
-    with pytest.raises(BackendError, match=r"a worker could not start \(exit code 1\)"):
+def test_a_worker_that_cannot_start_stops_the_launch_with_exit_1(tmp_path):
+    with pytest.raises(WorkerStartError, match=r"a worker could not start \(exit code 1\)") as e:
         launch(tmp_path, [run_("a")], cpu(1), broken=("cpu0",))
+    assert e.value.exit_code == 1  # not bad input
+
+
+def test_a_worker_killed_while_starting_is_replaced_and_the_queue_goes_on(tmp_path):
+    l = launch(tmp_path, [run_("a"), run_("b"), run_("c")], cpu(2), retries=2, killed_starting={"cpu0": 2})
+    assert l.result.done == 3 and l.result.lost == 0
+    assert [w.slot.name for w in l.pool.every].count("cpu0") >= 3  # two killed, then one that worked
+    assert sum("killed (signal 9) while starting; starting another" in m for m in l.display.messages) == 2
+    assert_wound_down(l)
+
+
+def test_a_slot_whose_workers_are_killed_more_often_than_retries_stops_the_launch(tmp_path):
+    with pytest.raises(WorkerStartError, match=r"the worker on cpu0 was killed 3 time\(s\) in a row while starting"):
+        launch(tmp_path, [run_("a")], cpu(1), retries=2, killed_starting={"cpu0": 3})
 
 
 def test_ctrl_c_counts_the_running_runs_cancelled_and_stops_the_workers(tmp_path):

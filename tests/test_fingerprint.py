@@ -57,33 +57,6 @@ def test_stale_is_another_fingerprint_and_runs_without_one_fall_back_to_the_comm
         "recorded before code fingerprints, so judged by its git commit: done at 0123456789ab, HEAD is fedcba987654")
 
 
-def test_a_store_of_schema_1_is_upgraded_in_place_and_fills_in_the_fingerprints(tmp_path):
-    """Existing stores keep working: the column is added and every folder read again."""
-    import sqlalchemy as sa
-
-    from runner.records.runfolder import RunFolder
-    from runner.records.store import SCHEMA_VERSION, Store
-
-    runs, url = tmp_path / "runs", f"sqlite:///{tmp_path / 'runner.db'}"
-    f = RunFolder(runs / "run0")
-    f.create({"id": "run0", "cell": "c0", "label": "vit/digits/s0", "matrices": ["main"], "config": {"seed": 0}})
-    f.finish(f.start_attempt({"git": {"commit": "c0ffee"}, "code": {"hash": "feedbeef", "files": {}}}), {"test_acc": 0.9})
-    store = Store.open(url, runs)
-    store.ingest(runs)
-    store.engine.dispose()
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:  # what a runner of schema 1 left
-        conn.execute(sa.text("ALTER TABLE mr_runs DROP COLUMN code_hash"))
-        conn.execute(sa.text("UPDATE mr_meta SET value = '1' WHERE key = 'schema_version'"))
-    engine.dispose()
-    store = Store.open(url, runs)
-    with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT value FROM mr_meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
-    assert store.runs()["run0"].code_hash is None  # not read yet
-    store.ingest(runs)
-    assert store.runs()["run0"].code_hash == "feedbeef" and store.runs()["run0"].summary["test_acc"] == 0.9
-
-
 # ---------------------------------------------------------------- end to end, on a copy of the code
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import run_cli, write_study
+from conftest import cli, run_cli, write_study
 from runner.backends import job_file
 from runner.backends.slurm import SlurmBackend
 from runner.study.slurm import SlurmOptions, minutes
@@ -35,6 +35,41 @@ def test_plan_refuses_what_slurm_would_not_take(tmp_path, body, key):
     out = run_cli("plan", cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith(f"experiments.toml: [slurm] {key}: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+# what each value that reaches a batch script or a file name is tried with: a line break (Python's
+# ``$`` matches before a final one), a quote, a command substitution, a command separator, NUL
+INJECTIONS = ["gpu\n", "gpu\n#SBATCH --uid=0", 'gpu"', "$(id)", "gpu;id", "gpu\u0000"]
+SLURM_VALUES = {"partition": "gpu", "account": "lab", "qos": "normal", "constraint": "a100", "mem": "16G",
+                "gpu_type": "a100", "time": "1:00:00", "sbatch": "--mail-type=END", "setup": "module load cuda"}
+
+
+def _toml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)  # a TOML basic string: \n and \u0000 escaped as TOML reads them
+
+
+@pytest.mark.parametrize("key", sorted(SLURM_VALUES) + ["study name"])
+@pytest.mark.parametrize("bad", INJECTIONS, ids=["newline", "newline-directive", "quote", "substitution",
+                                                 "separator", "nul"])
+def test_no_value_smuggles_shell_text_into_a_batch_script(tmp_path, key, bad):
+    good = SLURM_VALUES.get(key, "tiny")
+    value = good + bad[3:] if bad.startswith("gpu") else bad  # the good value with the attack after it
+    if key == "setup" and "\n" not in value and "\u0000" not in value:
+        pytest.skip("setup lines are shell commands by design: only a line break or NUL is refused")
+    literal = _toml_string(value)
+    literal = f"[{literal}]" if key in ("sbatch", "setup") else literal
+    if key == "study name":
+        text = study_toml(epochs=1).replace('name = "tiny"', f"name = {literal}", 1)
+        where = "experiments.toml: [study] name: "
+    else:
+        text = study_toml(epochs=1) + f"\n[slurm]\n{key} = {literal}\n"
+        where = f"experiments.toml: [slurm] {key}: "
+    write_study(tmp_path, text)
+    out = cli("plan", cwd=tmp_path)  # in this process: the same entry point, 60 cases in a second
+    assert out.returncode == 2 and out.stdout == "", (value, out.stdout, out.stderr)
+    assert out.stderr.startswith(where) and out.stderr.count("\n") == 1, (value, out.stderr)
 
 
 def test_command_line_flags_override_and_are_checked_the_same_way(tmp_path):

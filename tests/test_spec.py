@@ -22,6 +22,18 @@ def edit(old: str, new: str) -> str:
 
 CATALOGUE = [
     ("syntax", edit("[study]", "[study"), "experiments.toml:1:7: TOML syntax error"),
+    ("store not a url", edit('name = "tiny"', 'name = "tiny"\nstore = "notaurl"'),
+     '[study] store: "notaurl" is not a database URL; write "sqlite:///results/runner.db"'),
+    ("store cannot be created", edit('name = "tiny"', 'name = "tiny"\nstore = "sqlite:////proc/runner/r.db"'),
+     "[study] store: /proc/runner cannot be created: cannot write in /proc"),
+    ("runs_dir cannot be created", edit('name = "tiny"', 'name = "tiny"\nruns_dir = "/proc/runner/runs"'),
+     "[study] runs_dir: /proc/runner/runs cannot be created: cannot write in /proc"),
+    ("runs_dir under a file", edit('name = "tiny"', 'name = "tiny"\nruns_dir = "experiments.toml/runs"'),
+     "experiments.toml is a file, not a folder"),
+    ("control character in a path", edit('name = "tiny"', 'name = "tiny"\nreport_dir = "a\\nb"'),
+     '[study] report_dir: "a\\nb" holds a control character'),
+    ("study name with a line break", edit('name = "tiny"', 'name = "tiny\\n#SBATCH --uid=0"'),
+     '[study] name: "tiny\\n#SBATCH --uid=0" is not a valid name'),
     ("duplicate toml key", edit('name = "tiny"', 'name = "tiny"\nname = "again"'), "TOML syntax error"),
     ("unknown section", BASE + "\n[studdy]\nx = 1\n", "[studdy] unknown section; valid sections:"),
     ("missing study", BASE.replace('[study]\nname = "tiny"\nseeds = [0, 1]\n', ""), "[study] required section is missing"),
@@ -172,6 +184,13 @@ def test_malformed_study_gives_one_line_and_exit_2(store_dir, name, text, expect
     assert _digest(store_dir) == before
 
 
+@pytest.mark.parametrize("command", ["plan", "status", "launch"])
+def test_a_store_no_driver_can_open_is_one_line_at_plan_time_too(store_dir, command):
+    (store_dir / "experiments.toml").write_text(edit('name = "tiny"', 'name = "tiny"\nstore = "nosuchdb://u@h/x"'))
+    _assert_one_line_error(cli(command, cwd=store_dir),
+                           "nosuchdb://u@h/x: not a database this runner can open (NoSuchModuleError")
+
+
 def test_the_real_command_turns_a_bad_study_into_one_line_and_exit_2(store_dir):
     """Once in a process of its own, as a user runs it (the catalogue goes through the same entry point
     in this process): nothing else on stderr, no traceback, the store untouched."""
@@ -190,7 +209,7 @@ BAD_SELECTIONS = [
     (["--where", "architecture=vit_tiny"],
      '--where architecture=vit_tiny: selects no run: architecture = "vit_tiny"; architectures are vit, cnn'),
     (["--matrix", "main", "--where", "seed=7"], "--where seed=7: selects no run in --matrix main: seed = 7; seeds are 0, 1"),
-    (["--rerun", "everything"], "--rerun everything: choose among failed, stale"),
+    (["--rerun", "everything"], "--rerun everything: choose among corrupt, failed, stale"),
     (["--workers", "0"], "--workers 0: must be at least 1"),
     (["--gpus", "2"], "--gpus 2: this machine has 0 NVIDIA GPU(s)"),
 ]

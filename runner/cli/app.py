@@ -116,7 +116,7 @@ def launch(
     gpus: GpusOpt = None, per_gpu: PerGpuOpt = 1, workers: WorkersOpt = None,
     rerun: Annotated[Optional[list[str]], typer.Option(
         "--rerun", metavar="STATE", autocompletion=words(*sorted(RERUNNABLE)),
-        help="Also run again: failed, stale (trained with other code than now). Repeatable.")] = None,
+        help="Also run again: failed, stale (trained with other code than now), corrupt (a results file cannot be parsed; it is set aside). Repeatable.")] = None,
     retries: Annotated[int, typer.Option(
         "--retries", min=0, metavar="N",
         help="Attempts a run gets again when its worker dies or hangs (it resumes from its checkpoint).")] = 2,
@@ -180,7 +180,7 @@ def launch(
     launch_lines(result)
     if result.interrupted:
         raise typer.Exit(130)
-    if result.failed or result.lost or result.blocked:
+    if result.failed or result.lost or result.blocked or result.stopped_for:
         raise typer.Exit(1)
 
 
@@ -412,6 +412,15 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
         raise SelectionError(f"--figure {figure[0]}: a figure is a file, and a filtered report writes only with --out; "
                              f"add --out DIR (`runner report` alone redraws {sel.study.report_dir}/figures/)")
     writes = out is not None or not (filtered or check or runs)
+    blocked = None
+    if writes:
+        from runner.records.places import unwritable
+
+        if (blocked := unwritable(out or sel.study.report_dir)) and out is not None:
+            from runner.errors import SelectionError
+
+            raise SelectionError(f"--out {out}: {blocked}; choose a folder you can write")
+        writes = blocked is None  # a read-only study's report is printed, and says it was not written
     rep = c.report(sel, command, tables=table or (), figures=figure or (),
                    with_figures=writes and not (no_figures or check or runs))
     if check:
@@ -435,6 +444,10 @@ def report(file: FileOpt = DEFAULT_FILE, matrix: MatrixOpt = None, where: WhereO
         return
     if not writes:
         sys.stdout.write(r.render(rep, fmt))
+        if blocked:
+            print(f"nothing written: {sel.study.report_dir}: {blocked}; add --out DIR to write the report elsewhere",
+                  file=sys.stderr)
+            return
         print(f"nothing written: a report filtered by --matrix, --where, --table or --figure only prints; "
               f"add --out DIR to write its files ({sel.study.report_dir}/ is what `runner report` writes)", file=sys.stderr)
         return
@@ -478,9 +491,12 @@ def sync(file: FileOpt = DEFAULT_FILE,
     from runner.study.spec import load_study
 
     study = load_study(file)
-    store = c.open_store(study, create=True)
+    store = c.open_store(study, create=True, rebuild=rebuild)  # --rebuild: also a store of another schema
     n = store.rebuild(study.runs_dir) if rebuild else store.ingest(study.runs_dir)
     print(f"{n} run(s) {'indexed' if rebuild else 'updated'} in {study.store}")
+    for rec in store.runs(details=False).values():  # damage is said, never absorbed: `--rerun corrupt` trains them again
+        if rec.state == State.CORRUPT:
+            print(f"corrupt {rec.label} {rec.id}: {rec.reason}", file=sys.stderr)
 
 
 from runner.cli.data import data_app  # noqa: E402  (the `runner data ...` commands)

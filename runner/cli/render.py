@@ -20,7 +20,8 @@ from runner.states import FINISHED, TROUBLE, State
 
 STATE_STYLE = {State.DONE: "green", State.STALE: "yellow", State.RUNNING: "cyan", State.QUEUED: "cyan",
                State.FAILED: "red", State.LOST: "magenta", State.CANCELLED: "magenta", State.PRUNED: "dim",
-               State.UNKNOWN: "yellow", State.MISSING: "dim"}
+               State.UNKNOWN: "yellow", State.CORRUPT: "red", State.INTERRUPTED: "magenta", State.BLOCKED: "red",
+               State.MISSING: "dim"}
 MAX_ROWS = 40
 
 console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs
@@ -33,7 +34,7 @@ def print_json(obj: Any) -> None:
 
 def _counts_line(counts: dict[str, int]) -> str:
     total = sum(counts.values())
-    parts = [f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in counts.items()]
+    parts = [f"[{STATE_STYLE.get(s, 'bold')}]{n} {s}[/]" for s, n in counts.items()]
     return f"{total} run(s): " + ", ".join(parts) if parts else "0 runs selected"
 
 
@@ -71,7 +72,7 @@ def plan_view(study_name: str, entries: list[dict]) -> None:
             states[r["state"]] += 1
         table.add_row(escape(label), cell, ",".join(runs[0]["matrix"]),
                       ",".join(r["label"].rsplit("/s", 1)[-1] for r in runs),
-                      ", ".join(f"[{STATE_STYLE.get(s, '')}]{n} {s}[/]" for s, n in states.items()))
+                      ", ".join(f"[{STATE_STYLE.get(s, 'bold')}]{n} {s}[/]" for s, n in states.items()))
     console.print(table)
 
 
@@ -120,7 +121,7 @@ def status_view(study_name: str, overview: dict) -> None:
         console.print(t)
     failed = [e for e in overview["runs"] if e["state"] in TROUBLE]
     if failed:
-        t = _runs_table("failed, lost, cancelled or unknown", "state", "reason", last_wraps=True)
+        t = _runs_table("failed, lost, cancelled, unknown or corrupt", "state", "reason", last_wraps=True)
         for e in failed[:MAX_ROWS]:
             job = f" [dim](task {e['job']['id']})[/]" if e.get("job") else ""
             t.add_row(escape(e["label"]), e["id"], e["state"], escape(e.get("reason") or "—") + job)
@@ -136,6 +137,10 @@ def status_view(study_name: str, overview: dict) -> None:
         if len(done) > MAX_ROWS:
             _more_row(t, len(done) - MAX_ROWS)
         console.print(t)
+    warned = [e for e in overview["runs"] if e.get("warnings")]
+    for e in warned[:MAX_ROWS]:  # what a run lost on the way: said, never silently absorbed
+        for w in e["warnings"]:
+            err_console.print(f"[yellow]warning[/] {escape(e['label'])} {e['id']}: {escape(w)}", soft_wrap=True)
     tuning_view(overview.get("tuning") or [])
 
 
@@ -176,11 +181,11 @@ def show_view(info: dict) -> None:
     if "runs" in info:  # a cell id: its runs, each one `runner show RUN_ID`
         console.print(f"cell {info['cell']}: {len(info['runs'])} run(s); `runner show RUN_ID` shows one")
         for r in info["runs"]:
-            console.print(f"  {r['id']}  {escape(r['label'])}  [{STATE_STYLE.get(r['state'], '')}]{r['state']}[/]")
+            console.print(f"  {r['id']}  {escape(r['label'])}  [{STATE_STYLE.get(r['state'], 'bold')}]{r['state']}[/]")
         return
     console.print(f"[bold]{escape(info['label'])}[/]  id {info['id']}  cell {info['cell']}  "
                   + ("" if info.get("planned", True) else "[dim](no longer planned by the study)[/]  ")
-                  + f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}[/]"
+                  + f"[{STATE_STYLE.get(info['state'], 'bold')}]{info['state']}[/]"
                   + (f": {escape(info['reason'])}" if info["reason"] else ""))
     console.print(f"folder {escape(info['folder'])}")
     console.print("config " + escape(json.dumps(info["config"], sort_keys=True)))
@@ -263,7 +268,9 @@ class LaunchDisplay:
         s = (record.summary if record else None) or {}
         detail = (f"{self.metric}={_fmt(s.get(self.metric))} in {_duration(s.get('train_time_s'))}" if state == State.DONE
                   else (reason or ""))
-        console.print(f"[{STATE_STYLE.get(state, '')}]{state:<9}[/] {escape(run.label)} [dim]{run.id}[/] {escape(detail)}")
+        console.print(f"[{STATE_STYLE.get(state, 'bold')}]{state:<9}[/] {escape(run.label)} [dim]{run.id}[/] {escape(detail)}")
+        for w in getattr(record, "warnings", ()):
+            self.message(f"warning {run.label} {run.id}: {w}")
         self._refresh()
 
     def progress(self, records: dict) -> None:
@@ -328,30 +335,34 @@ def submit_lines(result) -> None:
                           "`runner cancel` them to submit them again)")
     if not result.submitted:
         console.print(f"nothing to submit: {result.already_done} of {result.selected} selected run(s) already done"
-                      f"{stale_hint(result.stale)}{waiting}")
+                      f"{stale_hint(result.stale, result.corrupt)}{waiting}")
         return
     arrays = sorted({j.split("_")[0] for j in result.job_ids})
     console.print(f"submitted {result.submitted} run(s) as {len(result.job_ids)} array task(s) of job(s) {', '.join(arrays)} "
                   f"({result.already_done} were already done{waiting}); follow them with `runner status`")
 
 
-def stale_hint(stale: int) -> str:
-    """What a launch says of the stale runs it left alone: how to train them again."""
-    return (f", {stale} stale (trained with other code; `runner plan` says what changed, "
-            "`--rerun stale` trains them again)") if stale else ""
+def stale_hint(stale: int, corrupt: int = 0) -> str:
+    """What a launch says of the stale and corrupt runs it left alone: how to train them again."""
+    return ((f", {stale} stale (trained with other code; `runner plan` says what changed, "
+             "`--rerun stale` trains them again)") if stale else "") + (
+        (f", {corrupt} corrupt (a results file cannot be parsed; `runner status` names it, "
+         "`--rerun corrupt` sets it aside and trains them again)") if corrupt else "")
 
 
 def launch_lines(result) -> None:
     """``runner launch``'s closing lines: what ran and how it ended, then each failure's reason."""
     ran = result.done + result.failed + result.lost + result.cancelled + result.blocked
     if ran == 0 and not result.interrupted:
-        rest = result.selected - result.already_done - result.stale
+        rest = result.selected - result.already_done - result.stale - result.corrupt
         console.print(f"nothing to run: {result.already_done} of {result.selected} selected run(s) already done"
-                      + stale_hint(result.stale) + (f", {rest} failed (`--rerun failed` runs them again)" if rest > 0 else ""))
+                      + stale_hint(result.stale, result.corrupt) + (f", {rest} failed (`--rerun failed` runs them again)" if rest > 0 else ""))
     else:
         console.print(f"{result.done} done, {result.failed} failed, {result.lost} lost, {result.cancelled} cancelled "
                       f"or interrupted" + (f", {result.blocked} blocked" if result.blocked else "")
-                      + f" ({result.already_done} were already done" + stale_hint(result.stale)
+                      + f" ({result.already_done} were already done" + stale_hint(result.stale, result.corrupt)
                       + (f"; {result.retried} retried after a lost worker" if result.retried else "") + ")")
     for label, state, reason in result.failures:
         err_console.print(f"[red]{state}[/] {escape(label)}: {escape(reason)}", soft_wrap=True)
+    if getattr(result, "stopped_for", None):
+        err_console.print(f"[red]stopped[/]: {escape(result.stopped_for)}", soft_wrap=True)

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Protocol
 
 from runner.backends.local import Worker, WorkerPool
-from runner.errors import BackendError
+from runner.errors import WorkerStartError
 from runner.launch.slots import Phase, SlotRecord, SlotTable
 from runner.plan.stages import depths
-from runner.records.runfolder import RunFolder
+from runner.errors import StoreError
+from runner.records.runfolder import RunFolder, no_space
 from runner.states import State
 from runner.train.distributed import EXIT_RANK_LOST
 
@@ -76,9 +77,11 @@ class Dispatcher:
         self.by_id = {r.id: r for r in todo}
         self.retries, self.isolate, self.lost_after_s, self.stop_grace_s = retries, isolate, lost_after_s, stop_grace_s
         self.tries: defaultdict[str, Tries] = defaultdict(Tries)
+        self.start_kills: defaultdict[str, int] = defaultdict(int)  # per slot: workers killed in a row while starting
         self.slots = SlotTable(slots)
         self.pool = pool if pool is not None else WorkerPool(study_dir=study.dir, log_dir=study.runs_dir / ".workers")
         self.feed = feed
+        self.disk_full: str | None = None  # once a run stopped for want of space: no new run starts
 
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder(self.study.runs_dir / run_id)
@@ -106,7 +109,7 @@ class Dispatcher:
                     self._watch_heartbeats()
                     last_watch = now
                 if in_flight and now - last_ingest > INGEST_EVERY_S:
-                    self.store.ingest(self.study.runs_dir, in_flight)
+                    self._index(in_flight)
                     self.display.progress(self.store.runs(in_flight))
                     if self.feed:
                         self.feed.watch(in_flight)
@@ -133,8 +136,8 @@ class Dispatcher:
         self.queue = deque(longest_first(runs, expected_seconds(runs, self.store.history())))
 
     def _ask_feed(self) -> bool:
-        """Queue the feed's next runs; False when it has none now."""
-        runs = self.feed.more() if self.feed else []
+        """Queue the feed's next runs; False when it has none now (or the disk is full)."""
+        runs = self.feed.more() if self.feed and not self.disk_full else []
         for run in runs:
             self.by_id[run.id] = run
             self.unsettled.add(run.id)
@@ -215,13 +218,17 @@ class Dispatcher:
         kind = event.get("event")
         if kind == "ready":
             w.started = True
+            self.start_kills[w.slot.name] = 0
             self.slots.move(self.slots.of(w), Phase.IDLE)
             self._assign()
         elif kind == "finished":
             rid = event["run"]
             self.slots.move(self.slots.of(w), Phase.PENDING)  # it says ready again, or exits
             self._release(rid)
-            self._finished(self.by_id[rid], State(event["state"]), event.get("reason"))
+            state = State(event["state"])
+            if state is State.INTERRUPTED:  # the worker's word for a run stopped by a full disk
+                self._stop_starting(event.get("reason") or "no space left on device")
+            self._finished(self.by_id[rid], state, event.get("reason"))
             self._assign()
         elif kind == "eof":
             self._worker_exited(w)
@@ -239,11 +246,26 @@ class Dispatcher:
             self._died_during(self.by_id[rid], w, code)
             self._release(rid)
         if not w.started:
-            raise BackendError(f"a worker could not start (exit code {code}); its log {w.log_path} ends with: "
-                               f"{_tail(w.log_path).strip().splitlines()[-1:] or ['(empty)']}")
+            self._start_failed(w, code)
         if not self.queue and was is not Phase.CLOSING:
             self._refill()  # a tuner replaces a failed trial
         self._assign()
+
+    def _start_failed(self, w: Worker, code: int) -> None:
+        """A worker died before it said ready. Killed by a signal (the OOM killer or a ``kill -9``
+        while it imports torch) it is replaced like a lost worker, at most ``retries`` times in a row
+        on its slot (its slot is spare: ``_assign`` starts a fresh one). One that exited by itself
+        (an import error: the same every time) stops the launch with the end of its log."""
+        log = "\n".join(_tail(w.log_path).strip().splitlines()[-8:]) or "(empty)"
+        if code >= 0:
+            raise WorkerStartError(f"a worker could not start (exit code {code}); the end of its log {w.log_path}:\n{log}")
+        kills = self.start_kills[w.slot.name] = self.start_kills[w.slot.name] + 1
+        if kills > self.retries:
+            raise WorkerStartError(f"the worker on {w.slot.name} was killed {kills} time(s) in a row while starting "
+                                   f"(signal {-code}, --retries {self.retries}): is memory short? "
+                                   f"the end of its log {w.log_path}:\n{log}")
+        self.display.message(f"the worker on {w.slot.name} was killed (signal {-code}) while starting; "
+                             f"starting another ({kills}/{self.retries})")
 
     def _release(self, run_id: str) -> None:
         """A run ended: the slots lent to it take runs again (one whose worker died meanwhile waits
@@ -279,12 +301,17 @@ class Dispatcher:
             how = f"no heartbeat for {w.hung_for:.0f} s, killed"
         reason = f"worker process died ({how}); its log: {w.log_path}"
         if attempt is not None:
-            folder.mark_lost(attempt["attempt"], reason)
+            try:
+                folder.mark_lost(attempt["attempt"], reason)
+            except OSError as e:  # a full disk: the folder reads lost all the same (its worker's pid is gone)
+                if not no_space(e):
+                    raise
+                self._stop_starting(str(e))
         tries.lost += 1
         if tries.lost <= self.retries:
             self.result.retried += 1
             self.queue.appendleft(run)
-            self.store.ingest(self.study.runs_dir, [run.id])
+            self._index([run.id])
             self.display.message(f"lost {run.label}: {reason}; retrying ({tries.lost}/{self.retries}), "
                                  "from its last checkpoint")
         else:
@@ -293,7 +320,7 @@ class Dispatcher:
     def _finished(self, run, state: State, reason: str | None) -> None:
         self.unsettled.discard(run.id)
         self.lock.announce(sorted(self.unsettled))
-        self.store.ingest(self.study.runs_dir, [run.id])
+        self._index([run.id])
         record = self.store.runs([run.id]).get(run.id)
         if state is State.DONE:
             self.result.done += 1
@@ -303,15 +330,42 @@ class Dispatcher:
             self.result.lost += 1
         elif state is State.PRUNED:
             self.result.pruned += 1
-        elif state is State.BLOCKED:
+        elif state in (State.BLOCKED, State.CORRUPT):
             self.result.blocked += 1
         else:
             self.result.cancelled += 1
-        if state in (State.FAILED, State.LOST, State.BLOCKED):
+        if state in (State.FAILED, State.LOST, State.BLOCKED, State.CORRUPT):
             self.result.failures.append((run.label, state, reason or "?"))
         self.display.finished(run, state, record, reason)
         if self.feed:
             self.feed.settled(run, state, reason)
+
+    # ------------------------------------------------------------------ a full disk
+
+    def _stop_starting(self, why: str) -> None:
+        """The disk is full: no new run starts (each would fail the same way); runs in flight go on
+        and stop by themselves if they need space. The queue is left to the next launch."""
+        if self.disk_full is not None:
+            return
+        self.disk_full = why
+        left = [r for r in self.queue]
+        self.queue.clear()
+        for run in left:
+            self.unsettled.discard(run.id)
+        self.lock.announce(sorted(self.unsettled))
+        self.result.stopped_for = (f"{why}; no new run started ({len(left)} left for the next launch, which resumes "
+                                   "the stopped ones from their checkpoints once there is space)")
+        self.display.message(f"stopping: {why}; runs in flight go on, no new run starts")
+
+    def _index(self, ids: list[str]) -> None:
+        """Ingest these runs' folders; a store on a full disk is left behind (the folders are the
+        journal: the next command that reads them catches up) and no new run starts."""
+        try:
+            self.store.ingest(self.study.runs_dir, ids)
+        except StoreError as e:
+            if "no space left" not in str(e):
+                raise
+            self._stop_starting(str(e))
 
     # ------------------------------------------------------------------ workers
 

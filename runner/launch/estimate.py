@@ -108,12 +108,15 @@ def _options(dataset: dict):
 
 
 def meta_flops(architecture: dict, dataset: dict) -> float | None:
-    """Forward FLOPs of one image, counted on the meta device; None if the model cannot be built there."""
-    import torch
+    """Forward FLOPs of one image, counted on the meta device; None if the model cannot be built
+    there, or torch cannot be imported (the workers then say why, with their logs)."""
+    try:
+        import torch
 
-    from runner.train.measure import count_flops
-    from runner.train.loop import build_model
-
+        from runner.train.measure import count_flops
+        from runner.train.loop import build_model
+    except Exception:
+        return None
     info = _options(dataset).info()
     if info.num_classes is None:  # an image folder not on disk yet: its head hardly matters here
         info = type(info)(1000, info.in_chans, info.img_size, info.mean, info.std)

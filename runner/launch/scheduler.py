@@ -15,7 +15,7 @@ from typing import Protocol
 
 from runner.backends.job_file import JOB_FILE
 from runner.backends.local import Slot
-from runner.errors import BackendError, DataError
+from runner.errors import BackendError, DataError, StoreError
 from runner.launch.lock import launch_lock
 from runner.launch.data_check import missing_data
 from runner.plan.diff import effective_states
@@ -23,7 +23,7 @@ from runner.plan.runs import Run
 from runner.plan.stages import depths
 from runner.records import fingerprint
 from runner.records.provenance import git_commit
-from runner.records.runfolder import RunFolder, lost_after_s
+from runner.records.runfolder import RunFolder, lost_after_s, no_space
 from runner.study.spec import Study
 from runner.records.store import RunRecord, Store
 from runner.states import INCOMPLETE, State
@@ -34,6 +34,7 @@ class LaunchResult:
     selected: int = 0
     already_done: int = 0
     stale: int = 0  # done with other training code, left alone (no --rerun stale)
+    corrupt: int = 0  # a results file cannot be parsed, left alone (no --rerun corrupt)
     done: int = 0
     failed: int = 0
     lost: int = 0  # the worker died or hung more often than --retries allows
@@ -42,6 +43,7 @@ class LaunchResult:
     blocked: int = 0  # not started: their upstream was not done
     retried: int = 0
     interrupted: bool = False
+    stopped_for: str | None = None  # why the launch stopped starting runs (the disk is full)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (label, state, reason)
 
 
@@ -67,6 +69,26 @@ def runs_to_do(runs: list[Run], records: dict[str, RunRecord], commit: str | Non
     holds the upstreams it needs."""
     states, _ = effective_states(runs, records, commit, {r.id: r for r in runs}, code)
     return [r for r in runs if (s := states[r.id]) in INCOMPLETE or s in rerun], states
+
+
+def orphaned_here(study: Study, runs: list[Run], states: dict[str, str]) -> list[Run]:
+    """Runs that look running because a worker of a launcher killed a moment ago still lives (its
+    own session survives the launcher's process group for the seconds it takes to notice). This
+    launcher holds the study's lock, so no live launcher owns a run running on this host outside
+    SLURM: it is taken again, and its worker waits for the orphan to let go of the run
+    (``RunFolder.claim``), which resumes it or finds it done. Nothing is trained twice or left out."""
+    import socket
+
+    here = socket.gethostname()
+    out = []
+    for run in runs:
+        if states[run.id] != State.RUNNING:
+            continue
+        attempts = RunFolder(study.runs_dir / run.id).read().attempts
+        last = attempts[-1] if attempts else {}
+        if last.get("host") == here and not ((last.get("provenance") or {}).get("slurm") or {}).get("slurm_job_id"):
+            out.append(run)
+    return out
 
 
 def left_alone(runs: list[Run], states: dict[str, str], todo: list[Run], state: str) -> int:
@@ -110,6 +132,8 @@ def prepare_folders(study: Study, todo: list[Run], records: dict[str, RunRecord]
         folder.file(JOB_FILE).unlink(missing_ok=True)
         if records.get(run.id) and records[run.id].state == State.DONE:
             folder.supersede()
+        elif records.get(run.id) and records[run.id].state == State.CORRUPT:
+            folder.set_aside_corrupt()  # --rerun corrupt: kept beside it as NAME.corrupt-<time>
 
 
 def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], display: Display, *,
@@ -125,18 +149,30 @@ def launch(study: Study, runs: list[Run], store: Store, slots: list[Slot], displ
         store.ingest(study.runs_dir)
         records = store.runs([r.id for r in runs])
         todo, states = runs_to_do(runs, records, git_commit(study.dir), rerun, fingerprint.current().hash)
+        todo += orphaned_here(study, runs, states)
         result.already_done = left_alone(runs, states, todo, State.DONE)
         result.stale = left_alone(runs, states, todo, State.STALE)
+        result.corrupt = left_alone(runs, states, todo, State.CORRUPT)
         if not todo:
             return result
         refuse_missing_data(todo, runs)
         refuse_too_wide(todo, slots)
         lock.announce([r.id for r in todo])
-        prepare_folders(study, todo, records)
+        try:
+            prepare_folders(study, todo, records)
+        except OSError as e:
+            if not no_space(e):
+                raise
+            raise BackendError(f"{e}; nothing started: free some space and launch again") from None
         store.ingest(study.runs_dir, [r.id for r in todo])
         Dispatcher(study, todo, store, slots, display, result, lock, retries=retries, isolate=isolate,
                    lost_after_s=lost_after, stop_grace_s=stop_grace_s).run()
-        store.ingest(study.runs_dir, [r.id for r in todo])
+        try:
+            store.ingest(study.runs_dir, [r.id for r in todo])
+        except StoreError as e:  # a full disk: the folders hold everything, the next command catches up
+            if "no space left" not in str(e):
+                raise
+            result.stopped_for = result.stopped_for or str(e)
     return result
 
 
@@ -158,6 +194,7 @@ class SubmitResult:
     selected: int = 0
     already_done: int = 0
     stale: int = 0
+    corrupt: int = 0
     submitted: int = 0
     job_ids: list[str] = field(default_factory=list)  # one per array task
     in_slurm: int = 0  # left alone: their task may still run them
@@ -181,6 +218,7 @@ def submit_to_slurm(study: Study, runs: list[Run], store: Store, options, *, rer
         todo, states = runs_to_do(runs, records, git_commit(study.dir), rerun, fingerprint.current().hash)
         result.already_done = left_alone(runs, states, todo, State.DONE)
         result.stale = left_alone(runs, states, todo, State.STALE)
+        result.corrupt = left_alone(runs, states, todo, State.CORRUPT)
         tasks = {r.id: t for r in todo if (t := backend.handle_of(r.id))}
         answers = backend.poll(set(tasks.values()))
 

@@ -25,6 +25,8 @@ from the files alone, so the store can always be rebuilt from them.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import socket
@@ -66,11 +68,45 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: a temp file is private (0600) until chmod
 
 
+def no_space(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+
+
+class DiskFull(OSError):
+    """No space left on the device while writing one file of a run: named, so that the reason a
+    run stopped says which file and where (a write to an open file reports no file name)."""
+
+    def __init__(self, path: Path | str):
+        super().__init__(errno.ENOSPC, "No space left on device", str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return f"no space left on device writing {self.path.name} in {self.path.parent}"
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Less than a MiB left: what a writer that hides the OS error behind its own (torch's
+    serializer raises a RuntimeError) ran into."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def _named(path: Path, e: OSError) -> OSError:
+    return DiskFull(path) if no_space(e) and not isinstance(e, DiskFull) else e
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Replace ``path`` with what ``write`` writes into a binary file, all or nothing (also on a
     full disk or a kill): a temp file beside it, fsync, rename. The file gets the permissions a
-    plain ``open`` would give it, so results stay readable by the group that shares them."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    plain ``open`` would give it, so results stay readable by the group that shares them.
+    A full disk raises ``DiskFull`` naming ``path``, and leaves the file as it was."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _named(path, e) from e
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -78,11 +114,15 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise _named(path, e) from e
+        if isinstance(e, Exception) and _nearly_full(path.parent):  # torch.save says "file write failed"
+            raise DiskFull(path) from e
         raise
 
 
@@ -93,12 +133,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, obj: Any) -> None:
-    """Append one JSON line and flush it to disk."""
+    """Append one JSON line and flush it to disk. A line left cut by a crash is dropped first:
+    appended to, it would swallow the new line too. A full disk raises ``DiskFull``."""
     line = json.dumps(obj, sort_keys=True, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        drop_torn_line(path)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise _named(path, e) from e
+
+
+def torn_tail(path: Path) -> int:
+    """Bytes of a last line cut by a crash (no end of line after it); 0 for a whole file."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+    except FileNotFoundError:
+        return 0
+    if tail.endswith(b"\n"):
+        return 0
+    cut = tail.rfind(b"\n")
+    return len(tail) - cut - 1 if cut >= 0 else size
+
+
+def drop_torn_line(path: Path) -> int:
+    """Cut a torn last line off ``path``; returns its length in bytes (0: there was none)."""
+    n = torn_tail(path)
+    if n:
+        with open(path, "r+b") as f:
+            f.truncate(f.seek(0, os.SEEK_END) - n)
+    return n
 
 
 def read_json(path: Path) -> Any | None:
@@ -106,6 +177,44 @@ def read_json(path: Path) -> Any | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def parse_json(path: Path) -> tuple[Any | None, str | None]:
+    """(value, problem): a missing file is (None, None); one that cannot be parsed is (None, what
+    is wrong with it). A results file is written atomically, so garbage in one is damage (a disk,
+    a hand edit, a sync tool), never a write in progress."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{path.name}: {e}"
+
+
+def parse_jsonl(path: Path) -> tuple[list[dict], str | None]:
+    """(lines, problem): every line of an appended journal; a torn last line (a crash mid-append)
+    is skipped, any other line that cannot be parsed is a problem naming its number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [], None
+    except (OSError, UnicodeDecodeError) as e:
+        return [], f"{path.name}: {e}"
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # no end of line after it: cut by a crash while being written
+                continue
+            return out, f"{path.name} line {i}: {e}"
+        if not isinstance(value, dict):
+            return out, f"{path.name} line {i}: not a JSON object"
+        out.append(value)
+    return out, None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -134,6 +243,7 @@ class FolderState:
     error: dict | None
     heartbeat: dict | None
     reason: str | None
+    warnings: tuple[str, ...] = ()  # what the run lost on the way (a torn metrics line, a missing checkpoint)
 
 
 class RunFolder:
@@ -156,16 +266,25 @@ class RunFolder:
             write_json_atomic(self.file("run.json"), run)
 
     def start_attempt(self, provenance: dict) -> int:
-        """Open a new attempt; clears the failed mark of an earlier one (its story stays in attempts.jsonl)."""
+        """Open a new attempt; clears the failed mark of an earlier one (its story stays in
+        attempts.jsonl). A metrics line cut by the crash of an earlier attempt is dropped, and the
+        attempt says so (its epoch trains again: it resumes from the checkpoint before it)."""
         number = 1 + sum(1 for e in read_jsonl(self.file("attempts.jsonl")) if e.get("event") == "start")
         try:
             os.unlink(self.file("error.json"))
         except FileNotFoundError:
             pass
+        warnings = []
+        if cut := drop_torn_line(self.file("metrics.jsonl")):
+            warnings.append(f"metrics.jsonl: a last line cut by a crash ({cut} bytes) was dropped at attempt {number}")
         append_jsonl(self.file("attempts.jsonl"), {"event": "start", "attempt": number, "time": time.time(),
                                                    "pid": os.getpid(), "host": socket.gethostname(),
-                                                   "provenance": provenance})
+                                                   "provenance": provenance, **({"warnings": warnings} if warnings else {})})
         return number
+
+    def warn(self, attempt: int, warning: str, **fields: Any) -> None:
+        """Something this attempt lost on the way (``runner status`` shows it with the run)."""
+        append_jsonl(self.file("attempts.jsonl"), {"event": "warning", "attempt": attempt, "warning": warning, **fields})
 
     def end_attempt(self, attempt: int, status: State, reason: str | None = None) -> None:
         append_jsonl(self.file("attempts.jsonl"), {"event": "end", "attempt": attempt, "time": time.time(),
@@ -191,6 +310,22 @@ class RunFolder:
     def mark_lost(self, attempt: int, reason: str) -> None:
         """The launcher's word on an attempt whose worker died or stopped beating: it will not end."""
         self.end_attempt(attempt, State.LOST, reason)
+
+    def claim(self, give_up: Callable[[], bool]) -> "Claim | None":
+        """Hold the run for training: an exclusive ``flock`` on ``.claim`` in its folder, waited for
+        while another process holds it (an orphaned worker of a killed launcher finishing its last
+        batch), so that two processes never train one run at once. The kernel lets go when the
+        holder exits, however it dies. None when ``give_up()`` turned true while waiting."""
+        f = open(self.file(".claim"), "a+")
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return Claim(f)
+            except BlockingIOError:
+                if give_up():
+                    f.close()
+                    return None
+                time.sleep(0.2)
 
     def request_cancel(self, by: dict) -> None:
         write_json_atomic(self.file("cancel.json"), {"time": time.time(), **by})
@@ -260,15 +395,20 @@ class RunFolder:
 
     def read(self, *, now: float | None = None) -> FolderState:
         now = time.time() if now is None else now
-        run = read_json(self.file("run.json"))
-        attempts = _merge_attempts(read_jsonl(self.file("attempts.jsonl")))
-        summary, error = read_json(self.file("summary.json")), read_json(self.file("error.json"))
-        heartbeat = read_json(self.file("heartbeat.json"))
+        run = read_json(self.file("run.json"))  # the launcher's copy of the plan: rewritten by the next launch
+        events, bad_attempts = parse_jsonl(self.file("attempts.jsonl"))
+        attempts = _merge_attempts(events)
+        summary, bad_summary = parse_json(self.file("summary.json"))
+        error, bad_error = parse_json(self.file("error.json"))
+        heartbeat = read_json(self.file("heartbeat.json"))  # replaced every few seconds: a bad one is just old
         last = attempts[-1] if attempts else None
         cancelled = self.cancel_requested()
         status = last.get("status") if last else None
         reason = None
-        if summary is not None:
+        problem = bad_summary or bad_error or bad_attempts
+        if problem:  # never retrained or overwritten without --rerun corrupt
+            state, reason = State.CORRUPT, f"cannot be parsed: {problem}"
+        elif summary is not None:
             state = State.DONE
         elif error is not None:
             state, reason = State.FAILED, error.get("reason")
@@ -286,7 +426,36 @@ class RunFolder:
             state, reason = State.CANCELLED, "cancelled; its worker stopped before saying so"
         else:
             state, reason = State.LOST, "the worker stopped without finishing (killed or crashed)"
-        return FolderState(run, state, attempts, summary, error, heartbeat, reason)
+        warnings = [w for a in attempts for w in a.get("warnings", ())]
+        if state != State.RUNNING and (cut := torn_tail(self.file("metrics.jsonl"))):
+            warnings.append(f"metrics.jsonl: its last line ({cut} bytes) was cut by a crash and is not read; "
+                            "the next attempt drops it and trains that epoch again")
+        return FolderState(run, state, attempts, summary, error, heartbeat, reason, tuple(warnings))
+
+    def unparseable(self) -> list[str]:
+        """The results files of this folder that cannot be parsed (what makes it corrupt)."""
+        bad = [name for name in ("summary.json", "error.json") if parse_json(self.file(name))[1]]
+        return bad + (["attempts.jsonl"] if parse_jsonl(self.file("attempts.jsonl"))[1] else [])
+
+    def set_aside_corrupt(self) -> list[Path]:
+        """``--rerun corrupt``: move each file that cannot be parsed aside (``NAME.corrupt-<time>``),
+        kept for a look, so that the run trains again; returns where they went."""
+        moved = []
+        for name in self.unparseable():
+            target = self.file(f"{name}.corrupt-{int(time.time())}")
+            os.replace(self.file(name), target)
+            moved.append(target)
+        return moved
+
+
+class Claim:
+    """A held run claim (``RunFolder.claim``); closing the file lets it go."""
+
+    def __init__(self, f):
+        self._file = f
+
+    def release(self) -> None:
+        self._file.close()
 
 
 def still_done(folder: str, indexed_sig: str | None) -> bool:
@@ -316,8 +485,12 @@ def _merge_attempts(events: list[dict]) -> list[dict]:
         if e.get("event") == "start":
             a.update(started_at=e.get("time"), pid=e.get("pid"), host=e.get("host"),
                      provenance=e.get("provenance") or {})
+            if e.get("warnings"):
+                a.setdefault("warnings", []).extend(e["warnings"])
         elif e.get("event") == "engine":
             a["engine"] = e.get("engine")
+        elif e.get("event") == "warning":
+            a.setdefault("warnings", []).append(e.get("warning"))
         elif e.get("event") == "end":
             a.update(ended_at=e.get("time"), status=e.get("status"), reason=e.get("reason"))
     return [by_number[k] for k in sorted(by_number)]

@@ -29,11 +29,14 @@ from runner.records.summary import Summary
 from runner.states import State
 from runner.study.spec import sqlite_path
 
-SCHEMA_VERSION = 2
-# what makes a store of an older version this one, in place (the run folders fill in the rest)
+SCHEMA_VERSION = 3  # bumped by every table or column added (tests/test_store_schema.py keeps the old files)
+# what makes a store of an older version this one, in place (the run folders fill in the rest);
+# `runner sync --rebuild` recreates runner's tables of a store of any version instead
 UPGRADES = {
     1: ("ALTER TABLE mr_runs ADD COLUMN code_hash VARCHAR(64)",  # 2: the code fingerprint of done runs
         "UPDATE mr_runs SET folder_sig = NULL"),  # read every folder again, to fill it in
+    2: ("ALTER TABLE mr_runs ADD COLUMN warnings JSON",  # 3: what a run lost on the way, said by status
+        "UPDATE mr_runs SET folder_sig = NULL"),
 }
 
 meta = sa.MetaData()
@@ -48,6 +51,7 @@ runs_table = sa.Table(
     sa.Column("config", sa.JSON, nullable=False),
     sa.Column("state", sa.String(16), index=True, nullable=False),
     sa.Column("reason", sa.Text),
+    sa.Column("warnings", sa.JSON),  # what the run lost on the way (a cut metrics line, a missing checkpoint)
     sa.Column("summary", sa.JSON),
     sa.Column("progress", sa.JSON),  # the heartbeat: epoch, epochs, last metrics
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -115,19 +119,27 @@ class RunRecord:
     finished_at: float | None
     folder: str
     code_hash: str | None = None  # the code fingerprint it finished with (None: recorded before there was one)
+    warnings: tuple[str, ...] = ()  # what it lost on the way: a metrics line cut by a crash, a missing checkpoint
 
 
 class Store:
-    def __init__(self, url: str, *, lock_dir: Path):
+    def __init__(self, url: str, *, lock_dir: Path, rebuild: bool = False):
+        """``rebuild``: a store of another schema version gets runner's tables dropped and made
+        anew (``runner sync --rebuild`` then fills them from the run folders); Optuna's tables in
+        the same database are left as they are."""
         self.url = url
-        self.engine = _engine(url)
+        try:
+            self.engine = _engine(url)
+        except (sa.exc.ArgumentError, ImportError) as e:  # a malformed URL, an unknown dialect, no driver
+            raise StoreError(f"{url}: not a database this runner can open ({type(e).__name__}: {e}); "
+                             'use "sqlite:///results/runner.db" or "postgresql+psycopg://user@host/db"') from None
         self.lock_path = lock_dir / ".ingest.lock"
-        self._check_schema()
+        self._check_schema(rebuild)
 
     # ------------------------------------------------ opening
 
     @classmethod
-    def open(cls, url: str, lock_dir: Path, *, create: bool = True) -> "Store | None":
+    def open(cls, url: str, lock_dir: Path, *, create: bool = True, rebuild: bool = False) -> "Store | None":
         """Open (and create) the store; with ``create=False`` a SQLite file that does not exist gives None,
         so read-only commands never create files."""
         path = sqlite_path(url)
@@ -137,11 +149,18 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         if create:
             lock_dir.mkdir(parents=True, exist_ok=True)
-        return cls(url, lock_dir=lock_dir)
+        return cls(url, lock_dir=lock_dir, rebuild=rebuild)
 
-    def _check_schema(self) -> None:
+    def _version(self, conn) -> str | None:
+        if not sa.inspect(conn).has_table(meta_table.name):
+            return None
+        return conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+
+    def _check_schema(self, rebuild: bool = False) -> None:
         try:
             with self.engine.begin() as conn:
+                if rebuild and self._version(conn) not in (None, str(SCHEMA_VERSION)):
+                    meta.drop_all(conn)  # runner's tables only: Optuna's are not in ``meta``
                 meta.create_all(conn)
                 row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
                 if row is None:
@@ -154,9 +173,12 @@ class Store:
                     version += 1
                     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(version)))
                 if version != SCHEMA_VERSION:
+                    newer = version > SCHEMA_VERSION
                     raise StoreError(
-                        f"{self.url}: results index has schema version {row.value}, this runner uses {SCHEMA_VERSION}; "
-                        "rebuild it from the run folders with `runner sync --rebuild`")
+                        f"{self.url}: results index has schema version {row.value}, this runner uses {SCHEMA_VERSION}"
+                        + (" (a newer runner wrote it: upgrade runner, or " if newer else "; ")
+                        + "rebuild it from the run folders with `runner sync --rebuild`"
+                        + (")" if newer else " (tuning studies in the same database are kept)"))
         except sa.exc.OperationalError as e:
             raise StoreError(f"{self.url}: cannot open the results database: {e.orig}") from None
 
@@ -171,12 +193,14 @@ class Store:
         progress = c.progress if details and progress else sa.null()
         # columns in RunRecord's field order, so a row becomes a record without lookups
         q = sa.select(c.id, c.cell, c.label, c.matrices, c.state, c.reason, summary, progress, c.attempts,
-                      c.git_commit, c.started_at, c.finished_at, c.folder, c.code_hash)
+                      c.git_commit, c.started_at, c.finished_at, c.folder, c.code_hash,
+                      c.warnings if details else sa.null())
         ids = None if ids is None else list(ids)
         with self.engine.connect() as conn:
             if ids is not None and len(ids) <= 500:
                 q = q.where(c.id.in_(ids))
-            rows = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), State(r[4]), *r[5:]) for r in conn.execute(q)}
+            rows = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), State(r[4]), *r[5:-1], tuple(r[-1] or ()))
+                    for r in conn.execute(q)}
         return rows if ids is None else {i: rows[i] for i in ids if i in rows}
 
     def config(self, run_id: str) -> dict | None:
@@ -268,7 +292,17 @@ class Store:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def ingest(self, runs_dir: Path, ids: Iterable[str] | None = None) -> int:
-        """Bring the index up to date with the run folders (all, or the given ids); returns rows changed."""
+        """Bring the index up to date with the run folders (all, or the given ids); returns rows
+        changed. A database on a full disk raises a ``StoreError`` that says so (the folders keep
+        everything; the next ingest catches up)."""
+        try:
+            return self._ingest(runs_dir, ids)
+        except sa.exc.OperationalError as e:
+            if "full" in str(e.orig):  # SQLite: "database or disk is full"; PostgreSQL: "could not extend file"
+                raise StoreError(f"{self.url}: no space left on device writing the results index ({e.orig})") from None
+            raise
+
+    def _ingest(self, runs_dir: Path, ids: Iterable[str] | None) -> int:
         runs_dir = Path(runs_dir)
         if ids is None:
             folders = _subdirs(runs_dir)
@@ -338,6 +372,7 @@ def _ingest_one(conn, folder: RunFolder, sig: str) -> int:
     row = dict(
         id=rid, cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
         matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state.value, reason=fs.reason,
+        warnings=list(fs.warnings) or None,
         summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
         git_commit=(done_prov.get("git") or {}).get("commit"),
         code_hash=(done_prov.get("code") or {}).get("hash"),

@@ -6,6 +6,7 @@ wherever it is found.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -18,8 +19,8 @@ def show_value(value: Any) -> str:
     """A value as the user wrote it in TOML: strings quoted, booleans lower-case."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
+    if isinstance(value, str):  # escaped as TOML writes them: a line break stays "\n", on one line
+        return json.dumps(value, ensure_ascii=False) if any(ord(c) < 32 for c in value) else f'"{value}"'
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
@@ -91,6 +92,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 def check_name(name: str, file: str, where: str, key: str = "name") -> None:
     """A name the study gives a matrix, table, figure, probe or tune block: it becomes a file or
     folder name (``results/report/<table>.md``), so no path separators and no leading dot."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise SpecError(file, where, f"{key}: {show_value(name)} is not a valid name; use letters, digits, "
                                      "'_', '-' and '.' (not first)")

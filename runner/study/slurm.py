@@ -57,14 +57,14 @@ class SlurmOptions(BaseModel):
     @classmethod
     def _pattern(cls, v: str | None, info: ValidationInfo) -> str | None:
         pattern, fix = _PATTERNS[info.field_name]
-        if v is not None and not pattern.match(v):
+        if v is not None and not pattern.fullmatch(v):
             raise ValueError(f"{v!r}: {fix}")
         return v
 
     @field_validator("time")
     @classmethod
     def _time(cls, v: str) -> str:
-        if not _TIME.match(v) or minutes(v) < 1:
+        if not _TIME.fullmatch(v) or minutes(v) < 1:
             raise ValueError(f"{v!r}: write minutes (90), HH:MM:SS (1:30:00) or D-HH:MM:SS (2-00:00:00)")
         return v
 
@@ -72,7 +72,7 @@ class SlurmOptions(BaseModel):
     @classmethod
     def _sbatch(cls, v: list[str]) -> list[str]:
         for flag in v:
-            m = _FLAG.match(flag)
+            m = _FLAG.fullmatch(flag)
             if not m:
                 raise ValueError(f"{flag!r}: write each flag as --name or --name=value, with no spaces, quotes or "
                                  "shell characters")
@@ -103,7 +103,7 @@ class SlurmOptions(BaseModel):
         if after:
             extra["dependency"] = "afterany:" + ":".join(after)  # the worker checks the upstream is done
         for flag in self.sbatch:
-            m = _FLAG.match(flag)
+            m = _FLAG.fullmatch(flag)
             extra[m.group(1).replace("-", "_")] = m.group(2) if m.group(2) is not None else True
         if self.qos:
             extra["qos"] = self.qos
@@ -133,7 +133,7 @@ class SlurmOptions(BaseModel):
 def minutes(text: str) -> int:
     """SLURM's time formats in whole minutes, rounded up as SLURM does: MM, MM:SS, HH:MM:SS,
     D-HH, D-HH:MM, D-HH:MM:SS."""
-    m = _TIME.match(text)
+    m = _TIME.fullmatch(text)
     if not m:
         return 0
     days, a, b, c = m.group(1), int(m.group(2)), m.group(3), m.group(4)

@@ -186,7 +186,23 @@ def load_study(path: str | Path) -> Study:
         if m:
             raise SpecError(f"{file}:{m.group(1)}:{m.group(2)}", "", f"TOML syntax error: {msg}") from None
         raise SpecError(file, "", f"TOML syntax error: {msg}") from None
-    return parse_study(raw, file=file, base=path.resolve().parent)
+    study = parse_study(raw, file=file, base=path.resolve().parent)
+    _check_places(study)
+    return study
+
+
+def _check_places(study: Study) -> None:
+    """A results folder that does not exist and can never be made (``/proc/...``, under a file)
+    is refused when the study is read, at plan time, not by a traceback at the first write. A
+    read-only study is fine: reading commands read it as it is, writing ones refuse then."""
+    from runner.records.places import impossible
+
+    store = sqlite_path(study.store)
+    for key, place in (("runs_dir", study.runs_dir), ("report_dir", study.report_dir),
+                       ("store", store.parent if store is not None else None)):
+        if place is not None and not place.exists() and (why := impossible(place)):
+            raise SpecError(study.file, "[study]", f"{key}: {place} cannot be created: {why}; "
+                                                   "choose a folder you can write")
 
 
 def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
@@ -196,6 +212,8 @@ def parse_study(raw: dict[str, Any], *, file: str, base: Path) -> Study:
     if "study" not in raw:
         raise SpecError(file, "[study]", 'required section is missing; add [study] with name = "..."')
     st = validate(_StudySection, raw["study"], file, "[study]")
+    check_name(st.name, file, "[study]")  # the SLURM job name and the Optuna studies' prefix
+    _check_results_places(st, file)
     _check_seeds(st.seeds, file, "[study]")
 
     defaults = raw.get("defaults", {})
@@ -234,7 +252,7 @@ def _tables(raw, section, file) -> dict[str, dict]:
     if not isinstance(body, dict):
         raise SpecError(file, f"[{section}]", f"expected tables [{section}.NAME], got {show_value(body)}")
     for name, table in body.items():
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise SpecError(file, f"[{section}.{name}]", "names use letters, digits, '_', '-' and '.'")
         if not isinstance(table, dict):
             raise SpecError(file, f"[{section}]", f"{name}: expected a table [{section}.{name}], got {show_value(table)}")
@@ -352,6 +370,21 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith(prefix) and url != prefix + ":memory:":
         return Path(url[len(prefix):])
     return None
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\x00-\x1f]*")
+
+
+def _check_results_places(st: "_StudySection", file: str) -> None:
+    """``store`` is a database URL; no place holds a control character (a line break in a path
+    would reach a batch script)."""
+    if not _URL.fullmatch(st.store):
+        raise SpecError(file, "[study]", f"store: {show_value(st.store)} is not a database URL; write "
+                                         '"sqlite:///results/runner.db" (a file) or "postgresql+psycopg://user@host/db"')
+    for key in ("runs_dir", "report_dir"):
+        if re.search(r"[\x00-\x1f]", getattr(st, key)):
+            raise SpecError(file, "[study]", f"{key}: {show_value(getattr(st, key))} holds a control character; "
+                                             "write a plain path")
 
 
 def _store_url(url: str, base: Path) -> str:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import SpecError, choices
-from runner.study.messages import show_value, validate
+from runner.study.messages import NAME_RE, show_value, validate
 from runner.study.reports import default_style
 
 # what a trial may be judged by, and the per-epoch metric its pruning watches
@@ -125,7 +124,7 @@ def parse_tunes(body: Any, file: str, check_key) -> dict[str, Tune]:
 
 def parse_tune(name: str, body: dict, file: str, check_key) -> Tune:
     where = f"[tune.{name}]"
-    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", name):
+    if not NAME_RE.fullmatch(name):
         raise SpecError(file, where, "names use letters, digits, '_', '-' and '.'")
     t = validate(_TuneBlock, body, file, where)
     for key in t.match:

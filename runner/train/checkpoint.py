@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.records.runfolder import write_atomic
+from runner.records.runfolder import no_space, write_atomic
 
 FORMAT = 1
 
@@ -54,12 +54,15 @@ def save_atomic(path: Path, obj: Any) -> None:
 
 
 def save(path: Path, checkpoint: dict[str, Any]) -> bool:
-    """Write ``checkpoint``; False (and a line on stderr) if the disk refused, in which case the
-    previous checkpoint is still in place and the run goes on."""
+    """Write ``checkpoint``; False (and a line on stderr) if the filesystem refused it, in which
+    case the previous checkpoint is still in place and the run goes on. A full disk is raised
+    (``DiskFull``): the run stops there, interrupted, and resumes from the previous checkpoint."""
     try:
         save_atomic(path, {"format": FORMAT, **checkpoint})
         return True
     except OSError as e:
+        if no_space(e):
+            raise
         print(f"checkpoint not written ({path}): {e}; the previous one is kept", file=sys.stderr)
         return False
 

@@ -33,10 +33,11 @@ import time
 import traceback
 from pathlib import Path
 
-from runner.records.runfolder import RunFolder, heartbeat_every_s, read_json, write_json_atomic
+from runner.records.runfolder import RunFolder, heartbeat_every_s, no_space, read_json, write_json_atomic
 from runner.states import State
 
 _stop = threading.Event()
+_orphaned = threading.Event()  # the launcher is gone (its end of our stdin closed): start nothing more
 _busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
 
 
@@ -142,11 +143,24 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
     of a distributed run (``gpus_per_run`` > 1), as the launcher assigned them. ``lost_exits``: a
     launcher's worker exits when another rank of its run was killed, so that the launcher retries
     the run; a batch worker records the run lost and goes on with its next."""
+    claim = folder.claim(give_up=lambda: _stop.is_set() or _orphaned.is_set())
+    if claim is None:
+        return State.CANCELLED, "stopped while another process held the run"
+    try:
+        return _run_claimed(folder, device, provenance, helpers, lost_exits)
+    finally:
+        claim.release()
+
+
+def _run_claimed(folder: RunFolder, device: str, provenance: dict, helpers: list[dict] | None,
+                 lost_exits: bool) -> tuple[State, str | None]:
     from runner.train import distributed
     from runner.train.loop import Interrupted, train
     from runner.train.wandb_log import WandbMirror
 
-    state = folder.read()
+    state = folder.read()  # read under the claim: what an earlier holder left is settled
+    if state.state == State.CORRUPT:  # never trained over: `runner launch --rerun corrupt` sets the files aside
+        return State.CORRUPT, state.reason
     if state.summary is not None:
         return State.DONE, None
     if folder.cancel_requested():
@@ -155,7 +169,12 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         return State.PRUNED, "pruned before it started"
     config = state.run["config"]
     upstream, waiting = upstream_of(folder, state.run)
+    meant_to_resume = bool(state.attempts) and state.attempts[-1].get("status") not in (State.DONE, State.PRUNED)
     attempt = folder.start_attempt(provenance)
+    trained = folder.metrics() if meant_to_resume else []
+    if trained and not folder.file("checkpoint.pt").exists():  # deleted, lost with its disk, or never written
+        folder.warn(attempt, f"no checkpoint.pt to resume from: the {len(trained)} epoch(s) of earlier attempts "
+                             "are trained again from scratch", resumed=False, reason="checkpoint missing")
     if waiting:
         folder.fail(attempt, waiting, "")
         return State.FAILED, waiting
@@ -189,7 +208,7 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
             summary = train(config, device=device, checkpoint=folder.file("checkpoint.pt"),
                             weights=folder.file("model.pt"), upstream=upstream.file("model.pt") if upstream else None,
                             ranks=ranks, on_engine=on_engine, on_epoch=on_epoch,
-                            should_stop=lambda: _stop.is_set() or beat.cancelled.is_set())
+                            should_stop=lambda: _stop.is_set() or beat.cancelled.is_set() or _orphaned.is_set())
             failed = False
             distributed.finish(ranks, failed=False)
         folder.finish(attempt, summary | from_upstream)
@@ -216,7 +235,15 @@ def run_one(folder: RunFolder, device: str, provenance: dict, helpers: list[dict
         failed = True  # (also when leaving the group raised, after training)
         distributed.let_ranks_exit(ranks, wait_s=5.0)  # one process: no other ranks, nothing to wait for
         killed = distributed.killed_rank(ranks)
-        if killed is not None:
+        if no_space(e):  # not the run's fault: it stops where its last checkpoint is, and resumes later
+            reason = f"{e}; it resumes from its last checkpoint at the next launch, once there is space"
+            try:
+                folder.end_attempt(attempt, State.INTERRUPTED, reason)
+            except OSError:  # still full: the attempt ends unsaid, and the next launch resumes it all the same
+                pass
+            mirror.finish(State.CANCELLED, reason=reason)
+            result = State.INTERRUPTED, reason  # the launcher's word for "the disk is full"
+        elif killed is not None:
             if lost_exits:
                 distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
             folder.mark_lost(attempt, killed)  # a batch task: the next `runner launch` takes the run again
@@ -266,6 +293,7 @@ def _read_stdin(tasks: queue.Queue, feed) -> None:
         if line.strip():
             tasks.put(line.strip())
     # stdin closed: a normal shutdown when idle, the launcher's death when a run is in progress
+    _orphaned.set()  # a run handed over just before the launcher died is not started
     if _busy:
         try:
             _busy["folder"].end_attempt(_busy["attempt"], State.INTERRUPTED, "the launcher exited")
@@ -334,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     while not _stop.is_set():
         tell(event="ready", pid=os.getpid())
         path = _next_task(tasks)
-        if path is None:
+        if path is None or _orphaned.is_set():
             break
         helpers = None
         if path.startswith("{"):  # a distributed run: {"run": folder, "helpers": [the other ranks' devices]}
