@@ -3,7 +3,8 @@
 Each format shows the same cells and the same notes; each file names the command
 that regenerates it. Text in cells: ``94.6 ± 0.4``, ``(n=2/3)`` when seeds are
 missing, ``†`` when seeds ran on different hardware, "—" for a planned cell
-with nothing finished, blank where the study plans no cell.
+with nothing finished, blank where the study plans no cell, and ``[86.4 ± 0.1]`` after
+ours where the table states the paper's number (``published``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def cell_text(result: TableResult, row, col) -> str:
     if cell is None:
         return ""
     value, std, suffix = cell_parts(result, cell)
-    return value + (f" ± {std}" if std else "") + suffix + (MIXED_HARDWARE if len(cell.hardware) > 1 else "")
+    text = value + (f" ± {std}" if std else "") + suffix + (MIXED_HARDWARE if len(cell.hardware) > 1 else "")
+    paper = result.published(row, col)
+    return text + (f" [{paper}]" if paper else "")
 
 
 def _header(result: TableResult, *, corner: bool = True) -> list[str]:
@@ -87,11 +90,14 @@ def _tex_cell(result: TableResult, row, col) -> str:
         return ""
     value, std, suffix = cell_parts(result, cell)
     if value == MISSING:
-        return "---"
+        paper = result.published(row, col)
+        return "---" + (f" {{\\scriptsize [{tex_escape(paper)}]}}" if paper else "")
     number = f"{value} \\pm {std}" if std else value
     number = f"\\mathbf{{{number}}}" if (row, col) in result.bold else number
     flag = r"^{\dagger}" if len(cell.hardware) > 1 else ""  # inside the math: "$...$$^\dagger$" would open display math
-    return f"${number}{flag}$" + (f" {{\\scriptsize {suffix.strip()}}}" if suffix else "")
+    paper = result.published(row, col)
+    return (f"${number}{flag}$" + (f" {{\\scriptsize {suffix.strip()}}}" if suffix else "")
+            + (f" {{\\scriptsize [{tex_escape(paper)}]}}" if paper else ""))
 
 
 def to_latex(result: TableResult, command: str) -> str:
@@ -120,7 +126,7 @@ def _tex_note(note: str) -> str:
 # ---------------------------------------------------------------- CSV
 
 CSV_FIELDS = ("table", "row_key", "row", "column_key", "column", "metric", "aggregate", "value", "std", "n", "planned",
-              "scale", "best", "hardware", "text")
+              "scale", "best", "hardware", "text", "published")
 SOURCE_FIELDS = ("table", "run", "cell", "label", "seed", "row", "column", "metric", "state", "value", "git_commit",
                  "hardware")
 
@@ -143,7 +149,7 @@ def to_csv(results: list[TableResult], *, header: bool = True) -> str:
                             result.column_text(col),
                             cell.metric, t.aggregate, _num(cell.value, s), _num(cell.std, s), cell.n, cell.planned,
                             f"{s:g}", int((row, col) in result.bold), " | ".join(cell.hardware),
-                            cell_text(result, row, col)])
+                            cell_text(result, row, col), result.published(row, col) or ""])
     return out.getvalue()
 
 

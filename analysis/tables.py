@@ -14,7 +14,7 @@ from typing import Callable
 import polars as pl
 
 from runner.states import State
-from runner.study.reports import METRIC, Table
+from runner.study.reports import METRIC, Table, display
 
 from .data import ReportData, RunView
 
@@ -63,18 +63,9 @@ class TableResult:
     def column_text(self, col: tuple[str, ...]) -> str:
         return " / ".join(self.key_text(self.table.columns, col))
 
-
-def display(value) -> str:
-    """A key's value as a table shows it: ``true``, ``0.001``, ``relational_attention``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if value is None:
-        return "n/a"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(display(v) for v in value) + "]"
-    return str(value)
+    def published(self, row: tuple[str, ...], col: tuple[str, ...]) -> str | None:
+        """What the paper reports for this cell (the table's ``published``), or None."""
+        return (self.table.published or {}).get((" / ".join(row), " / ".join(col)))
 
 
 @dataclass(frozen=True)
@@ -224,6 +215,9 @@ def table_notes(result: TableResult) -> list[str]:
     if stale:
         notes.append(f"{stale} cell(s) hold stale runs, trained with other code than now (`runner plan` says what "
                      "changed, `runner launch --rerun stale` trains them again)")
+    if t.published:
+        source = f" ({t.published_source})" if t.published_source else ""
+        notes.append(f"[…]: the published number{source}, beside ours")
     planned = sorted({c.planned for c in cells})
     what = f"`{t.metric}` {_scaled(t.styles[t.metric].scale)}; " if len(t.metrics) == 1 else ""
     seeds = "/".join(map(str, planned)) if planned else "0"

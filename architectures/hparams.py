@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Hparams(BaseModel):
@@ -23,7 +23,21 @@ class Hparams(BaseModel):
         return None
 
 
-Activation = Literal["gelu", "relu", "silu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]  # gelu_tanh: GELU's tanh approximation
+
+
+def changed_default(default, *, was, description: str, **constraints):
+    """A field whose default changed to follow the reference code: ``was`` is what runs trained
+    before the change. Run ids leave a key out when it holds ``was`` (not ``default``), so a run
+    whose effective value changed gets a new id and one that asks for the old value keeps its
+    old id (``runner/plan/identity.py``)."""
+    return Field(default, description=description, json_schema_extra={"id_default": was}, **constraints)
+
+
+def id_default(field):
+    """The value a key is left out of the run id at: ``changed_default``'s ``was``, else the default."""
+    extra = field.json_schema_extra or {}
+    return extra["id_default"] if "id_default" in extra else field.get_default(call_default_factory=True)
 
 
 def heads_divide(heads_key: str, heads: int, dim_key: str, dim: int) -> tuple[str, str] | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "identity": nn.Identity, "sigmoid": nn.Sigmoid,
+ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": functools.partial(nn.GELU, approximate="tanh"), "relu": nn.ReLU, "silu": nn.SiLU, "identity": nn.Identity, "sigmoid": nn.Sigmoid,
                "tanh": nn.Tanh}
 
 

@@ -15,12 +15,19 @@ _AUTO_AUGMENT = re.compile(  # the sections timm's parsers accept; anything else
     rf"|(?:original|originalr|v0|v0r|3a)(?:-mstd{_NUM})*)$")
 
 
+# torchvision's AutoAugment policies (Cubuk et al. learned one per dataset); timm's "original" is the
+# ImageNet one only, while CIFAR papers (the dual-attention reference among them) use the CIFAR-10 policy.
+TORCHVISION_POLICIES = {"cifar10": "CIFAR10", "svhn": "SVHN", "imagenet": "IMAGENET"}
+
+
 def check_auto_augment(text: str) -> str | None:
-    """None when ``text`` is a config string timm's ``create_transform(auto_augment=...)`` takes."""
-    if _AUTO_AUGMENT.match(text):
+    """None when ``text`` names a torchvision AutoAugment policy or is a config string timm's
+    ``create_transform(auto_augment=...)`` takes."""
+    if text in TORCHVISION_POLICIES or _AUTO_AUGMENT.fullmatch(text):
         return None
-    return (f'"{text}" is not a timm auto-augment string; use e.g. "rand-m9-mstd0.5-inc1" (RandAugment), '
-            f'"original" (AutoAugment), "augmix-m5-w4-d2" or "3a"')
+    return (f'"{text}" is not an auto-augment policy; use "cifar10", "svhn" or "imagenet" (torchvision\'s '
+            f'AutoAugment policies) or a timm string such as "rand-m9-mstd0.5-inc1" (RandAugment), '
+            f'"original" (AutoAugment, ImageNet policy), "augmix-m5-w4-d2" or "3a"')
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class Augmentation:
 
     crop: "none"; "pad" (pad ``crop_padding`` px of zeros, crop back at random: CIFAR style);
     "resized" (random-resized crop, area share in ``[crop_scale, 1]``: ImageNet style).
-    hflip: probability of a horizontal flip. auto_augment: a timm config string or None."""
+    hflip: probability of a horizontal flip. auto_augment: a torchvision policy name, a timm
+    config string, or None; applied after the crop and flip."""
 
     crop: str = "none"
     crop_padding: int = 4

@@ -15,12 +15,16 @@ import torch
 from torchvision.transforms import v2
 
 from .arrays import ImageArray
-from .augmentation import Augmentation
+from .augmentation import TORCHVISION_POLICIES, Augmentation
 from .options import DatasetInfo
 
 
 def timm_policy(text: str, img_size: int, mean: tuple[float, ...]) -> Callable:
-    """timm's RandAugment / AugMix / AutoAugment on PIL images, with create_transform's parameters."""
+    """The recipe's ``auto_augment`` on PIL images: torchvision's AutoAugment with the named
+    dataset's policy (``"cifar10"``, ``"svhn"``, ``"imagenet"``), or timm's RandAugment / AugMix /
+    AutoAugment with create_transform's parameters."""
+    if text in TORCHVISION_POLICIES:
+        return v2.AutoAugment(v2.AutoAugmentPolicy[TORCHVISION_POLICIES[text]])
     from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
 
     params = {"translate_const": int(img_size * 0.45), "img_mean": tuple(min(255, round(255 * m)) for m in mean)}

@@ -82,6 +82,37 @@ def test_vit_matches_timm_parameter_count():
     assert count("vit", patch_size=4, dim=256, depth=12, heads=8, mlp_dim=None, mlp_ratio=2.0) == ours
 
 
+def test_vit_computes_what_timms_vision_transformer_computes():
+    """A timm ``VisionTransformer``'s weights loaded into ``vit`` (through the documented key map)
+    give timm's logits to float64 precision, and ``vit``'s own init is timm's: the class token
+    N(0, 1e-6), pos_embed trunc-normal(0.02), linear biases zero, LayerNorm eps 1e-6."""
+    import timm
+
+    from architectures.vit.model import from_timm_state_dict
+
+    torch.manual_seed(0)
+    theirs = timm.models.VisionTransformer(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4,
+                                           mlp_ratio=2.0, num_classes=7).double().eval()
+    with torch.no_grad():  # timm's init leaves biases at zero; make every parameter matter
+        for p in theirs.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ours = architectures.create_model("vit", num_classes=7, in_chans=3, img_size=16, patch_size=4, dim=32, depth=2,
+                                      heads=4, mlp_dim=64).double().eval()
+    ours.load_state_dict(from_timm_state_dict(theirs.state_dict()), strict=True)
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    assert (ours(x) - theirs(x)).abs().max().item() < 1e-6
+    assert all(m.eps == 1e-6 for m in ours.modules() if isinstance(m, torch.nn.LayerNorm))
+
+    fresh = architectures.create_model("vit", num_classes=7, in_chans=3, img_size=16, patch_size=4, dim=32, depth=2,
+                                       heads=4, mlp_dim=64)
+    assert fresh.cls_token.abs().max().item() < 1e-4
+    assert 0.01 < fresh.pos_embed.std().item() < 0.03
+    assert all(m.bias.abs().max().item() == 0 for m in fresh.modules() if isinstance(m, torch.nn.Linear))
+    old = architectures.create_model("vit", num_classes=7, in_chans=3, img_size=16, patch_size=4, dim=32, depth=2,
+                                     heads=4, mlp_dim=64, init_scheme="trunc_normal", norm_eps=1e-5)
+    assert 0.005 < old.cls_token.std().item() < 0.04 and old.norm.eps == 1e-5
+
+
 def test_vit_options():
     post = architectures.create_model("vit", num_classes=3, in_chans=1, img_size=8, patch_size=4, dim=8, depth=1,
                                       heads=2, mlp_dim=8, norm_first=False, activation="relu", pool="mean")

@@ -19,7 +19,8 @@ from datasets.batches import DeviceBatches, LoaderBatches, choose_path, make_bat
 from datasets.options import IMAGENET_MEAN
 from datasets.transforms import timm_policy
 
-AUTO_AUGMENT_EXAMPLES = ["rand-m9-mstd0.5-inc1", "original", "augmix-m5-w4-d2", "3a", "v0r", "original-mstd0.5"]
+AUTO_AUGMENT_EXAMPLES = ["rand-m9-mstd0.5-inc1", "original", "augmix-m5-w4-d2", "3a", "v0r", "original-mstd0.5",
+                         "cifar10", "svhn", "imagenet"]
 
 
 @pytest.fixture(scope="module")
@@ -379,8 +380,15 @@ def test_auto_augment_examples_build_on_image_folders(folder, text):
 def test_bad_auto_augment_string_is_refused_naming_the_accepted_forms(text):
     message = check_auto_augment(text)
     assert message is not None and f'"{text}"' in message
-    for form in ("rand-m9-mstd0.5-inc1", "original", "augmix-m5-w4-d2", "3a"):
+    for form in ("cifar10", "svhn", "imagenet", "rand-m9-mstd0.5-inc1", "original", "augmix-m5-w4-d2", "3a"):
         assert form in message
+
+
+def test_cifar10_policy_is_torchvisions_cifar10_autoaugment():
+    """The dual-attention reference's CIFAR policy, not timm's ImageNet "original"."""
+    policy = timm_policy("cifar10", 32, IMAGENET_MEAN)
+    assert type(policy).__name__ == "AutoAugment" and policy.policy.name == "CIFAR10"
+    assert timm_policy("svhn", 32, IMAGENET_MEAN).policy.name == "SVHN"
 
 
 # The plan-time check must not accept a string timm's parsers reject, or the run would fail in its worker.

@@ -63,6 +63,38 @@ def test_norms_biases_and_named_exemptions_get_no_weight_decay():
     assert sgd.param_groups[0]["nesterov"] is True and sgd.param_groups[0]["momentum"] == 0.9
 
 
+def test_a_models_own_decay_rule_decides_the_groups():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.centres = nn.Parameter(torch.zeros(4, 2))
+            self.norm = nn.LayerNorm(8)
+
+        def decayed(self, name, p):
+            return name != "centres"
+
+    net = Net()
+    decay, no_decay = param_groups(net, 0.1)
+    assert {id(p) for p in decay["params"]} == {id(net.norm.weight), id(net.norm.bias)}
+    assert {id(p) for p in no_decay["params"]} == {id(net.centres)}
+
+
+def test_adam_couples_weight_decay_into_the_gradient_and_adamw_does_not():
+    """One step from w = 1 with a zero loss gradient: Adam's L2 term wd * w becomes the gradient, so
+    Adam moves by lr (sign of its normalized step); AdamW moves by lr * wd * w only."""
+    steps = {}
+    for optimizer in ("adam", "adamw"):
+        net = nn.Linear(1, 1, bias=False)
+        nn.init.ones_(net.weight)
+        opt = make_optimizer(net, Recipe(optimizer=optimizer, lr=0.1, weight_decay=0.01))
+        assert type(opt).__name__ == {"adam": "Adam", "adamw": "AdamW"}[optimizer]
+        (net.weight * 0.0).sum().backward()
+        opt.step()
+        steps[optimizer] = 1.0 - net.weight.item()
+    assert steps["adam"] == pytest.approx(0.1, rel=1e-4)
+    assert steps["adamw"] == pytest.approx(0.1 * 0.01, rel=1e-4)
+
+
 def test_schedules():
     kw = dict(total_steps=100, warmup_steps=10, steps_per_epoch=10)
     step = Recipe(lr=1.0, schedule="step", decay_epochs=3, decay_rate=0.5)

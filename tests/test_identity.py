@@ -15,6 +15,7 @@ from pathlib import Path
 
 import architectures
 import datasets
+from architectures.hparams import id_default
 from runner.plan.expand import expand
 from runner.plan.identity import ids
 from runner.study.recipe import Recipe
@@ -25,8 +26,9 @@ GOLDEN = Path(__file__).with_name("golden") / "identity.json"
 
 
 def _defaults(schema) -> dict:
-    return {name: field.get_default(call_default_factory=True) for name, field in sorted(schema.model_fields.items())
-            if not field.is_required()}
+    """Each key's value that a run id leaves out: its default, or the old default of a key whose
+    default changed to follow a paper's code (``changed_default``): what the existing ids trained."""
+    return {name: id_default(field) for name, field in sorted(schema.model_fields.items()) if not field.is_required()}
 
 
 def current() -> dict:
@@ -50,6 +52,23 @@ def test_defaults_and_demo_ids_match_the_golden_file():
             for key, default in value.items():
                 assert now[part].get(name, {}).get(key, "<removed>") == default, f"default of {part} {name}.{key} changed"
     assert now["demo_run_ids"] == golden["demo_run_ids"]
+
+
+# The demo's ViT ids before its defaults followed timm (LayerNorm eps 1e-5, class token trunc-normal).
+OLD_VIT_TINY = {"vit_tiny/digits/s0": "36f73b197b6b", "vit_tiny/digits/s1": "444c3b613dac",
+                "vit_tiny/digits/s2": "8fcd81f1a6e6"}
+
+
+def test_a_run_asking_for_a_changed_defaults_old_value_keeps_its_old_id():
+    """``changed_default``: the runs the new default changes get new ids; spelling the old value
+    (its ``was``) gives back the id those runs were trained under, so they stay done."""
+    base = (ROOT / "experiments.toml").read_text()
+    old = base.replace("[architectures.vit_tiny]\n", '[architectures.vit_tiny]\nnorm_eps = 1e-5\ninit_scheme = "trunc_normal"\n', 1)
+    study = parse_study(tomllib.loads(old), file="x.toml", base=ROOT)
+    ids_then = {r.label: r.id for r in expand(study).runs if "demo" in r.matrices and r.label.startswith("vit_tiny")}
+    assert ids_then == OLD_VIT_TINY
+    now = current()["demo_run_ids"]
+    assert all(now[label] != run_id for label, run_id in OLD_VIT_TINY.items())
 
 
 def test_a_key_written_at_its_default_is_the_same_run(tmp_path):

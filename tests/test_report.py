@@ -131,6 +131,23 @@ def test_the_csv_holds_the_numbers_as_shown(known):
     assert (float(vit["value"]), float(vit["std"]), vit["n"], vit["best"]) == (92.0, 2.0, "3", "0")
 
 
+def test_published_numbers_print_beside_ours_in_every_format(known):
+    from analysis.formats import to_csv, to_html_table, to_latex, to_markdown
+
+    write_study(known, STUDY + '\n[[table]]\nname = "paper"\nwhere = { matrix = "main" }\n'
+                               'published = { vit = { digits = "91.5 ± 0.3" }, deep = { small = "80.0" } }\n'
+                               'published_source = "Someone et al. 2024, Table 1"\n')
+    result = next(t for t in _report(known).tables if t.table.name == "paper")
+    markdown = to_markdown(result, "runner report")
+    assert "| 92.0 ± 2.0 [91.5 ± 0.3] |" in markdown  # ours (mean ± std of 90, 92, 94), then theirs
+    assert "— [80.0]" in markdown  # a cell with nothing finished still shows the paper's number
+    assert "[…]: the published number (Someone et al. 2024, Table 1), beside ours" in markdown
+    assert r"{\scriptsize [91.5 $\pm$ 0.3]}" in to_latex(result, "runner report")
+    assert "92.0 ± 2.0 [91.5 ± 0.3]" in to_html_table(result, "runner report")
+    rows = {(r["row"], r["column"]): r for r in csv.DictReader(io.StringIO(to_csv([result])))}
+    assert rows[("vit", "digits")]["published"] == "91.5 ± 0.3" and rows[("cnn", "digits")]["published"] == ""
+
+
 @pytest.mark.parametrize("block, expected", [
     ('[[table]]\nname = "bad"\nrows = "architecture.depthh"', "[[table]] bad rows: architecture.depthh: no run has "
                                                                "architecture.depthh; architecture keys: "),
@@ -163,6 +180,10 @@ def test_a_table_cell_that_mixes_configurations_is_refused(tmp_path):
     ('scale = { val_acc = 100.0 }', "scale.val_acc: not a metric of this table; its metrics: test_acc"),
     ('rows = "dataset"', "rows and columns: each key may appear once"),
     ('decimals = 12', "decimals: must be between 0 and 8"),
+    ('published = { vitt = { digits = "90.1" } }', 'published."vitt": no such row in this table; its rows are '),
+    ('published = { vit = { digitz = "90.1" } }', 'published."vit"."digitz": no such column in this table; its columns '
+                                                 'are digits, small'),
+    ('published_source = "Someone 2024"', "published_source: names the source of published numbers"),
 ])
 def test_bad_table_blocks_are_one_line_errors(tmp_path, block, expected):
     write_study(tmp_path, STUDY + f'\n[[table]]\nname = "bad"\n{block}\n')

@@ -8,13 +8,16 @@ from typing import Literal
 from pydantic import Field
 
 from .._registry import register
-from ..hparams import Activation, Hparams, patch_divides
+from ..hparams import Activation, Hparams, changed_default, patch_divides
 
 
 class DualAttentionHparams(Hparams):
-    """Dual-attention transformer, vision variant (Altabaa et al.): each layer mixes ``sa``
-    self-attention heads with ``ra`` relational-attention heads. The flags and defaults of the
-    reference ImageNet script; "NA" is its spelling for "no relational heads"."""
+    """Dual-attention transformer, vision variant (Altabaa & Lafferty): each layer mixes ``sa``
+    self-attention heads with ``ra`` relational-attention heads; ``ra = 0`` is the paper's ViT
+    baseline. Names follow the reference's CIFAR script (Awni00/abstract_transformer,
+    ``experiments/vision_cifar10/train.py``); "NA" is its spelling for "no relational heads".
+    The defaults of ``activation``, ``attn_out_bias``, ``init_scheme`` and ``decay_scheme``
+    follow the reference code; ``was`` is what runs trained before they did."""
 
     sa: int = Field(6, ge=0, description="self-attention heads per layer")
     ra: int = Field(6, ge=0, description="relational-attention heads per layer")
@@ -22,8 +25,9 @@ class DualAttentionHparams(Hparams):
     ra_type: Literal["relational_attention", "rca", "disrca", "NA"] = "relational_attention"
     n_relations: int | None = Field(None, ge=1, description="relations per token pair; default ra")
     symmetric_rels: bool = Field(False, description="tie the relation query/key maps so r_ij = r_ji (no effect on rca)")
-    rel_activation: Literal["identity", "relu", "sigmoid", "tanh", "gelu"] = Field(
-        "identity", description="activation of the relations (relational_attention and disrca)")
+    rel_activation: Literal["identity", "relu", "sigmoid", "tanh", "gelu", "gelu_tanh"] = Field(
+        "identity", description="activation of the relations (relational_attention and disrca); the reference's "
+                                '"gelu" is gelu_tanh here')
     n_kv_heads: int | None = Field(None, ge=1, description="grouped-query attention: key/value heads per part; "
                                                             "default one per query head")
     n_symbols: int | None = Field(None, ge=1, description="symbol library size (symbolic_attention); default #patches")
@@ -31,11 +35,31 @@ class DualAttentionHparams(Hparams):
     n_layers: int = Field(8, ge=1)
     d_model: int = Field(384, ge=1)
     dff: int | None = Field(None, ge=1, description="feed-forward width; default 4 * d_model")
-    activation: Activation = "gelu"
+    activation: Activation = changed_default(
+        "gelu_tanh", was="gelu",
+        description='feed-forward activation; the reference\'s "gelu" is the tanh approximation (gelu_tanh)')
+    attn_out_bias: bool | None = changed_default(
+        None, was=False,
+        description="bias on the attention output projections (W_o of both parts); unset: as the reference, "
+                    "on for the ViT baseline (ra = 0, its EncoderBlock) and off for dual attention")
+    init_scheme: Literal["reference", "trunc_normal"] = changed_default(
+        "reference", was="trunc_normal",
+        description="reference: PyTorch's default Linear init, position embedding and class token N(0, 1), "
+                    "W_r Kaiming-uniform; trunc_normal: every Linear weight, W_r, the position embedding and the "
+                    "class token trunc-normal(0.02), Linear biases zero")
+    decay_scheme: Literal["reference", "weights_only"] = changed_default(
+        "reference", was="weights_only",
+        description="which parameters weight decay applies to; reference: all of them (its "
+                    "torch.optim.Adam(model.parameters(), weight_decay=...)); weights_only: timm's rule, "
+                    "tensors of 2 or more dimensions")
     dropout_rate: float = Field(0.0, ge=0.0, lt=1.0)
     norm_first: bool = True
     patch_size: int = Field(4, ge=1)
     pool: Literal["cls", "mean"] = "mean"
+
+    def out_bias(self) -> bool:
+        """Whether the attention output projections have a bias (``attn_out_bias``, resolved)."""
+        return self.ra == 0 if self.attn_out_bias is None else self.attn_out_bias
 
     def check(self, *, img_size, in_chans, num_classes):
         heads = self.sa + self.ra

@@ -1,11 +1,14 @@
 """Dual-attention transformer, vision variant: "Disentangling and Integrating Relational and
 Sensory Information in Transformer Architectures" (Altabaa & Lafferty, 2024),
-https://arxiv.org/abs/2405.16727; reference code https://github.com/Awni00/dual-attention and
-https://github.com/Awni00/abstract_transformer (``vision_models.VisionDualAttnTransformer``).
+https://arxiv.org/abs/2405.16727. Reference: Awni00/abstract_transformer at b7da583 (2024-11-24;
+the paper's CIFAR runs were launched from 141000e, 2024-09-02, whose model code computes the
+same for these options): ``vision_models.VisionDualAttnTransformer`` and, for ``ra = 0``, its
+``VisionTransformer`` (the paper's ViT baseline), built by ``experiments/vision_cifar10/train.py``;
+the PyPI package Awni00/dual-attention (a6ef87c) has the same layers but no final LayerNorm.
 
 Each layer has ``sa`` ordinary self-attention heads and ``ra`` relational heads, all
-``hd = d_model / (sa + ra)`` wide. The two parts have their own bias-free projections and
-their outputs are concatenated back to ``d_model``. A relational head ``h`` computes
+``hd = d_model / (sa + ra)`` wide. The two parts have their own projections, q/k/v bias-free,
+and their outputs are concatenated back to ``d_model``. A relational head ``h`` computes
 
     alpha^h_ij = softmax_j(<W_q^h x_i, W_k^h x_j> / sqrt(hd))
     r^l_ij     = act(<W_{q,l}^rel x_i, W_{k,l}^rel x_j> / sqrt(d_r)),   l = 1..n_r (no softmax)
@@ -28,16 +31,33 @@ projected offset table.
 
 Around the attention: patches are rearranged to (p1 p2 c) vectors -> LayerNorm -> Linear ->
 LayerNorm, a class token is prepended and learned positions added; pre-LN blocks (post-LN
-with ``norm_first = false``); pooling by the class token or the mean over all tokens
-(class token included), then LayerNorm and a linear head. With ``ra = 0`` it is a plain ViT
-whose attention has no biases (the paper's ViT baseline, 7,145,962 parameters on CIFAR-10).
+with ``norm_first = false``) whose feed-forward block has biases; pooling by the class token or
+the mean over all tokens (class token included), then LayerNorm and a linear head.
+
+What follows the reference by default (``changed_default``; the ``was`` value gives the
+behaviour of runs trained before): ``activation = "gelu_tanh"`` (its "gelu" is
+``nn.GELU(approximate="tanh")``); ``attn_out_bias`` unset: W_o has a bias in the ViT baseline
+(its EncoderBlock passes ``add_bias_out = bias = True``) and none in dual attention (the CIFAR
+script leaves ``add_bias_out`` at False), so the paper's CIFAR-10 ViT has 7,149,034 parameters
+(7,145,962 with ``attn_out_bias = false``) and its DAT (sa 6, ra 6, position_relative,
+symmetric_rels, n_kv_heads 3) 6,025,834; ``init_scheme = "reference"``: PyTorch's default init
+of every Linear and LayerNorm, position embedding and class token N(0, 1), W_r Kaiming-uniform
+(a = sqrt(5)) on its [h, hd, n_r] tensor, the relative table Xavier-uniform, symbol tables
+N(0, 1) (the same distributions; the random stream differs, our q/k/v being fused);
+``decay_scheme = "reference"``: ``decayed`` is true for every parameter (its
+``torch.optim.Adam(model.parameters(), weight_decay=5e-5)``). ``load_reference_state_dict``
+loads a reference state dict (``reference_key_map``).
 
 Departures from the reference, on purpose: the rca/disrca ablations work here (the reference
-calls an activation helper it never imports); dropout is applied once to the attention
-weights and once to each residual branch (the reference drops the branch output twice);
-grouped-query attention (``n_kv_heads``, used by the paper's CIFAR DAT to save parameters) is
-a keyword of :class:`DualAttentionTransformer` that ``build`` takes from the hparams only
-when they declare it.
+calls an activation helper it never imports, and its CIFAR script passes them relation
+arguments they do not take) and disrca also takes ``symmetric_rels``; dropout is applied once
+to the attention weights and once to each residual branch (the reference drops the attention
+output twice, inside the attention and in the block, adds one after post-LN's first norm, and
+drops symbolic attention's weights in eval too when given a rate); ``n_kv_heads`` also works
+with ``ra = 0`` (the reference's ViT ignores it); ``rel_activation = "gelu"`` is exact GELU
+(the reference's is ``"gelu_tanh"`` here). Not offered: RoPE, RMSNorm, shared attention
+parameters, fixed symbols (``update_symbols_each_layer = False``) and ``rel_sym_attn``, all off
+in the paper's vision runs.
 """
 
 from __future__ import annotations
@@ -150,14 +170,16 @@ class SymbolicAttention(nn.Module):
 
 class SelfAttention(nn.Module):
     """``heads`` ordinary attention heads of width ``head_dim`` (grouped-query with
-    ``kv_heads < heads``); bias-free projections, output ``heads * head_dim`` wide."""
+    ``kv_heads < heads``); bias-free q/k/v projections, a bias on W_o with ``out_bias``; output
+    ``heads * head_dim`` wide."""
 
-    def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float):
+    def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float,
+                 out_bias: bool = False):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim, self.dropout = heads, kv_heads, head_dim, dropout
         self.splits = [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim]
         self.qkv = nn.Linear(d_model, sum(self.splits), bias=False)
-        self.wo = nn.Linear(heads * head_dim, heads * head_dim, bias=False)
+        self.wo = nn.Linear(heads * head_dim, heads * head_dim, bias=out_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).split(self.splits, dim=-1)
@@ -171,13 +193,14 @@ class _SymbolHeads(nn.Module):
     """Shared parts of the relational heads: W_v on the symbols, W_o, and the aggregation
     sum_j w_ij W_v s_j for per-token symbols [B or 1, N, d] or a relative table [2m+1, d]."""
 
-    def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float, relative: bool):
+    def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float, relative: bool,
+                 out_bias: bool = False):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.rep = heads // kv_heads
         self.relative = relative
         self.wv = nn.Linear(d_model, kv_heads * head_dim, bias=False)
-        self.wo = nn.Linear(heads * head_dim, heads * head_dim, bias=False)
+        self.wo = nn.Linear(heads * head_dim, heads * head_dim, bias=out_bias)
         self.attn_drop = nn.Dropout(dropout)
 
     def symbol_values(self, symbols: torch.Tensor) -> torch.Tensor:
@@ -202,14 +225,18 @@ class RelationalAttention(_SymbolHeads):
     """A^h_i = sum_j alpha^h_ij (W_r^h r_ij + W_v^h s_j), r_ij in R^{n_r}; then W_o."""
 
     def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float, relative: bool,
-                 n_relations: int, rel_dim: int, symmetric: bool, rel_activation: str):
-        super().__init__(d_model, heads, head_dim, kv_heads, dropout, relative)
+                 n_relations: int, rel_dim: int, symmetric: bool, rel_activation: str, out_bias: bool = False,
+                 init_scheme: str = "reference"):
+        super().__init__(d_model, heads, head_dim, kv_heads, dropout, relative, out_bias)
         self.n_relations, self.rel_dim, self.symmetric = n_relations, rel_dim, symmetric
         # x-side projections fused: W_q^attn, W_k^attn, W_q^rel and (unless symmetric) W_k^rel
         self.splits = [heads * head_dim, kv_heads * head_dim] + [n_relations * rel_dim] * (1 if symmetric else 2)
         self.proj = nn.Linear(d_model, sum(self.splits), bias=False)
         self.wr = nn.Parameter(torch.empty(heads, head_dim, n_relations))  # W_r^h: R^{n_r} -> R^{hd}
-        nn.init.trunc_normal_(self.wr, std=0.02)
+        if init_scheme == "reference":  # as nn.Linear's weights: U(+-1/sqrt(fan_in)), fan_in = hd * n_r here
+            nn.init.kaiming_uniform_(self.wr, a=math.sqrt(5))
+        else:
+            nn.init.trunc_normal_(self.wr, std=0.02)
         self.rel_act = activation(rel_activation)
 
     def _relations(self, qr: torch.Tensor, kr: torch.Tensor) -> torch.Tensor:
@@ -234,8 +261,9 @@ class RelationalAttention(_SymbolHeads):
 class RelationalCrossAttention(_SymbolHeads):
     """Ablation ``rca``: A_i = sum_j softmax_j(q_i . k_j / sqrt(hd)) W_v s_j; then W_o."""
 
-    def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float, relative: bool):
-        super().__init__(d_model, heads, head_dim, kv_heads, dropout, relative)
+    def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float, relative: bool,
+                 out_bias: bool = False):
+        super().__init__(d_model, heads, head_dim, kv_heads, dropout, relative, out_bias)
         self.dropout = dropout
         self.splits = [heads * head_dim, kv_heads * head_dim]
         self.proj = nn.Linear(d_model, sum(self.splits), bias=False)
@@ -258,8 +286,8 @@ class DisentangledRelationalCrossAttention(_SymbolHeads):
     one scalar relation per head (q' = k' maps tied under ``symmetric_rels``); then W_o."""
 
     def __init__(self, d_model: int, heads: int, head_dim: int, kv_heads: int, dropout: float, relative: bool,
-                 symmetric: bool, rel_activation: str):
-        super().__init__(d_model, heads, head_dim, kv_heads, dropout, relative)
+                 symmetric: bool, rel_activation: str, out_bias: bool = False):
+        super().__init__(d_model, heads, head_dim, kv_heads, dropout, relative, out_bias)
         self.symmetric = symmetric
         self.splits = [heads * head_dim, kv_heads * head_dim, heads * head_dim] + ([] if symmetric else [kv_heads * head_dim])
         self.proj = nn.Linear(d_model, sum(self.splits), bias=False)
@@ -287,7 +315,7 @@ class DualAttention(nn.Module):
     def __init__(self, hp: DualAttentionHparams, kv_heads: int, relative: bool):
         super().__init__()
         head_dim = hp.d_model // (hp.sa + hp.ra)
-        common = dict(d_model=hp.d_model, head_dim=head_dim, dropout=hp.dropout_rate)
+        common = dict(d_model=hp.d_model, head_dim=head_dim, dropout=hp.dropout_rate, out_bias=hp.out_bias())
         self.self_attn = (SelfAttention(heads=hp.sa, kv_heads=min(kv_heads, hp.sa), **common)
                           if hp.sa else None)
         self.rel_attn = None
@@ -297,7 +325,7 @@ class DualAttention(nn.Module):
                 n_rel = hp.n_relations or hp.ra
                 self.rel_attn = RelationalAttention(n_relations=n_rel, rel_dim=head_dim * hp.ra // n_rel,
                                                     symmetric=hp.symmetric_rels, rel_activation=hp.rel_activation,
-                                                    **common)
+                                                    init_scheme=hp.init_scheme, **common)
             elif hp.ra_type == "rca":
                 self.rel_attn = RelationalCrossAttention(**common)
             elif hp.ra_type == "disrca":
@@ -353,8 +381,9 @@ class Block(nn.Module):
 # --- model -----------------------------------------------------------------------------------
 
 class DualAttentionTransformer(nn.Module):
-    """ViDAT. ``hp.n_kv_heads`` (grouped-query attention in both parts, as in the paper's CIFAR
-    runs) defaults to one key/value head per query head."""
+    """ViDAT (the reference's ``VisionDualAttnTransformer``), or with ``ra = 0`` its
+    ``VisionTransformer``. ``hp.n_kv_heads`` (grouped-query attention in both parts, as in the
+    paper's CIFAR runs) defaults to one key/value head per query head."""
 
     def __init__(self, hp: DualAttentionHparams, *, num_classes: int, in_chans: int, img_size: int):
         super().__init__()
@@ -386,9 +415,23 @@ class DualAttentionTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(hp, kv, relative) for _ in range(hp.n_layers)])
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, num_classes)
-        self.apply(trunc_normal_init)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.vit = hp.ra == 0  # the reference builds its VisionTransformer then (other parameter names)
+        self.decay_scheme = hp.decay_scheme
+        if hp.init_scheme == "reference":  # Linear, LayerNorm, symbols: as constructed (PyTorch's defaults)
+            nn.init.normal_(self.pos_embed)
+            nn.init.normal_(self.cls_token)
+        else:
+            self.apply(trunc_normal_init)
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def decayed(self, name: str, p: torch.Tensor) -> bool:
+        """Whether weight decay applies to parameter ``name`` (``runner.train.optim.param_groups``):
+        every parameter under ``decay_scheme = "reference"`` (its CIFAR script hands
+        ``model.parameters()`` to ``torch.optim.Adam(weight_decay=...)``: norms, biases, position
+        embedding, class token and symbols included); tensors of 2 or more dimensions under
+        ``"weights_only"`` (timm's rule, what runs trained before)."""
+        return True if self.decay_scheme == "reference" else p.ndim >= 2
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, (H/p)(W/p), p*p*C], each patch flattened in (p1 p2 c) order."""
@@ -410,6 +453,92 @@ class DualAttentionTransformer(nn.Module):
         """For probes (``attention.TokenGrid``): the patch grid (rows, cols) and the tokens before it
         (the class token)."""
         return self.grid, self.grid, 1
+
+
+# --- the reference's parameter names ---------------------------------------------------------
+
+def reference_key_map(model: DualAttentionTransformer) -> dict[str, tuple[str, ...]]:
+    """Each key of ``model.state_dict()`` -> the keys of the reference model's state dict whose
+    tensors, concatenated along dim 0, make it (fused projections: our ``qkv`` is the reference's
+    ``wq``, ``wk``, ``wv``; our ``proj`` its ``wq_attn``, ``wk_attn``, ``wq_rel``, ``wk_rel``).
+
+    Names are those of Awni00/abstract_transformer (b7da583, the same at 141000e, from which the
+    paper's CIFAR runs were launched): ``vision_models.VisionTransformer`` for ``ra = 0``,
+    ``VisionDualAttnTransformer`` otherwise (for rca / disrca, the names its modules have; its
+    CIFAR script cannot build them).
+    Under ``symmetric_rels`` the reference's ``wk_rel`` is the ``wq_rel`` module, so its state dict
+    holds the same tensor under both names; only ``wq_rel`` is mapped. (The PyPI package
+    Awni00/dual-attention has no final LayerNorm, ``final_out`` being the bare head: its vision
+    models do not map onto this one.)"""
+    m: dict[str, tuple[str, ...]] = {"cls_token": ("cls_token",), "pos_embed": ("pos_embedding",)}
+
+    def linear(ours: str, ref: str, module: nn.Module) -> None:
+        m[f"{ours}.weight"] = (f"{ref}.weight",)
+        if getattr(module, "bias", None) is not None:
+            m[f"{ours}.bias"] = (f"{ref}.bias",)
+
+    for i in range(3):  # LayerNorm, Linear, LayerNorm after the (parameter-free) Rearrange
+        linear(f"patch_embed.{i}", f"to_patch_embedding.{i + 1}", model.patch_embed[i])
+    sym = model.symbols
+    if isinstance(sym, PositionalSymbols):
+        m["symbols.symbols"] = ("symbol_retriever.symbol_library.weight",)
+    elif isinstance(sym, PositionRelativeSymbols):
+        m["symbols.table"] = ("symbol_retriever.rel_pos_enc.rel_pos_embeddings",)
+    elif isinstance(sym, SymbolicAttention):
+        linear("symbols.query", "symbol_retriever.q_proj", sym.query)
+        m["symbols.templates"] = ("symbol_retriever.template_features",)
+        m["symbols.library"] = ("symbol_retriever.symbol_library",)
+    for layer, block in enumerate(model.blocks):
+        ours, ref = f"blocks.{layer}", f"encoder_blocks.{layer}"
+        linear(f"{ours}.norm1", f"{ref}.norm1", block.norm1)
+        linear(f"{ours}.norm2", f"{ref}.norm2", block.norm2)
+        linear(f"{ours}.mlp.0", f"{ref}.ff_block.linear1", block.mlp[0])
+        linear(f"{ours}.mlp.2", f"{ref}.ff_block.linear2", block.mlp[2])
+        sa, ra = block.attn.self_attn, block.attn.rel_attn
+        if sa is not None:
+            r = f"{ref}.self_attn" if model.vit else f"{ref}.dual_attn.self_attention"
+            m[f"{ours}.attn.self_attn.qkv.weight"] = (f"{r}.wq.weight", f"{r}.wk.weight", f"{r}.wv.weight")
+            linear(f"{ours}.attn.self_attn.wo", f"{r}.wo", sa.wo)
+        if ra is not None:
+            r, o = f"{ref}.dual_attn.relational_attention", f"{ours}.attn.rel_attn"
+            if isinstance(ra, RelationalCrossAttention):
+                names = ["wq", "wk"]
+            else:
+                names = ["wq_attn", "wk_attn", "wq_rel"] + ([] if ra.symmetric else ["wk_rel"])
+            m[f"{o}.proj.weight"] = tuple(f"{r}.{n}.weight" for n in names)
+            if isinstance(ra, RelationalAttention):
+                m[f"{o}.wr"] = (f"{r}.wr",)
+            linear(f"{o}.wv", f"{r}.wv", ra.wv)
+            linear(f"{o}.wo", f"{r}.wo", ra.wo)
+    linear("norm", "final_out.0", model.norm)
+    linear("head", "final_out.1", model.head)
+    return m
+
+
+def load_reference_state_dict(model: DualAttentionTransformer, state_dict: dict[str, torch.Tensor], *,
+                              prefix: str = "") -> None:
+    """Load the weights of a reference model (``reference_key_map``) into ``model``, which must
+    have been built with the same configuration. ``prefix``: what precedes the reference's names,
+    e.g. ``"model."`` in a Lightning checkpoint of its CIFAR script. Every tensor must be used:
+    a leftover reference key, or a tied ``wk_rel`` that differs from ``wq_rel``, is an error."""
+    ref = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    used, ours = set(), {}
+    for key, names in reference_key_map(model).items():
+        missing = [n for n in names if n not in ref]
+        if missing:
+            raise KeyError(f"reference state dict lacks {prefix}{missing[0]} (for {key})")
+        ours[key] = torch.cat([ref[n] for n in names], dim=0) if len(names) > 1 else ref[names[0]]
+        used.update(names)
+    for name in set(ref) - used:  # the tied relation keys of symmetric_rels
+        tied = name.replace(".wk_rel.", ".wq_rel.")
+        if name.endswith(".wk_rel.weight") and tied in used:
+            if not torch.equal(ref[name], ref[tied]):
+                raise ValueError(f"{prefix}{name} differs from {prefix}{tied}, but symmetric_rels ties them")
+            used.add(name)
+    extra = sorted(set(ref) - used)
+    if extra:
+        raise KeyError(f"reference keys this model has no place for (another configuration?): {extra[:5]}")
+    model.load_state_dict(ours, strict=True)
 
 
 def build(hp: DualAttentionHparams, *, num_classes: int, in_chans: int, img_size: int) -> DualAttentionTransformer:

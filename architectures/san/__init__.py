@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from .._registry import register
-from ..hparams import Hparams
+from ..hparams import Hparams, changed_default
 
 
 class SANHparams(Hparams):
@@ -21,6 +21,11 @@ class SANHparams(Hparams):
     stem_width: int = Field(64, ge=1)
     pools: int | None = Field(None, ge=0, le=5,
                               description="2x2 max-pools (at the last stages); default: 5 at 224 px, fewer on small images")
+    decay_scheme: Literal["reference", "weights_only"] = changed_default(
+        "reference", was="weights_only",
+        description="which parameters weight decay applies to. reference: all of them, as hszhao/SAN's "
+                    "train.py (SGD over model.parameters()), BatchNorm scales and shifts and biases included; "
+                    "weights_only: timm's rule (ndim < 2 exempt), what runs used before")
 
     def check(self, *, img_size, in_chans, num_classes):
         if any(k < 1 or k % 2 == 0 for k in self.kernels):

@@ -1,50 +1,81 @@
 """Self-attention networks (SAN): "Exploring Self-attention for Image Recognition"
 (Zhao, Jia, Koltun, CVPR 2020), https://arxiv.org/abs/2004.13621, reference code
-https://github.com/hszhao/SAN.
+https://github.com/hszhao/SAN, matched at commit d88b022fc3ec4920d4596f94983f0e5b1ced62c6
+(2020-06-15, its latest): ``model/san.py`` (layers, blocks, network), ``lib/sa/functions``
+(the CUDA kernels ``subtraction_refpad``, ``subtraction2_refpad``, ``aggregation_refpad``)
+and ``tool/train.py`` (initialization, weight decay).
 
 A SAN layer aggregates a k x k footprint R(i) around every pixel i with vector
 attention weights, ``y_i = sum_{j in R(i)} alpha_j (.) beta(x_j)``:
 
-* ``beta`` is a 1x1 conv from C to mid = C/4 channels;
+* ``beta`` is a 1x1 conv (with bias) from C to mid = C/4 channels;
 * the weights have mid/8 channels, shared across the 8 channel groups (output
-  channel c uses weight channel c mod mid/8), as the reference's aggregation; widths
-  that are multiples of 16 but not of 32 (small test models; all the paper's are
-  multiples of 32) have mid/8 fractional and use 4 groups of mid/4 weight channels;
-* the footprint is padded by reflection (the reference's ``pad_mode = 1``), so
-  border pixels see reflected neighbours; where the feature map is smaller than
-  the padding (tiny maps the reference never meets) the reflection repeats.
+  channel c uses weight channel c mod mid/8), as the reference's aggregation kernel; widths
+  that are multiples of 16 but not of 32 (single modules in tests; the paper's widths and
+  ``SANHparams.check`` ask for multiples of 32) have mid/8 fractional and use 4 groups of
+  mid/4 weight channels;
+* the footprint is padded by reflection (the reference's ``pad_mode = 1``: index -i before
+  the map, 2(n-1)-i past it), positions in row-major order (kh * k + kw), stride 1; where the
+  feature map is not larger than the padding (tiny maps the reference's kernels do not
+  handle) the reflection repeats.
 
 Pairwise (``sa_type = 0`` in the reference): ``alpha_j = softmax_j gamma([delta(x_i, x_j),
-p_i - p_j])`` with ``phi``/``psi`` 1x1 convs to C/16 channels, the relation ``delta`` one
-of subtraction ``phi(x_i) - psi(x_j)`` (the paper's choice), summation, concatenation,
-Hadamard product or dot product, ``p`` a 1x1 conv of the (x, y) coordinates normalized to
-[-1, 1] and ``gamma`` = BN, ReLU, 1x1 conv, BN, ReLU, 1x1 conv -> mid/8, softmax over the
-k^2 positions.
+p_i - p_j])`` with ``phi``/``psi`` 1x1 convs (with bias) to C/16 channels, the relation ``delta``
+one of subtraction ``phi(x_i) - psi(x_j)`` (the paper's and the reference's choice),
+summation, concatenation, Hadamard product or dot product, ``p`` a 1x1 conv of the (x, y)
+coordinates (x along the width first), each normalized to [-1, 1] by ``linspace``, and
+``gamma`` = BN, ReLU, 1x1 conv -> C/16 (no bias), BN, ReLU, 1x1 conv -> mid/8, softmax over the
+k^2 positions. BatchNorm statistics are taken over batch, footprint and pixels, as the
+reference's ``[B, C, k*k, H*W]`` layout.
 
 Patchwise (``sa_type = 1``): ``alpha = gamma(delta(x_R(i)))`` holds the weights of all k^2
-positions at once: gamma = BN, ReLU, 1x1 conv -> mid/8, BN, ReLU, 1x1 conv -> k^2 * mid/8,
-no softmax (as the reference). The relation is one of the paper's three:
+positions at once: gamma = BN, ReLU, 1x1 conv -> mid/8 (no bias), BN, ReLU, 1x1 conv (with bias)
+-> k^2 * mid/8, read as [mid/8, k^2] (weight channel major), no softmax (as the reference). The
+relation is one of the paper's three:
 
-* concatenation ``[phi(x_i), psi(x_j) for j in R(i)]`` (C/16 * (k^2 + 1) channels; the paper's
-  and reference's choice);
+* concatenation ``[phi(x_i), psi(x_j) for j in R(i)]`` (C/16 * (k^2 + 1) channels, the psi part
+  channel-major as ``nn.Unfold`` of the reflection-padded map; the paper's and reference's choice);
 * star-product ``[phi(x_i)^T psi(x_j) for j in R(i)]`` (k^2 scalars);
 * clique-product ``[phi(x_j)^T psi(x_k) for j, k in R(i)]`` (k^4 scalars; memory grows as k^4
   per pixel: 2401 channels per pixel with a 7x7 footprint).
 
 The reference implements only subtraction (pairwise) and concatenation (patchwise); the
 others follow the paper's definitions with the same phi/psi/gamma shapes. Position
-encodings enter the pairwise form only: in the patchwise form the slot of a neighbour in
-delta already tells where it is.
+encodings enter the pairwise form only (as the reference): in the patchwise form the slot of
+a neighbour in delta already tells where it is.
 
-Block (pre-activation bottleneck): BN, ReLU, SA (C -> mid), BN, ReLU, 1x1 conv mid -> C,
-plus identity. Network: 1x1 stem conv to ``stem_width`` + BN + ReLU; five stages, each an
-optional 2x2 max-pool, a 1x1 transition conv (no bias), its blocks, BN, ReLU; global average
-pool and a linear head. With fewer than five pools the earliest stages skip theirs, so
-small images keep their resolution early. At 224 px and 1000 classes, the paper's sizes:
+Block (pre-activation bottleneck): BN, ReLU, SA (C -> mid), BN, ReLU, 1x1 conv mid -> C (with
+bias), plus identity. Network: 1x1 stem conv (no bias) to ``stem_width`` + BN + ReLU; five
+stages, each an optional 2x2 max-pool, a 1x1 transition conv (no bias), its blocks, BN, ReLU;
+global average pool and a linear head. At 224 px and 1000 classes, the paper's sizes:
 SAN10/15/19 pairwise 10,531,592 / 14,065,048 / 17,595,640 parameters (10.5 / 14.1 / 17.6 M;
 the reference has 2 + mid/8 more per block, 10,531,848 / 14,065,436 / 17,596,156: the dead
 biases noted in ``PairwiseSA``), patchwise 11,841,124 / 16,181,310 / 20,518,470 (11.8 / 16.2 /
 20.5 M, as the reference).
+
+Initialization is PyTorch's default for every layer (convs and the head kaiming-uniform with
+a = sqrt(5), BN weight 1 and bias 0), as the reference: neither ``model/san.py`` nor
+``tool/train.py`` initializes anything (``util.init_weights`` exists there but is never
+called). Weight decay (``decay_scheme = "reference"``, ``SAN.decayed``) applies to every
+parameter, as the reference's ``torch.optim.SGD(model.parameters(), weight_decay=1e-4)``.
+
+Deliberate departures from the reference:
+
+* ``pools``: the reference always pools five times (224 px -> 7 x 7); by default fewer pools
+  on small images (``san_pools``), the earliest stages skipping theirs, so small images keep
+  their resolution early (5 at 224 px, 3 at 32 px);
+* the pairwise form leaves out the reference's two dead biases per block (the position conv's,
+  cancelled by p_i - p_j, and gamma's last conv's, cancelled by the softmax over the
+  footprint); ``load_reference_state_dict`` drops them from a reference checkpoint;
+* ``stem_width``, ``widths``, ``kernels`` and the relations other than subtraction and
+  concatenation are options beyond the reference (its defaults are the reference's);
+* reflection repeats on maps not larger than the padding (see above).
+
+``load_reference_state_dict`` loads a reference checkpoint (``state_dict`` of ``model/san.py``'s
+``SAN``, or of one ``SAM`` into a ``PairwiseSA`` / ``PatchwiseSA``) through
+``reference_key_map``: ``conv_in``/``bn_in`` -> ``stem.0``/``stem.1``; ``conv{s}``, ``layer{s}.{i}``,
+``bn{s}`` -> stage s's transition conv, i-th block and final BN; ``fc`` -> ``head``; in a block
+``sam.conv1``/``conv2``/``conv3``/``conv_w``/``conv_p`` -> ``sa.phi``/``psi``/``beta``/``gamma``/``pos``.
 
 Everything is pure PyTorch (``unfold`` gathers the windows), so it runs on CPU and GPU; the
 reference's custom CUDA kernels are not needed.
@@ -245,6 +276,12 @@ class SAN(nn.Module):
             cin = c
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(cin, num_classes)
+        self.decay_scheme = hp.decay_scheme
+
+    def decayed(self, name: str, p: nn.Parameter) -> bool:
+        """Whether weight decay applies (``runner.train.optim``): every parameter under ``reference``
+        (hszhao/SAN decays ``model.parameters()``), weights only (ndim >= 2) under ``weights_only``."""
+        return self.decay_scheme == "reference" or p.ndim >= 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
@@ -257,3 +294,89 @@ def build_pairwise(hp: SANPairwiseHparams, *, num_classes: int, in_chans: int, i
 
 def build_patchwise(hp: SANPatchwiseHparams, *, num_classes: int, in_chans: int, img_size: int) -> SAN:
     return SAN(PatchwiseSA, hp, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+
+
+# ---------------------------------------------------------------- reference checkpoints
+
+_SA_NAMES = {"phi": "conv1", "psi": "conv2", "beta": "conv3", "gamma": "conv_w", "pos": "conv_p"}
+_REFERENCE_RELATIONS = {PairwiseSA: "subtraction", PatchwiseSA: "concatenation"}
+
+
+def _sa_prefixes(ours: str, ref: str, sa: nn.Module) -> dict[str, str]:
+    out = {}
+    for name, _ in sa.named_modules():
+        if name:
+            head, _, rest = name.partition(".")
+            out[ours + name] = ref + ".".join(filter(None, [_SA_NAMES[head], rest]))
+    return out
+
+
+def _module_prefixes(model: nn.Module) -> dict[str, str]:
+    """Our module names -> the reference's (``model/san.py``)."""
+    if isinstance(model, (PairwiseSA, PatchwiseSA)):
+        return _sa_prefixes("", "", model)
+    out = {"stem.0": "conv_in", "stem.1": "bn_in", "head": "fc"}
+    for s, stage in enumerate(model.stages):
+        blocks = 0
+        for i, m in enumerate(stage):
+            ours = f"stages.{s}.{i}"
+            if isinstance(m, Bottleneck):
+                ref = f"layer{s}.{blocks}"
+                out.update({f"{ours}.{n}": f"{ref}.{n}" for n in ("bn1", "bn2", "conv")})
+                out.update(_sa_prefixes(f"{ours}.sa.", f"{ref}.sam.", m.sa))
+                blocks += 1
+            elif isinstance(m, nn.Conv2d):
+                out[ours] = f"conv{s}"
+            elif isinstance(m, nn.BatchNorm2d):
+                out[ours] = f"bn{s}"
+    return out
+
+
+def reference_key_map(model: nn.Module) -> dict[str, str]:
+    """Reference state-dict key -> ours, for every entry of ``model.state_dict()`` (parameters and
+    BatchNorm buffers). ``model``: a ``SAN``, or a single ``PairwiseSA`` / ``PatchwiseSA`` (keys of
+    the reference's ``SAM``). The reference's keys without a counterpart are ``reference_dead_keys``."""
+    prefixes = _module_prefixes(model)
+    out = {}
+    for name, module in model.named_modules():
+        tensors = [n for n, _ in module.named_parameters(recurse=False)]
+        tensors += [n for n, b in module.named_buffers(recurse=False) if b is not None]
+        for leaf in tensors:
+            out[f"{prefixes[name]}.{leaf}"] = f"{name}.{leaf}"
+    return out
+
+
+def reference_dead_keys(model: nn.Module) -> list[str]:
+    """The reference's parameters left out here: in each pairwise layer, the position conv's bias
+    (cancelled by p_i - p_j) and gamma's last bias (cancelled by the softmax over the footprint)."""
+    prefixes = _module_prefixes(model)
+    if isinstance(model, PairwiseSA):
+        return ["conv_p.bias", "conv_w.5.bias"]
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, PairwiseSA):
+            ref = prefixes[name + ".phi"].removesuffix("conv1")
+            out += [ref + "conv_p.bias", ref + "conv_w.5.bias"]
+    return out
+
+
+def load_reference_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Load a hszhao/SAN checkpoint's ``state_dict`` (its ``SAN``, or one ``SAM`` into a single layer)
+    through ``reference_key_map``; a ``module.`` prefix (DataParallel / DDP, as ``tool/train.py``
+    saves) is stripped. Every reference key must be used or be one of ``reference_dead_keys``, and
+    every entry of ours must be given; shapes must agree (the reference has the subtraction and
+    concatenation relations only). Returns the dead keys dropped."""
+    for m in model.modules():
+        rel = _REFERENCE_RELATIONS.get(type(m))
+        if rel is not None and m.relation != rel:
+            raise ValueError(f"the reference has only the {rel!r} relation for {type(m).__name__}, not {m.relation!r}")
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    mapping, dead = reference_key_map(model), set(reference_dead_keys(model))
+    missing = sorted(k for k in mapping if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in mapping and k not in dead)
+    if missing or unexpected:
+        raise KeyError(f"reference state dict does not fit: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                       f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+    model.load_state_dict({ours: state_dict[ref] for ref, ours in mapping.items()}, strict=True)
+    return sorted(dead & state_dict.keys())

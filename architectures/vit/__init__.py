@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .._registry import register
-from ..hparams import Activation, Hparams, heads_divide, patch_divides, same_chans
+from ..hparams import Activation, Hparams, changed_default, heads_divide, patch_divides, same_chans
 
 
 class ViTHparams(Hparams):
@@ -24,6 +24,10 @@ class ViTHparams(Hparams):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pool: Literal["cls", "mean"] = "cls"
     in_chans: int | None = Field(None, ge=1, description="defaults to the dataset's; must match it if given")
+    norm_eps: float = changed_default(1e-6, was=1e-5, gt=0.0, description="LayerNorm epsilon; timm's ViT uses 1e-6")
+    init_scheme: Literal["reference", "trunc_normal"] = changed_default(
+        "reference", was="trunc_normal",
+        description="reference: timm's ViT init (class token N(0, 1e-6)); trunc_normal: class token trunc-normal(0.02) too")
 
     def hidden(self) -> int:
         """MLP width: mlp_ratio wins when given (set mlp_dim = ... alone for an absolute width)."""

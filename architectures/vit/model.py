@@ -5,8 +5,14 @@ Patch embedding by a strided convolution, a learned class token and learned
 absolute positions, pre-norm blocks (or post-norm with ``norm_first = false``)
 whose attention runs through ``scaled_dot_product_attention`` (flash/efficient
 kernels on GPUs), a final norm and a linear head on the class token (or the mean
-of all tokens). With the defaults it is timm's ``VisionTransformer``, parameter
-for parameter.
+of all tokens). With the defaults (``pool = "cls"``) it is timm's ``VisionTransformer``
+(timm 1.0.31, ``vision_transformer.py``) parameter for parameter and function for function:
+LayerNorm eps 1e-6, exact GELU, biases on qkv and the output projection, timm's init
+(linear weights trunc-normal(0.02) with zero biases, position embedding trunc-normal(0.02),
+class token N(0, 1e-6), the patch convolution and norms at PyTorch's defaults).
+``from_timm_state_dict`` maps a timm state dict onto this model (tested to float64 precision).
+``pool = "mean"`` averages every token, the class token included, after the final norm;
+timm's ``global_pool = "avg"`` leaves the class token out and normalizes after pooling.
 """
 
 from __future__ import annotations
@@ -44,12 +50,12 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm: x + attn(norm(x)), then x + mlp(norm(x)). Post-norm: norm(x + attn(x)), ..."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, act: str, norm_first: bool):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, act: str, norm_first: bool, eps: float):
         super().__init__()
         self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads, dropout)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_dim), activation(act), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
         )
@@ -72,13 +78,17 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hp.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, hp.dim))
         self.pos_drop = nn.Dropout(hp.dropout)
-        self.blocks = nn.Sequential(*[Block(hp.dim, hp.heads, hp.hidden(), hp.dropout, hp.activation, hp.norm_first)
-                                      for _ in range(hp.depth)])
-        self.norm = nn.LayerNorm(hp.dim) if hp.norm_first else nn.Identity()  # post-norm blocks end normalized
+        self.blocks = nn.Sequential(*[Block(hp.dim, hp.heads, hp.hidden(), hp.dropout, hp.activation, hp.norm_first,
+                                            hp.norm_eps) for _ in range(hp.depth)])
+        # post-norm blocks end normalized
+        self.norm = nn.LayerNorm(hp.dim, eps=hp.norm_eps) if hp.norm_first else nn.Identity()
         self.head = nn.Linear(hp.dim, num_classes)
         self.apply(trunc_normal_init)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if hp.init_scheme == "reference":
+            nn.init.normal_(self.cls_token, std=1e-6)
+        else:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, N, dim]
@@ -90,6 +100,19 @@ class VisionTransformer(nn.Module):
         """For probes (``attention.TokenGrid``): the patch grid (rows, cols) and the tokens before it
         (the class token)."""
         return self.grid, self.grid, 1
+
+
+def from_timm_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``VisionTransformer`` state dict (class token, ``global_pool = "token"``, no
+    register tokens) renamed for this model: ``patch_embed.proj.*`` -> ``patch_embed.*`` and
+    ``mlp.fc1/fc2`` -> ``mlp.0/3``; every other name is the same."""
+    renames = {"patch_embed.proj.": "patch_embed.", "mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
+    out = {}
+    for name, value in state.items():
+        for old, new in renames.items():
+            name = name.replace(old, new)
+        out[name] = value
+    return out
 
 
 def build(hp: ViTHparams, *, num_classes: int, in_chans: int, img_size: int) -> VisionTransformer:

@@ -4,7 +4,8 @@ A ``[[override]]`` whose ``match`` names a renamed architecture, an ``exclude`` 
 a table's ``where`` or a probe's ``match`` that keeps no run: each would pass silently and leave a
 paper wrong or empty, so each is a ``SpecError`` naming the block and the values that exist.
 A table whose rows and columns leave a grid key out (so one table cell would average several
-configurations) is refused here too, before anything trains, not when the report is drawn.
+configurations) is refused here too, before anything trains, not when the report is drawn, and so
+is a ``published`` number for a row or column the table never shows.
 
 ``expand`` calls ``check_plan`` with the overrides and exclude rules that applied to some cell
 (it sees the cells before exclusion, this module only the runs after it).
@@ -16,9 +17,10 @@ from typing import Any, Iterable
 
 import architectures
 
-from runner.errors import SpecError
+from runner.errors import SpecError, choices
 from runner.plan.runs import Plan, Run
-from runner.study.reports import METRIC, Table
+from runner.study.messages import show_value
+from runner.study.reports import METRIC, Table, display
 from runner.study.selectors import axes_of, differing_keys, matches, no_match_reason, unknown_key, value_of
 
 
@@ -71,6 +73,8 @@ def _check_table(plan: Plan, table: Table, runs: list[Run]) -> None:
             problem = key != METRIC and unknown_key(plan.runs, key)
             if problem:
                 raise SpecError(plan.study.file, f"[[table]] {table.name}", f"{what}: {key}: {problem}")
+    if table.published:
+        _check_published(plan, table, runs)
     keys = [k for k in table.rows + table.columns if k != METRIC]
     places: dict[tuple, dict[str, Run]] = {}
     for run in runs:
@@ -84,6 +88,24 @@ def _check_table(plan: Plan, table: Table, runs: list[Run]) -> None:
             raise SpecError(plan.study.file, f"[[table]] {table.name}",
                             f"rows and columns: the table cell {shown} holds {len(cells)} configurations ({labels}) "
                             f"that differ in {differ}; add that key to rows or columns, or narrow the table's where")
+
+
+def _check_published(plan: Plan, table: Table, runs: list[Run]) -> None:
+    """Each published number must sit in a cell of the table: a row or column it names that the
+    table never shows would leave the paper's number out without a word."""
+
+    def shown(run: Run, keys: tuple[str, ...]) -> set[str]:
+        per_metric = [[m if k == METRIC else display(value_of(run, k)) for k in keys] for m in table.metrics]
+        return {" / ".join(values) for values in per_metric}
+
+    rows = sorted(set().union(*(shown(r, table.rows) for r in runs)))
+    columns = sorted(set().union(*(shown(r, table.columns) for r in runs)))
+    for row, col in table.published:
+        for what, value, known in (("row", row, rows), ("column", col, columns)):
+            if value not in known:
+                raise SpecError(plan.study.file, f"[[table]] {table.name}",
+                                f"published.{show_value(row)}{'' if what == 'row' else '.' + show_value(col)}: "
+                                f"no such {what} in this table; its {what}s are {choices(known)}")
 
 
 def _has_attention(run: Run) -> bool:

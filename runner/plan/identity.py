@@ -15,6 +15,7 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from architectures.hparams import id_default
 from runner.study.recipe import is_identity
 from runner.study.selectors import equal, schema_of
 
@@ -34,7 +35,9 @@ def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
     """The keys of one resolved section that define what is trained: not ``NOT_IDENTITY``, not
     engine fields (speed switches, see ``runner.study.recipe``), and not those at their schema default,
     so a new option whose default keeps the old behaviour leaves every id as it was
-    (``tests/test_identity.py`` pins the defaults for that reason)."""
+    (``tests/test_identity.py`` pins the defaults for that reason). A default changed to follow a
+    paper's code (``architectures.hparams.changed_default``) counts at its old value instead: the
+    runs it changes get new ids, a run asking for the old value keeps its old one."""
     schema = schema_of(section, body)
     fields = schema.model_fields if schema is not None else {}
     out = {}
@@ -44,7 +47,7 @@ def identity_section(section: str, body: dict[str, Any]) -> dict[str, Any]:
         field = fields.get(key)
         if field is not None and not is_identity(field):
             continue
-        if field is not None and not field.is_required() and equal(value, field.get_default(call_default_factory=True)):
+        if field is not None and not field.is_required() and equal(value, id_default(field)):
             continue
         out[key] = value
     return out

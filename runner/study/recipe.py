@@ -37,9 +37,12 @@ class Recipe(BaseModel):
     batch_size: int = Field(128, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (the schedule ends there)")
     accum_steps: int = Field(1, ge=1, description="split each batch into this many micro-batches (same optimizer step)")
-    optimizer: Literal["adamw", "sgd", "lamb"] = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd", "lamb"] = Field(
+        "adamw", description="adamw: decoupled weight decay; adam: weight_decay is an L2 term in the gradient "
+                             "(torch.optim.Adam, as the dual-attention reference)")
     lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.05, ge=0.0, description="not applied to norms and biases")
+    weight_decay: float = Field(0.05, ge=0.0, description="on the parameters the architecture's reference decays "
+                                                           "(timm's rule by default: not norms, biases, embeddings)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
     nesterov: bool = Field(True, description="sgd only, when momentum > 0")
     schedule: Literal["cosine", "step", "constant"] = Field("cosine", description="lr after the warm-up")
@@ -75,7 +78,8 @@ class Recipe(BaseModel):
     crop_padding: int = Field(4, ge=0, description='pixels of zero padding for crop = "pad"')
     crop_scale: float = Field(0.08, gt=0.0, le=1.0, description='smallest area share of crop = "resized"')
     hflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a horizontal flip")
-    auto_augment: str | None = Field(None, description='timm policy: "rand-m9-mstd0.5-inc1", "original", ...')
+    auto_augment: str | None = Field(None, description='torchvision AutoAugment policy "cifar10", "svhn", '
+                                                       '"imagenet", or timm\'s: "rand-m9-mstd0.5-inc1", "original", ...')
     mixup: float = Field(0.0, ge=0.0, description="Mixup alpha; 0 = off")
     cutmix: float = Field(0.0, ge=0.0, description="CutMix alpha; 0 = off")
     mix_prob: float = Field(1.0, gt=0.0, le=1.0, description="probability a batch is mixed")

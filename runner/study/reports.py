@@ -78,6 +78,9 @@ class Table:
     where: dict[str, Any]
     styles: dict[str, MetricStyle]  # per metric
     labels: dict[str, str]  # display names of metrics and of row/column values
+    # what the paper reports, printed beside ours: (row, column) as ``display`` joins their values
+    published: dict[tuple[str, str], str] = None  # type: ignore[assignment]
+    published_source: str | None = None
 
     @property
     def metric(self) -> str:
@@ -124,6 +127,9 @@ class _TableBlock(_Strict):
     decimals: int | dict[str, int] | None = None
     best: Best | dict[str, Best] | None = None
     labels: dict[str, str] = {}
+    published: dict[str, dict[str, str]] = Field(
+        {}, description='the paper\'s numbers beside ours: { ROW = { COLUMN = "89.7 ± 0.1" } }')
+    published_source: str | None = Field(None, description='where they come from: "Altabaa et al. 2024, Table 2"')
 
 
 class _FigureBlock(_Strict):
@@ -190,7 +196,26 @@ def parse_table(i: int, body: Any, file: str, check_key, check_where) -> Table:
         raise SpecError(file, where, "metrics: each metric may appear once")
     check_where(t.where, f"{where} where")
     styles = {m: _style(m, t, file, where, metrics) for m in metrics}
-    return Table(t.name, t.title or t.name, rows, columns, metrics, t.aggregate, dict(t.where), styles, dict(t.labels))
+    published = {(row, col): text for row, by_col in t.published.items() for col, text in by_col.items()}
+    if t.published_source is not None and not published:
+        raise SpecError(file, where, "published_source: names the source of published numbers; add published = "
+                                     '{ ROW = { COLUMN = "..." } } or leave it out')
+    return Table(t.name, t.title or t.name, rows, columns, metrics, t.aggregate, dict(t.where), styles, dict(t.labels),
+                 published, t.published_source)
+
+
+def display(value) -> str:
+    """A key's value as a table shows it and ``published`` names it: ``true``, ``0.001``,
+    ``relational_attention``; a table's row (or column) of several keys joins them with " / "."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value is None:
+        return "n/a"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(display(v) for v in value) + "]"
+    return str(value)
 
 
 def _style(metric: str, t: _TableBlock, file: str, where: str, metrics: tuple[str, ...]) -> MetricStyle:

@@ -17,27 +17,39 @@ from runner.study.recipe import Recipe
 
 def param_groups(model: nn.Module, weight_decay: float, *, head: set[int] = frozenset(),
                  head_scale: float = 1.0) -> list[dict]:
-    """Weight decay on weights only: norms, biases and other vectors (ndim < 2) are exempt, and
-    so is whatever the model names in ``no_weight_decay()`` (timm's convention: position
-    embeddings, class tokens). Parameters in ``head`` (ids) get their own groups whose learning
-    rate is ``head_scale`` times the schedule's (``head_lr``); frozen parameters are left out."""
-    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    """Which parameters weight decay applies to is the model's rule, as its paper's code has it:
+    a family declares ``decayed(name, param) -> bool`` beside its model (dual attention decays
+    everything, Cordonnier et al. all but the Gaussian centres and spreads). Without one (timm's
+    models, ViT) the rule is timm's: weights only, norms, biases and other vectors (ndim < 2)
+    exempt, and whatever the model names in ``no_weight_decay()`` (position embeddings, class
+    tokens). Parameters in ``head`` (ids) get their own groups whose learning rate is
+    ``head_scale`` times the schedule's (``head_lr``); frozen parameters are left out."""
+    decays = decay_rule(model)
     groups = {(h, d): [] for h in (False, True) for d in (True, False)}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        groups[(id(p) in head, not (p.ndim < 2 or name in exempt))].append(p)
+        if p.requires_grad:
+            groups[(id(p) in head, bool(decays(name, p)))].append(p)
     out = []
-    for (is_head, decays), params in groups.items():
+    for (is_head, decayed), params in groups.items():
         if params or not is_head:  # the two body groups always exist (checkpoints rely on their order)
-            out.append({"params": params, "weight_decay": weight_decay if decays else 0.0,
+            out.append({"params": params, "weight_decay": weight_decay if decayed else 0.0,
                         "lr_scale": head_scale if is_head else 1.0})
     return out
 
 
+def decay_rule(model: nn.Module):
+    """``(name, param) -> bool``: whether weight decay applies, by the model's rule (see ``param_groups``)."""
+    rule = getattr(model, "decayed", None)
+    if rule is not None:
+        return rule
+    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    return lambda name, p: not (p.ndim < 2 or name in exempt)
+
+
 def make_optimizer(model: nn.Module, r: Recipe, *, fused: bool = False, head: set[int] = frozenset()) -> torch.optim.Optimizer:
-    """AdamW, SGD (momentum, Nesterov) or LAMB (timm's); ``fused`` picks the one-kernel
-    implementations of AdamW and SGD (LAMB has none). ``head``: ids of the parameters ``head_lr`` applies to."""
+    """AdamW (decoupled decay), Adam (decay as coupled L2), SGD (momentum, Nesterov) or LAMB
+    (timm's); ``fused`` picks the one-kernel implementations of AdamW, Adam and SGD (LAMB has
+    none). ``head``: ids of the parameters ``head_lr`` applies to."""
     scale = r.head_lr / r.lr if r.head_lr is not None else 1.0
     groups = param_groups(model, r.weight_decay, head=head if r.head_lr is not None else frozenset(), head_scale=scale)
     if r.optimizer == "sgd":
@@ -47,6 +59,8 @@ def make_optimizer(model: nn.Module, r: Recipe, *, fused: bool = False, head: se
         from timm.optim import Lamb
 
         return Lamb(groups, lr=r.lr)
+    if r.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=r.lr, fused=fused or None)
     return torch.optim.AdamW(groups, lr=r.lr, fused=fused or None)
 
 
@@ -57,9 +71,9 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 def use_fused(r: Recipe, device: torch.device) -> bool:
-    """Fused kernels exist for AdamW and SGD on CUDA and CPU; ``auto`` takes them on CUDA only,
+    """Fused kernels exist for AdamW, Adam and SGD on CUDA and CPU; ``auto`` takes them on CUDA only,
     where they pay off (on CPU they are a choice, ``fused = true``)."""
-    if r.optimizer not in ("adamw", "sgd") or device.type not in ("cuda", "cpu"):
+    if r.optimizer not in ("adamw", "adam", "sgd") or device.type not in ("cuda", "cpu"):
         return False
     return device.type == "cuda" if r.fused == "auto" else r.fused
 
