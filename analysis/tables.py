@@ -65,7 +65,7 @@ class TableResult:
 
     def published(self, row: tuple[str, ...], col: tuple[str, ...]) -> str | None:
         """What the paper reports for this cell (the table's ``published``), or None."""
-        return (self.table.published or {}).get((" / ".join(row), " / ".join(col)))
+        return self.table.published.get((" / ".join(row), " / ".join(col)))
 
 
 @dataclass(frozen=True)

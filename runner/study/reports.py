@@ -10,7 +10,7 @@ bars, one file per value of ``facet``. Torch-free, like the rest of the spec.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,7 +79,7 @@ class Table:
     styles: dict[str, MetricStyle]  # per metric
     labels: dict[str, str]  # display names of metrics and of row/column values
     # what the paper reports, printed beside ours: (row, column) as ``display`` joins their values
-    published: dict[tuple[str, str], str] = None  # type: ignore[assignment]
+    published: dict[tuple[str, str], str] = field(default_factory=dict)
     published_source: str | None = None
 
     @property
