@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/train_speed.py
 	$(PY) bench/scheduling.py
 	$(PY) bench/report_speed.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf results

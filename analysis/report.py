@@ -126,18 +126,23 @@ def write(report: Report, out_dir: Path) -> dict[str, int]:
     """Write every table in each format, the runs behind them, the figures and (for a whole report)
     ``index.html``; each file replaced atomically. Returns what was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for r in report.tables:
-        name = r.table.name
-        _write(out_dir / f"{name}.md", to_markdown(r, report.regenerate("--table", name)))
-        _write(out_dir / f"{name}.tex", to_latex(r, report.regenerate("--table", name, "--format", "latex")))
-        _write(out_dir / f"{name}.csv", to_csv([r]))
-        _write(out_dir / f"{name}.runs.csv", sources_csv([r]))
-    for t in report.texts:
-        _write(out_dir / f"{t.name}.md", text_table.to_markdown(t, report.regenerate("--table", t.name)))
-        _write(out_dir / f"{t.name}.tex", text_table.to_latex(t, report.regenerate("--table", t.name, "--format", "latex")))
-        _write(out_dir / f"{t.name}.csv", text_table.to_csv(t))
-    if report.figures:
-        report.drawing = draw(report.figures, report.data, out_dir / "figures")
+
+    def tables() -> None:
+        for r in report.tables:
+            name = r.table.name
+            _write(out_dir / f"{name}.md", to_markdown(r, report.regenerate("--table", name)))
+            _write(out_dir / f"{name}.tex", to_latex(r, report.regenerate("--table", name, "--format", "latex")))
+            _write(out_dir / f"{name}.csv", to_csv([r]))
+            _write(out_dir / f"{name}.runs.csv", sources_csv([r]))
+        for t in report.texts:
+            _write(out_dir / f"{t.name}.md", text_table.to_markdown(t, report.regenerate("--table", t.name)))
+            _write(out_dir / f"{t.name}.tex", text_table.to_latex(t, report.regenerate("--table", t.name, "--format", "latex")))
+            _write(out_dir / f"{t.name}.csv", text_table.to_csv(t))
+
+    if report.figures:  # the tables are written while the figures are drawn
+        report.drawing = draw(report.figures, report.data, out_dir / "figures", meanwhile=tables)
+    else:
+        tables()
     for f in report.probe_figures:
         if f.make is not None:
             f.png = f.make(out_dir / "figures")

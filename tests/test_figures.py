@@ -185,3 +185,40 @@ def test_cells_of_one_label_are_told_apart_not_refused(tmp_path):
     (digits,) = panels(_figure(tmp_path, "learning_curves"), _data(tmp_path))
     labels = sorted(s.label for s in digits.series)
     assert len(labels) == 2 and all(label.startswith("vit [") for label in labels), labels
+
+
+def _boom(panel, out_dir):
+    raise RuntimeError(f"cannot draw {panel.stem}")
+
+
+def _drawn_files(figures: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(figures.iterdir()) if p.suffix in (".png", ".pdf")}
+
+
+def test_panels_drawn_in_processes_are_the_files_one_process_draws(known, monkeypatch):
+    """Four panels start a drawing process per core (when there are two); byte for byte what one
+    process draws, and a panel that cannot be drawn fails the drawing instead of going missing."""
+    import os
+
+    from analysis import figures as F
+    from analysis.report import figures_of
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: the panels are drawn in this process")
+    data = _data(known)
+    figs = figures_of(data.study)
+    forks = []
+    real = F.multiprocessing.get_context
+    monkeypatch.setattr(F.multiprocessing, "get_context", lambda method: forks.append(method) or real(method))
+    F.draw(figs, data, known / "pool")
+    assert forks == ["fork"]
+    monkeypatch.setattr(F, "MIN_PANELS_PER_PROCESS", 10_000)
+    F.draw(figs, data, known / "one")
+    pooled, alone = _drawn_files(known / "pool"), _drawn_files(known / "one")
+    assert len(pooled) == 8 and pooled == alone
+
+    monkeypatch.setattr(F, "MIN_PANELS_PER_PROCESS", 1)
+    monkeypatch.setattr(F, "render", _boom)
+    with pytest.raises(RuntimeError, match="cannot draw"):
+        F.draw(figs, data, known / "failing")
+    assert not (known / "failing" / ".drawn.json").exists()  # nothing recorded as drawn

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from runner.errors import StoreError
 from runner.records.runfolder import RunFolder
 from runner.records.store import Store
+from runner.states import State
 
 
 def make_run(runs_dir, rid, *, done: bool, epochs=3):
@@ -168,3 +169,29 @@ def test_a_study_whose_store_is_a_postgresql_server(postgres, tmp_path):
     assert "| vit |" in run_cli("report", cwd=tmp_path).stdout
     assert not (tmp_path / "results" / "runner.db").exists()
     assert len(Store.open(url, tmp_path / "results" / "runs").runs()) == 2
+
+
+def test_bulk_ingest_across_batches_replaces_a_live_runs_rows_and_keeps_the_rest(store_url, tmp_path, monkeypatch):
+    """Runs are indexed a batch a transaction (two here); a run in flight ingested after each epoch,
+    as a launch's poll does with its ids, holds exactly its folder's rows each time: none twice."""
+    import runner.records.store as store_module
+
+    monkeypatch.setattr(store_module, "INGEST_BATCH", 2)
+    runs = tmp_path / "runs"
+    for i in range(5):
+        make_run(runs, f"run{i}", done=True, epochs=i + 1)
+    live = make_run(runs, "live9", done=False, epochs=1)
+    store = open_store(store_url, tmp_path)
+    assert store.ingest(runs) == 6
+    for i in range(5):
+        assert len(store.metrics([f"run{i}"])) == 2 * (i + 1)
+    for epoch in (2, 3):
+        live.log_metrics(1, epoch, epoch * 5, {"val_acc": epoch / 10, "train_loss": 1.0 / epoch})
+        assert store.ingest(runs, ["live9"]) == 1
+        rows = store.metrics(["live9"])
+        assert sorted((m["epoch"], m["name"]) for m in rows) == sorted(
+            (e, n) for e in range(1, epoch + 1) for n in ("train_loss", "val_acc"))
+        assert len(store.attempts("live9")) == 1
+    assert sorted(store.ids(state=State.DONE)) == [f"run{i}" for i in range(5)]
+    assert list(store.runs(state=State.RUNNING)) == ["live9"]
+    assert store.runs(["run3"])["run3"].summary == {"test_acc": 0.93, "params": 100}

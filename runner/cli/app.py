@@ -494,9 +494,8 @@ def sync(file: FileOpt = DEFAULT_FILE,
     store = c.open_store(study, create=True, rebuild=rebuild)  # --rebuild: also a store of another schema
     n = store.rebuild(study.runs_dir) if rebuild else store.ingest(study.runs_dir)
     print(f"{n} run(s) {'indexed' if rebuild else 'updated'} in {study.store}")
-    for rec in store.runs(details=False).values():  # damage is said, never absorbed: `--rerun corrupt` trains them again
-        if rec.state == State.CORRUPT:
-            print(f"corrupt {rec.label} {rec.id}: {rec.reason}", file=sys.stderr)
+    for rec in store.runs(details=False, state=State.CORRUPT).values():  # damage is said, never absorbed:
+        print(f"corrupt {rec.label} {rec.id}: {rec.reason}", file=sys.stderr)  # `--rerun corrupt` trains them again
 
 
 from runner.cli.data import data_app  # noqa: E402  (the `runner data ...` commands)

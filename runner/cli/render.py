@@ -28,8 +28,23 @@ console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in l
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+_encode = json.JSONEncoder(default=str).encode  # no indent: json's C encoder (with one, its Python one)
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+    """``obj`` as JSON, each element of a top-level list (a run, in ``status --json``) on a line of
+    its own: readable, greppable, and written by json's C encoder (an indented dump of 10,000
+    runs and their configs took two thirds of a second in its Python one)."""
+    if not isinstance(obj, dict):
+        sys.stdout.write(_encode(obj) + "\n")
+        return
+    parts = []
+    for k, v in obj.items():
+        if isinstance(v, list) and v:
+            parts.append(f"{_encode(k)}: [\n  " + ",\n  ".join(map(_encode, v)) + "\n ]")
+        else:
+            parts.append(f"{_encode(k)}: {_encode(v)}")
+    sys.stdout.write("{\n " + ",\n ".join(parts) + "\n}\n")
 
 
 def _counts_line(counts: dict[str, int]) -> str:

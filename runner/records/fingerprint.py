@@ -10,7 +10,8 @@ file by file:
 * the versions of torch, torchvision and timm (read from package metadata, nothing imported).
 
 Each attempt records the whole hash and the per-file hashes (``runner show`` lists them), so
-``runner plan`` can say which files changed since a stale run. Torch-free: ~60 ms for the ~50 files.
+``runner plan`` can say which files changed since a stale run. Torch-free: ~60 ms for the ~50 files,
+a few ms when their hashes come from the user cache (``runner/cache.py``, by size and modification time).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import os
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import architectures
 import datasets
+from runner import cache as user_cache
 
 CODE_ROOT = Path(architectures.__file__).resolve().parents[1]  # where our packages are installed
 SOURCES = (Path(architectures.__file__).resolve().parent, Path(datasets.__file__).resolve().parent,
@@ -62,14 +66,26 @@ def _version(dist: str) -> str | None:
 
 @cache
 def current() -> Fingerprint:
-    """The fingerprint of the code installed now (once per process: workers and commands alike)."""
-    files = {}
+    """The fingerprint of the code installed now (once per process: workers and commands alike).
+    Each file's hash comes from the user cache while its size and modification time are those it
+    was hashed at (``runner/cache.py``): parsing 50 files is most of a ``runner status``."""
+    known = user_cache.load("code", "source-hashes")
+    known = known if isinstance(known, dict) else {}
+    files, fresh, now_ok = {}, {}, time.time() - user_cache.RACY_S
     for folder in SOURCES:
         for path in sorted(folder.rglob("*.py")):
+            name = str(path.relative_to(CODE_ROOT))
             try:
-                files[str(path.relative_to(CODE_ROOT))] = source_hash(path.read_text(encoding="utf-8"))
+                st = os.stat(path)
+                stamp = (str(path), st.st_size, st.st_mtime_ns)
+                hit = known.get(stamp)
+                files[name] = hit if hit is not None else source_hash(path.read_text(encoding="utf-8"))
+                if st.st_mtime <= now_ok:  # a file edited a moment ago may change again within its stamp
+                    fresh[stamp] = files[name]
             except (OSError, SyntaxError, UnicodeDecodeError):
-                files[str(path.relative_to(CODE_ROOT))] = "unreadable"
+                files[name] = "unreadable"
+    if fresh != known:
+        user_cache.save("code", "source-hashes", fresh, keep=1)
     libraries = {d: _version(d) for d in LIBRARIES}
     text = "\n".join([*(f"{k} {v}" for k, v in sorted(files.items())), *(f"{k}=={v}" for k, v in libraries.items())])
     return Fingerprint(hashlib.sha256(text.encode()).hexdigest()[:16], files, libraries)

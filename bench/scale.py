@@ -1,0 +1,182 @@
+"""How the commands typed most scale with the study: 10,000 runs, then 100,000.
+
+At each size the study is the CLI bench's generator (10 architectures x 10 datasets x a grid of
+learning rates and epoch counts, one seed), every run a finished run folder in the worker's
+format with 10 epochs x 10 metrics (100 metric rows a run), and the report bench's three tables
+plus the 30 built-in figure panels. Timed in fresh processes (median of ``--repeat``; one at
+100,000 runs):
+
+* ``runner sync`` indexing every folder into an empty store (and its metric rows per second);
+* ``runner status``, ``runner plan --json``;
+* ``runner report`` with its figures drawn from nothing;
+* the launcher's ingest per poll with 100 runs in flight (each poll appends an epoch to each and
+  rewrites its heartbeat, as workers do, then times what the launcher calls: ingesting those
+  folders and reading their records), in process, the median of 20 polls;
+* the peak RSS of ``sync`` and ``report`` (the largest process: the figure processes are forks).
+
+References measured in the same run: ``python -c pass`` and ``runner plan`` on the same study and
+store. The plan cache (``runner/cache.py``) lives in a temporary folder, filled by an untimed
+``runner plan`` first, as a session's first command fills a user's; ``plan (no cache)`` shows
+what it saves. Verdicts are issue 26's
+goals at 10,000 runs; at 100,000 the growth of each figure over its 10,000-run value (10x is
+linear). Takes about ten minutes and 3 GB of disk at both sizes.
+
+    python bench/scale.py [--sizes 10000 100000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cli_speed import study_text  # noqa: E402
+from report_speed import TABLES, write_folders  # noqa: E402
+
+LIVE, POLLS = 100, 20
+GOALS = {"runner sync": 4.0, "runner status": 0.5, "runner plan --json": 1.0,
+         "runner report (figures from nothing)": 3.0, "ingest per poll (100 live runs)": 0.05}
+RSS_GOAL_MB = 1024  # at 100,000 runs
+
+
+def timed(cmd: list[str], cwd: Path, env: dict, before=None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB of the process and its largest descendant) of one fresh run."""
+    if before:
+        before()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def median(cmd, cwd, env, repeat, before=None) -> tuple[float, float]:
+    runs = [timed(cmd, cwd, env, before) for _ in range(repeat)]
+    return statistics.median(s for s, _ in runs), max(m for _, m in runs)
+
+
+def live_polls(d: Path) -> float:
+    """Median seconds of the launcher's per-poll work with ``LIVE`` runs in flight."""
+    from runner.commands import load, open_store
+
+    sel = load(d / "experiments.toml")
+    store = open_store(sel.study, create=True)
+    runs_dir = sel.study.runs_dir
+    template = json.loads((runs_dir / sel.runs[0].id / "run.json").read_text())
+    ids = [f"live{i:08x}" for i in range(LIVE)]
+    now = time.time()
+    for rid in ids:  # started by this process, beating: running, as a worker's folder is
+        f = runs_dir / rid
+        f.mkdir()
+        (f / "run.json").write_text(json.dumps({**template, "id": rid, "label": f"live/{rid}"}))
+        (f / "attempts.jsonl").write_text(json.dumps({"event": "start", "attempt": 1, "time": now, "pid": os.getpid(),
+                                                      "host": socket.gethostname(), "provenance": {}}) + "\n")
+    store.ingest(runs_dir, ids)
+    times = []
+    for epoch in range(1, POLLS + 1):
+        for rid in ids:
+            f = runs_dir / rid
+            with open(f / "metrics.jsonl", "a") as out:
+                out.write(json.dumps({"attempt": 1, "epoch": epoch, "step": epoch * 10, "time": time.time(),
+                                      **{f"m{k}": epoch / 100 + k for k in range(10)}}) + "\n")
+            (f / "heartbeat.json").write_text(json.dumps({"time": time.time(), "pid": os.getpid(), "attempt": 1,
+                                                          "epoch": epoch, "epochs": POLLS}))
+        t0 = time.perf_counter()
+        store.ingest(runs_dir, ids)
+        records = store.runs(ids)
+        times.append(time.perf_counter() - t0)
+        assert all(r.state == "running" for r in records.values()) and len(records) == LIVE
+    store.engine.dispose()
+    for rid in ids:
+        shutil.rmtree(runs_dir / rid)
+    return statistics.median(times)
+
+
+def measure(n: int, repeat: int, root: Path) -> dict[str, tuple[float, float | None]]:
+    d = root / f"study-{n}"
+    d.mkdir()
+    (d / "experiments.toml").write_text(study_text(n_lr=n // 1000) + TABLES)
+    env = {**os.environ, "RUNNER_CACHE_DIR": str(root / f"cache-{n}")}
+    os.environ["RUNNER_CACHE_DIR"] = env["RUNNER_CACHE_DIR"]  # this process's own calls (the folders, the polls)
+    t0 = time.perf_counter()
+    rows = write_folders(d)
+    print(f"{n:,} run folders, {rows:,} metric rows, written in {time.perf_counter() - t0:.0f} s", flush=True)
+    runner = [sys.executable, "-m", "runner"]
+    store = d / "results" / "runner.db"
+
+    def no_store():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store}{suffix}").unlink(missing_ok=True)
+
+    out: dict[str, tuple[float, float | None]] = {}
+    out["runner sync"] = median([*runner, "sync"], d, env, repeat, before=no_store)
+    out["metric rows per second"] = (rows / out["runner sync"][0], None)
+    out["python -c pass"] = (median([sys.executable, "-c", "pass"], d, env, repeat)[0], None)
+    timed([*runner, "plan"], d, env)  # fills the plan cache, as the first command of a session does
+    out["runner plan"] = median([*runner, "plan"], d, env, repeat)
+    out["runner plan (no cache)"] = median([*runner, "plan"], d, {**env, "RUNNER_CACHE_DIR": "off"}, repeat)
+    out["runner status"] = median([*runner, "status"], d, env, repeat)
+    out["runner plan --json"] = median([*runner, "plan", "--json"], d, env, repeat)
+    figures = d / "results" / "report" / "figures"
+    out["runner report (figures from nothing)"] = median(
+        [*runner, "report"], d, env, repeat, before=lambda: shutil.rmtree(figures, ignore_errors=True))
+    out["ingest per poll (100 live runs)"] = (live_polls(d), None)
+    shutil.rmtree(d)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
+        for n in args.sizes:
+            results[n] = measure(n, args.repeat if n <= 10_000 else 1, Path(tmp))
+    base = min(results)
+    print(f"\n{'measure':<40}" + "".join(f"{f'{n:,} runs':>14}" for n in results) + f"{'RSS MiB':>9}"
+          + "  verdict at 10,000 runs; growth over 10,000 runs at the larger sizes")
+    for name in results[base]:
+        line = f"{name:<40}"
+        for n in results:
+            value = results[n][name][0]
+            line += f"{value:>14,.0f}" if name.startswith("metric rows") else f"{value:>14.3f}"
+        rss = [results[n][name][1] for n in results if results[n][name][1] is not None]
+        line += f"{max(rss):>9.0f}" if rss else " " * 9
+        verdict = []
+        if name in GOALS and 10_000 in results:
+            ok = results[10_000][name][0] <= GOALS[name]
+            verdict.append(f"{'meets' if ok else 'MISSES'} <= {GOALS[name]:g} s")
+        if name == "metric rows per second" and 10_000 in results:
+            verdict.append("meets >= 250k" if results[10_000][name][0] >= 250_000 else "MISSES >= 250k")
+        for n in results:
+            if n != base and not name.startswith(("metric rows", "python")):
+                verdict.append(f"x{results[n][name][0] / results[base][name][0]:.1f} at {n // base}x the runs")
+        print(line + "  " + "; ".join(verdict))
+    for n in results:
+        plan = results[n]["runner plan"][0]
+        print(f"{n:,} runs: report from nothing = {results[n]['runner report (figures from nothing)'][0] / plan:.1f}x "
+              f"`runner plan`, status = {results[n]['runner status'][0] / plan:.2f}x")
+    big = max(results)
+    peak = max(results[big][k][1] for k in ("runner sync", "runner report (figures from nothing)"))
+    print(f"peak RSS of sync and report at {big:,} runs: {peak:.0f} MiB "
+          f"({'meets' if peak < RSS_GOAL_MB else 'MISSES'} < {RSS_GOAL_MB} MiB)")
+
+
+if __name__ == "__main__":
+    main()
