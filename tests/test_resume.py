@@ -147,3 +147,40 @@ def test_out_of_memory_fails_the_run_and_the_worker_takes_the_next(tmp_path):
     assert done.state == "done"
     assert failed.attempts[-1]["pid"] == done.attempts[-1]["pid"] == proc.pid  # the same worker went on
     assert os.path.getsize(normal.file("model.pt")) > 0
+
+
+# The launcher's death seen between a run's summary.json and its attempt's end line: the worker's
+# stdin reader (runner.train.worker.launcher_gone) must not write "interrupted" after the run's
+# "done" (a tuner killed with -9 just as a trial finished once left a done run whose only attempt
+# said interrupted). This script trains the run with the worker's own run_one in a process of its
+# own (launcher_gone may end it) and lets the launcher die at that moment.
+_DIES_AS_IT_ENDS = """
+import sys, threading
+import torch
+from runner.records.runfolder import RunFolder
+from runner.train import worker
+
+gone = []
+end_attempt = RunFolder.end_attempt
+
+def end_attempt_as_the_launcher_dies(self, attempt, status, reason=None):
+    if status == "done" and not gone:
+        gone.append(threading.Thread(target=worker.launcher_gone))
+        gone[0].start()
+        gone[0].join(0.5)  # it would exit the process here if it did not wait for the run's end
+    end_attempt(self, attempt, status, reason)
+
+RunFolder.end_attempt = end_attempt_as_the_launcher_dies
+state, reason = worker.run_one(RunFolder(sys.argv[1]), "cpu", {})
+gone[0].join()
+print(state)
+"""
+
+
+def test_a_run_that_finishes_as_its_launcher_dies_stays_done(tmp_path):
+    folder = _folders(tmp_path)["vit"]
+    out = subprocess.run([sys.executable, "-c", _DIES_AS_IT_ENDS, str(folder.path)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "done", (out.returncode, out.stdout, out.stderr)
+    state = folder.read()
+    assert state.state == "done" and [a["status"] for a in state.attempts] == ["done"], state.attempts

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, write_study
+from runner.records.runfolder import RunFolder
 from studies import CNN, VIT, study_toml
 
 STUDY = "# a tiny study to tune (this comment must survive --apply)\n" + study_toml(
@@ -175,12 +176,15 @@ def test_tuner_killed_with_kill_9_resumes_and_finishes_its_trials(tmp_path):
     runs = tmp_path / "results" / "runs"
     proc = start_tune(tmp_path)
     deadline = time.monotonic() + 300
-    # kill it once one trial is done and another is mid-run with a checkpoint to resume from
+    # kill it once one trial is done and another is mid-run with a checkpoint to resume from, and
+    # far enough from its end (at most 5 of 8 epochs) that it cannot finish before its worker sees
+    # the tuner die (one that does keeps its "done": test_resume.py)
     while True:
         assert proc.poll() is None and time.monotonic() < deadline, "the tuner ended before it could be killed"
         folders = [p for p in runs.glob("*") if p.is_dir() and not p.name.startswith(".")] if runs.exists() else []
         done = [p for p in folders if (p / "summary.json").exists()]
-        midway = [p for p in folders if (p / "checkpoint.pt").exists() and not (p / "summary.json").exists()]
+        midway = [p for p in folders if (p / "checkpoint.pt").exists() and not (p / "summary.json").exists()
+                  and 1 <= len(RunFolder(p).metrics()) <= 5]
         if done and midway:
             break
         time.sleep(0.2)

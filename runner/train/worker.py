@@ -39,6 +39,10 @@ from runner.states import State
 _stop = threading.Event()
 _orphaned = threading.Event()  # the launcher is gone (its end of our stdin closed): start nothing more
 _busy: dict = {}  # {"folder": RunFolder, "attempt": int} while a run is in progress
+# Held while an attempt's end is written, by the run or by the launcher's death (``_read_stdin``):
+# one of them has the last word. Without it a run that finished just as its launcher was killed
+# could have its "done" followed by "interrupted" in attempts.jsonl.
+_ending = threading.Lock()
 
 
 _stop_signal: list[int] = []
@@ -211,7 +215,9 @@ def _run_claimed(folder: RunFolder, device: str, provenance: dict, helpers: list
                             should_stop=lambda: _stop.is_set() or beat.cancelled.is_set() or _orphaned.is_set())
             failed = False
             distributed.finish(ranks, failed=False)
-        folder.finish(attempt, summary | from_upstream)
+        with _ending:
+            folder.finish(attempt, summary | from_upstream)
+            _busy.clear()
         mirror.finish(State.DONE, summary)
         result = State.DONE, None
     except Interrupted:
@@ -225,7 +231,9 @@ def _run_claimed(folder: RunFolder, device: str, provenance: dict, helpers: list
             status, reason = State.CANCELLED, "cancelled with `runner cancel`; it resumes from its checkpoint"
         else:
             status, reason = State.INTERRUPTED, "stopped before it finished (signal or Ctrl-C); it resumes from its checkpoint"
-        folder.end_attempt(attempt, status, reason)
+        with _ending:
+            folder.end_attempt(attempt, status, reason)
+            _busy.clear()
         if pruned is not None:
             folder.file("checkpoint.pt").unlink(missing_ok=True)  # a pruned run is never resumed
         mirror.finish(State.CANCELLED, reason=status)
@@ -235,25 +243,9 @@ def _run_claimed(folder: RunFolder, device: str, provenance: dict, helpers: list
         failed = True  # (also when leaving the group raised, after training)
         distributed.let_ranks_exit(ranks, wait_s=5.0)  # one process: no other ranks, nothing to wait for
         killed = distributed.killed_rank(ranks)
-        if no_space(e):  # not the run's fault: it stops where its last checkpoint is, and resumes later
-            reason = f"{e}; it resumes from its last checkpoint at the next launch, once there is space"
-            try:
-                folder.end_attempt(attempt, State.INTERRUPTED, reason)
-            except OSError:  # still full: the attempt ends unsaid, and the next launch resumes it all the same
-                pass
-            mirror.finish(State.CANCELLED, reason=reason)
-            result = State.INTERRUPTED, reason  # the launcher's word for "the disk is full"
-        elif killed is not None:
-            if lost_exits:
-                distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
-            folder.mark_lost(attempt, killed)  # a batch task: the next `runner launch` takes the run again
-            mirror.finish(State.LOST, reason=killed)
-            result = State.LOST, killed
-        else:
-            reason = distributed.failure_of(ranks) or one_line(e)
-            folder.fail(attempt, reason, traceback.format_exc())
-            mirror.finish(State.FAILED, reason=reason)
-            result = State.FAILED, reason
+        with _ending:
+            result = _record_failure(folder, attempt, e, ranks, killed, lost_exits, mirror)
+            _busy.clear()
     finally:
         if failed:
             distributed.finish(ranks, failed=True)
@@ -263,6 +255,32 @@ def _run_claimed(folder: RunFolder, device: str, provenance: dict, helpers: list
     if result[0] != State.DONE:
         release_memory()
     return result
+
+
+def _record_failure(folder: RunFolder, attempt: int, e: Exception, ranks, killed: str | None, lost_exits: bool,
+                    mirror) -> tuple[State, str | None]:
+    """End an attempt that raised: a full disk interrupts it, a killed rank loses it, anything
+    else fails it with its reason and traceback. Called inside the ``except`` (the traceback)."""
+    from runner.train import distributed
+
+    if no_space(e):  # not the run's fault: it stops where its last checkpoint is, and resumes later
+        reason = f"{e}; it resumes from its last checkpoint at the next launch, once there is space"
+        try:
+            folder.end_attempt(attempt, State.INTERRUPTED, reason)
+        except OSError:  # still full: the attempt ends unsaid, and the next launch resumes it all the same
+            pass
+        mirror.finish(State.CANCELLED, reason=reason)
+        return State.INTERRUPTED, reason  # the launcher's word for "the disk is full"
+    if killed is not None:
+        if lost_exits:
+            distributed.exit_lost(killed)  # the launcher sees this worker die and retries the run
+        folder.mark_lost(attempt, killed)  # a batch task: the next `runner launch` takes the run again
+        mirror.finish(State.LOST, reason=killed)
+        return State.LOST, killed
+    reason = distributed.failure_of(ranks) or one_line(e)
+    folder.fail(attempt, reason, traceback.format_exc())
+    mirror.finish(State.FAILED, reason=reason)
+    return State.FAILED, reason
 
 
 _threads: list[int | None] = [None]  # torch CPU threads of this worker (and of the ranks it starts)
@@ -294,12 +312,20 @@ def _read_stdin(tasks: queue.Queue, feed) -> None:
             tasks.put(line.strip())
     # stdin closed: a normal shutdown when idle, the launcher's death when a run is in progress
     _orphaned.set()  # a run handed over just before the launcher died is not started
-    if _busy:
-        try:
-            _busy["folder"].end_attempt(_busy["attempt"], State.INTERRUPTED, "the launcher exited")
-        finally:
-            os._exit(75)
+    launcher_gone()
     tasks.put(None)
+
+
+def launcher_gone() -> None:
+    """The launcher died with a run in progress: mark it interrupted and exit at once, so that no
+    orphan trains behind the next launcher. A run whose end is already written (it finished just
+    then) keeps it, and the worker exits through its main loop instead."""
+    with _ending:
+        if _busy:
+            try:
+                _busy["folder"].end_attempt(_busy["attempt"], State.INTERRUPTED, "the launcher exited")
+            finally:
+                os._exit(75)
 
 
 def _next_task(tasks: queue.Queue) -> str | None:
@@ -349,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     control = os.fdopen(args.control_fd, "w", buffering=1)
 
     def tell(**event) -> None:
-        control.write(json.dumps(event) + "\n")
+        try:
+            control.write(json.dumps(event) + "\n")
+        except BrokenPipeError:  # the launcher is gone; a run that finished just then keeps its end
+            _orphaned.set()
 
     # Read the feed from a private copy of stdin and leave /dev/null as sys.stdin: a process forked
     # while this thread blocks in a read (DataLoader workers) closes sys.stdin first, and would
@@ -373,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         state, reason = run_one(folder, device, prov, helpers, lost_exits=True)
         tell(event="finished", run=folder.path.name, state=state, reason=reason)
         runs += 1
-        if state == State.FAILED or runs == args.max_runs:
+        if state == State.FAILED or runs == args.max_runs or _orphaned.is_set():
             break  # the launcher starts a fresh worker for what is left
     return 0
 
