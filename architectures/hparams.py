@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class Hparams(BaseModel):
     """Base: unknown keys and loose types are refused (``heads = "8"`` is an error)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     def check(self, *, img_size: int, in_chans: int, num_classes: int) -> tuple[str, str] | None:
         """Cross-check against the dataset: ``(key, problem)`` or None when possible."""

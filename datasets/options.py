@@ -34,11 +34,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Options(BaseModel):
     """Base: unknown keys and loose types are refused. ``root`` locates data, it does not define it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     # what the source is before any option: classes, channels, side, mean, std (of its train split)
     NATIVE: ClassVar[tuple[int | None, int, int, tuple[float, ...], tuple[float, ...]]]
     NEEDS_ROOT: ClassVar[bool] = True
+    # info() reads the data's folder (an image folder counts its classes): a plan of such a
+    # source is expanded anew each time, never taken from the user cache (runner/cache.py)
+    PLAN_READS_DATA: ClassVar[bool] = False
 
     root: str | None = Field(None, description="folder holding the data (relative to the study file)")
     subset: int | None = Field(None, ge=1, description="keep the first N training images per class")

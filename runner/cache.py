@@ -4,12 +4,16 @@ expand it, a fifth of a second at 10,000 runs) and the hash of each training-cod
 code fingerprint parses ~50 files).
 
 Entries are keyed by the contents, or the size and modification time, of every file they were
-made from, so an edit makes a new key and nothing is ever invalidated by hand. A file modified
-within the last ``RACY_S`` seconds is not trusted to a stamp (a second edit of the same size
-within the clock's granularity would keep its stamp): nothing is cached from it until it is
-older. The cache is opt-in: it lives in ``$RUNNER_CACHE_DIR`` when that is set (``off``: none);
-with it on, tests/test_tune.py's pruning run prunes no trial, a bug not yet found. It is written atomically and any failure to read or write it only means the work
-is done again: a read-only home costs time, never a wrong answer.
+made from, so an edit makes a new key and nothing is ever invalidated by hand (git's index trusts
+the same stamps). A file modified within the last ``RACY_S`` seconds is not trusted to a stamp (a
+second edit of the same size within the clock's granularity would keep its stamp): nothing is
+cached from it until it is older. A plan whose expansion reads data folders (an image folder's
+class count) is never cached: those folders are not among its stamps.
+
+It lives in ``$RUNNER_CACHE_DIR``, else ``$XDG_CACHE_HOME/matrix-runner``, else
+``~/.cache/matrix-runner``; ``RUNNER_CACHE_DIR=off`` turns it off. It is written atomically and
+any failure to read or write it only means the work is done again: a read-only home costs time,
+never a wrong answer.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ FORMAT = 1  # bumped when what an entry holds changes shape
 def cache_dir() -> Path | None:
     """Where the cache lives; None when ``RUNNER_CACHE_DIR=off``."""
     chosen = os.environ.get("RUNNER_CACHE_DIR")
-    if not chosen or chosen == "off":  # opt-in for now: a tuning run is known to prune nothing with it on
+    if chosen == "off":
         return None
-    return Path(chosen)
+    if chosen:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "matrix-runner"
 
 
 def stamp(paths: Iterable[Path | str]) -> str | None:

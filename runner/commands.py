@@ -52,11 +52,14 @@ def load(file: str | Path, matrix: Iterable[str] = (), where: Iterable[str] = ()
 def expand_cached(study: Study) -> Plan:
     """``expand(study)``, from the user cache (``runner/cache.py``) when neither the study file
     nor any file of the code that reads and expands it changed since it was cached: a quarter of
-    ``runner status`` at 10,000 runs. An expansion that fails is never cached."""
+    ``runner status`` at 10,000 runs. An expansion that fails is never cached, nor one that reads
+    data folders (an image folder's class count can change with no file of ours changing)."""
     import pydantic
 
     from runner import cache
 
+    if _expansion_reads_data(study):
+        return expand(study)
     entry = cache.key(cache.stamp([study.file, *_expansion_code()]), os.path.realpath(study.file), pydantic.VERSION,
                       sys.executable)
     runs = cache.load("plans", entry)
@@ -65,6 +68,15 @@ def expand_cached(study: Study) -> Plan:
     plan = expand(study)
     cache.save("plans", entry, plan.runs)
     return plan
+
+
+def _expansion_reads_data(study: Study) -> bool:
+    """True when a dataset of the study is of a source whose options look at its files when the
+    plan is expanded (``Options.PLAN_READS_DATA``); an unknown source fails the expansion anyway."""
+    import datasets
+
+    return any(getattr(getattr(datasets.get_source(d.source), "options", None), "PLAN_READS_DATA", False)
+               for d in study.datasets.values())
 
 
 def _expansion_code() -> list[str]:

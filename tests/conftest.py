@@ -42,6 +42,19 @@ def staged_study(*, epochs: int, finetune: Mapping, seeds: Sequence[int] = (0,))
                       tables=())
 
 
+def pytest_configure(config):
+    """The user cache (runner/cache.py) of the tests' commands, in-process and in subprocesses: a
+    folder of this session's, so that no test reads entries a user's own commands left, nor
+    leaves any in their home."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="runner-test-cache-")
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["RUNNER_CACHE_DIR"] = folder
+
+
 _current: pytest.Item | None = None  # the test running now, for run_cli's check
 
 

@@ -108,3 +108,36 @@ def test_a_code_file_changed_since_its_hash_was_cached_is_hashed_again(tmp_path,
         assert after.files["pkg/model.py"] != before.files["pkg/model.py"] and after.hash != before.hash
     finally:
         fingerprint.current.cache_clear()
+
+
+def test_the_cache_is_on_by_default_in_the_users_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("RUNNER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "matrix-runner"
+    load(_study(tmp_path))
+    assert len(list((tmp_path / "xdg" / "matrix-runner" / "plans").glob("*.pickle"))) == 1
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "matrix-runner"
+
+
+def test_a_plan_that_counts_class_folders_is_expanded_anew_each_time(tmp_path, own_cache):
+    """An image folder's class count comes from its folders (what a model's check against the
+    dataset sees), which no cache key stamps: such a plan is never taken from the cache."""
+    root = tmp_path / "shapes"
+    for split in ("train", "val"):
+        for name in ("circle", "square"):
+            (root / split / name).mkdir(parents=True)
+    f = tmp_path / "experiments.toml"
+    f.write_text(study_toml(datasets={"shapes": {"source": "imagefolder", "root": "shapes", "img_size": 32}},
+                            architectures={"vit": {"model": "vit", "patch_size": 4, "dim": 32, "depth": 1, "heads": 2,
+                                                   "mlp_dim": 64}}))
+    _age(f)
+    assert load(f).plan.runs == expand(load_study(f)).runs
+    assert load(f).plan.runs == expand(load_study(f)).runs
+    assert not list(own_cache.glob("plans/*.pickle"))
+    # while a study of digits is (the same code path, another source)
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    load(_study(digits))
+    assert len(list(own_cache.glob("plans/*.pickle"))) == 1

@@ -29,7 +29,7 @@ class TimmHparams(BaseModel):
     the pinned timm's catalogue (``catalog.py``) without importing it; ``pretrained`` needs
     weights from the hub (an error where none can be had)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, defer_build=True)
 
     pretrained: bool = False
 

@@ -22,6 +22,7 @@ class ImageFolderOptions(Options):
 
     NATIVE = (None, 3, 224, IMAGENET_MEAN, IMAGENET_STD)
     SPLIT_DIRS: ClassVar[tuple[str, ...]] = ("train", "val")
+    PLAN_READS_DATA: ClassVar[bool] = True  # count_classes, when num_classes is not given
 
     img_size: int = Field(224, ge=4, description="side of the crops the model sees")
     crop_pct: float = Field(0.875, gt=0.0, le=1.0, description="evaluation: resize to img_size/crop_pct, center crop")

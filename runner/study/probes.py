@@ -48,7 +48,7 @@ FORMAT = 1  # bump when a probe computes something else for the same settings
 class _Common(BaseModel):
     """The keys of every block; a kind's own keys come from its settings schema."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     name: str = Field(min_length=1)
     kind: str

@@ -31,7 +31,7 @@ def is_identity(field) -> bool:
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)

@@ -36,7 +36,7 @@ _RESERVED = {"array", "output", "error", "signal", "requeue", "no-requeue", "ope
 class SlurmOptions(BaseModel):
     """The ``[slurm]`` keys; defaults leave each choice to the cluster's own defaults."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     partition: str | None = None
     account: str | None = None

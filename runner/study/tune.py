@@ -35,7 +35,7 @@ OBJECTIVES = {"best_val_acc": "val_acc", "val_acc": "val_acc", "val_loss": "val_
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class _Sampler(_Strict):

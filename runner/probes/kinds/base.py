@@ -22,7 +22,7 @@ class Settings(BaseModel):
     dump to is what a result depends on: its hash keys the result (runner/study/probes.py), so
     renaming a field or changing a default re-probes every run."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 @dataclass(frozen=True)
