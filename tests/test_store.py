@@ -195,3 +195,58 @@ def test_bulk_ingest_across_batches_replaces_a_live_runs_rows_and_keeps_the_rest
     assert sorted(store.ids(state=State.DONE)) == [f"run{i}" for i in range(5)]
     assert list(store.runs(state=State.RUNNING)) == ["live9"]
     assert store.runs(["run3"])["run3"].summary == {"test_acc": 0.93, "params": 100}
+
+
+def _index(store: Store, run_id: str) -> tuple[list, list, dict]:
+    """What the index holds of a run: its metric rows, its attempt rows, its record's fields."""
+    metrics = sorted((m["step"], m["name"], m["epoch"], m["value"]) for m in store.metrics([run_id]))
+    attempts = [(a["number"], a["status"], a["started_at"]) for a in store.attempts(run_id)]
+    rec = store.runs([run_id])[run_id]
+    return metrics, attempts, {"state": rec.state, "progress": rec.progress, "attempts": rec.attempts}
+
+
+def test_a_run_in_flight_is_indexed_by_its_new_lines_exactly_as_a_whole_read_would(store_url, tmp_path, monkeypatch):
+    """A launch's poll adds a run's new metric lines only (its attempts unchanged). Whatever the
+    folder went through between two polls (a line half written, an attempt restarted from an
+    earlier epoch), the index holds what a fresh index of the folder holds."""
+    runs = tmp_path / "runs"
+    live = make_run(runs, "live0", done=False, epochs=2)
+    store = open_store(store_url, tmp_path)
+    store.ingest(runs)
+    checks = iter(range(100))
+    whole_reads = []
+    whole = RunFolder.metrics
+    monkeypatch.setattr(RunFolder, "metrics", lambda self: whole_reads.append(1) or whole(self))
+
+    def check(*, read_whole: bool = False) -> None:
+        whole_reads.clear()
+        assert store.ingest(runs, ["live0"]) == 1
+        assert bool(whole_reads) == read_whole  # the new lines alone, unless an attempt began or ended
+        fresh = Store.open(f"sqlite:///{tmp_path / f'fresh{next(checks)}.db'}", runs)
+        fresh.ingest(runs)
+        assert _index(store, "live0") == _index(fresh, "live0")
+        fresh.engine.dispose()
+
+    metrics_file = live.file("metrics.jsonl")
+    live.log_metrics(1, 3, 15, {"val_acc": 0.3, "train_loss": 1 / 3})
+    live.heartbeat(1, epoch=3, epochs=8)
+    check()
+    with open(metrics_file, "a") as f:  # the worker is mid-way through writing epoch 4's line
+        f.write('{"attempt": 1, "epoch": 4, "step": 20, "val_')
+    check()
+    with open(metrics_file, "a") as f:
+        f.write('acc": 0.4, "train_loss": 0.25}\n')
+    live.log_metrics(1, 5, 25, {"val_acc": 0.5, "train_loss": 0.2})
+    check()
+    assert len(store.metrics(["live0"])) == 10
+    # the worker was killed; a new attempt resumes from epoch 2's checkpoint: once it is indexed,
+    # its epochs 3.. replace the abandoned attempt's
+    a = live.start_attempt({"git": {"commit": "c0ffee", "dirty": False}})
+    check(read_whole=True)
+    live.log_metrics(a, 3, 15, {"val_acc": 0.35, "train_loss": 0.3})
+    check()
+    assert sorted(m["epoch"] for m in store.metrics(["live0"]) if m["name"] == "val_acc") == [1, 2, 3]
+    live.log_metrics(a, 4, 20, {"val_acc": 0.45, "train_loss": 0.2})
+    live.finish(a, {"test_acc": 0.9})
+    check(read_whole=True)
+    assert store.runs(["live0"])["live0"].state == "done"

@@ -416,6 +416,33 @@ class RunFolder:
         last_epoch = max((e for e, m in latest.items() if m.get("attempt", 0) == last_attempt), default=-1)
         return [latest[e] for e in sorted(latest) if e <= last_epoch]
 
+    def metrics_after(self, size: int) -> list[dict] | None:
+        """The metric lines appended since ``metrics.jsonl`` was ``size`` bytes long, for an index
+        that read it then and saw no attempt start or end since (the lines are all the current
+        attempt's, each a new epoch): from the start of the line that was then still being
+        written, if any. None when that start is not within the last 64 KiB read then (the
+        caller reads the whole file)."""
+        window = 65536
+        try:
+            with open(self.at("metrics.jsonl"), "rb") as f:
+                start = max(0, size - window)
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        cut = data.rfind(b"\n", 0, size - start)  # the end of the last line that was whole at ``size``
+        if cut < 0 and start > 0:
+            return None
+        out = []
+        for line in data[cut + 1:].split(b"\n")[:-1]:  # the last piece has no end of line yet: torn
+            try:
+                value = json.loads(line)
+            except ValueError:  # not this reader's to judge: a full read names the line (corrupt)
+                return None
+            if isinstance(value, dict) and value.get("epoch") is not None:
+                out.append(value)
+        return out
+
     def read(self, *, now: float | None = None, sig: str | None = None) -> FolderState:
         """What the files say. ``sig``: the folder's ``signature()`` just taken, which says which
         files exist; those it says are missing are not opened (an ingest of 10,000 folders would

@@ -353,21 +353,24 @@ class Store:
                 sig = f.signature()
                 # a running run can turn lost with no file changing, so it is always looked at
                 if sig != old_sig or old_state == State.RUNNING:
-                    todo.append((f, sig))
+                    todo.append((f, sig, _metrics_grown_from(old_sig, sig)))
             todo.sort(key=lambda t: t[0].path.name)  # in key order, the index's B-trees grow at one end
             changed = self._write_batches(todo, known)
         return changed
 
-    def _write_batches(self, todo: list[tuple[RunFolder, str]], known: dict) -> int:
+    def _write_batches(self, todo: list[tuple[RunFolder, str, int | None]], known: dict) -> int:
         """Index the folders in ``todo`` a thousand runs a transaction: one statement per table, not
         per run (a reader never waits on it: WAL), and what is in memory at once stays a batch's
         rows. (A thread writing one batch while the next is read was slower: binding a row's
-        parameters holds the interpreter, and there are a hundred rows per run.)"""
+        parameters holds the interpreter, and there are a hundred rows per run.) A run whose
+        metrics only grew since it was indexed gets its new metric rows only."""
         changed = 0
         for i in range(0, len(todo), INGEST_BATCH):
-            rows = [r for f, sig in todo[i:i + INGEST_BATCH] if (r := _rows_of(f, sig)) is not None]
+            rows = [r for f, sig, grown in todo[i:i + INGEST_BATCH] if (r := _rows_of(f, sig, grown)) is not None]
+            whole = [r for r in rows if r[1] is not None]
             with self.engine.begin() as conn:
-                _write(conn, rows, replace=[r[0]["id"] for r in rows if r[0]["id"] in known])
+                _write(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
+                _write_grown(conn, [r for r in rows if r[1] is None])
             changed += len(rows)
         return changed
 
@@ -401,9 +404,27 @@ class Store:
         return n
 
 
-def _rows_of(folder: RunFolder, sig: str) -> tuple[dict, list[dict], list[tuple]] | None:
+def _metrics_grown_from(old_sig: str | None, sig: str) -> int | None:
+    """The size ``metrics.jsonl`` had when the index last read the folder, if since then no attempt
+    started or ended and the plan's copy is the same (``run.json``, ``attempts.jsonl``) and the
+    metrics only grew: its new lines are all the metric rows there are to add. None otherwise."""
+    if old_sig is None:
+        return None
+    old, new = old_sig.split("|"), sig.split("|")
+    if len(old) != len(new) or old[:2] != new[:2]:  # FILES: run.json, attempts.jsonl first
+        return None
+    before, now = old[2], new[2]
+    if now == "-":
+        return None
+    size = 0 if before == "-" else int(before.split(":")[0])
+    return size if int(now.split(":")[0]) >= size else None
+
+
+def _rows_of(folder: RunFolder, sig: str, grown: int | None = None) -> tuple[dict, list[dict] | None, list[tuple]] | None:
     """What one run folder puts in the index: its ``mr_runs`` row, its attempt rows and its metric
-    rows (as tuples in ``mr_metrics``' column order); None for a folder that is not a run's."""
+    rows (as tuples in ``mr_metrics``' column order); None for a folder that is not a run's. With
+    ``grown`` (``_metrics_grown_from``), the attempt rows are None (unchanged) and the metric rows
+    are those of the lines appended since, when they can be read alone."""
     fs = folder.read(sig=sig)
     if fs.run is None or fs.run.get("id") != folder.path.name:
         return None
@@ -422,13 +443,34 @@ def _rows_of(folder: RunFolder, sig: str) -> tuple[dict, list[dict], list[tuple]
         finished_at=attempts[-1].get("ended_at") if attempts and fs.state in (State.DONE, State.FAILED) else None,
         folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),
     )
+    lines = folder.metrics_after(grown) if grown is not None else None
     series: list[tuple] = []
-    for m in folder.metrics():
+    for m in (folder.metrics() if lines is None else lines):
         epoch = m["epoch"]
         step, at = m.get("step", epoch), m.get("time")
         series.extend((rid, k, step, epoch, v, at) for k, v in m.items()
                       if k not in _NOT_METRICS and type(v) in _NUMBER)  # a bool is not a metric
+    if lines is not None:
+        return row, None, series
     return row, [_attempt_row(rid, a, fs) for a in attempts], series
+
+
+def _write_grown(conn, rows: list[tuple[dict, None, list[tuple]]]) -> None:
+    """Index runs whose metrics only grew (``_rows_of`` with ``grown``): their ``mr_runs`` row
+    updated, their attempt rows kept, and their metric rows from the first new step on replaced
+    by the new ones (a line that was half written at the last ingest was not indexed then; one of
+    an abandoned attempt beyond where the current one got was, and goes)."""
+    if not rows:
+        return
+    c = runs_table.c
+    conn.execute(runs_table.update().where(c.id == sa.bindparam("run")),
+                 [{**{k: v for k, v in r[0].items() if k != "id"}, "run": r[0]["id"]} for r in rows])
+    firsts = [{"run": r[0]["id"], "first": min(m[2] for m in r[2])} for r in rows if r[2]]
+    if not firsts:
+        return
+    m = metrics_table.c
+    conn.execute(metrics_table.delete().where(m.run_id == sa.bindparam("run"), m.step >= sa.bindparam("first")), firsts)
+    conn.exec_driver_sql(_insert_sql(conn, metrics_table), [t for r in rows for t in r[2]])
 
 
 def _write(conn, rows: list[tuple[dict, list[dict], list[tuple]]], replace: list[str]) -> None:
