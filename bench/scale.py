@@ -14,12 +14,17 @@ plus the 30 built-in figure panels. Timed in fresh processes (median of ``--repe
   folders and reading their records), in process, the median of 20 polls;
 * the peak RSS of ``sync`` and ``report`` (the largest process: the figure processes are forks).
 
-References measured in the same run: ``python -c pass`` and ``runner plan`` on the same study and
-store. The plan cache (``runner/cache.py``) lives in a temporary folder, filled by an untimed
-``runner plan`` first, as a session's first command fills a user's; ``plan (no cache)`` shows
-what it saves. Verdicts are issue 26's
-goals at 10,000 runs; at 100,000 the growth of each figure over its 10,000-run value (10x is
-linear). Takes about ten minutes and 3 GB of disk at both sizes.
+References measured in the same run: ``python -c pass``, ``runner plan`` on the same study and
+store, and, at the smallest size, the same commands run by the code as it was when issue 26 was
+filed (commit ``REFERENCE``, unpacked with ``git archive`` and put first on ``PYTHONPATH``). The
+issue's goals were seconds on the machine it was filed on; as speedups over that code they hold on
+any machine: sync 16.4 s -> 4 s is x4.1, status 1.2 s -> 0.5 s x2.4, plan --json 1.5 s -> 1 s
+x1.5, report 10.7 s -> 3 s x3.6. The verdicts are those speedups; the seconds are printed beside
+them (ingest per poll, new in the issue, keeps its 50 ms). The user cache (``runner/cache.py``)
+lives in a temporary folder, filled by an untimed ``runner plan`` first, as a session's first
+command fills a user's; ``plan (no cache)`` shows what it saves. At 100,000 runs the growth of
+each figure over its 10,000-run value (10x is linear). Takes about fifteen minutes and 3 GB of
+disk at both sizes.
 
     python bench/scale.py [--sizes 10000 100000] [--repeat 3]
 """
@@ -46,8 +51,11 @@ from cli_speed import study_text  # noqa: E402
 from report_speed import TABLES, write_folders  # noqa: E402
 
 LIVE, POLLS = 100, 20
-GOALS = {"runner sync": 4.0, "runner status": 0.5, "runner plan --json": 1.0,
-         "runner report (figures from nothing)": 3.0, "ingest per poll (100 live runs)": 0.05}
+REFERENCE = "c63feff"  # main when issue 26 was filed
+# issue 26's goals: (seconds when it was filed, seconds wanted) on the machine it was filed on
+GOALS = {"runner sync": (16.4, 4.0), "runner status": (1.2, 0.5), "runner plan --json": (1.5, 1.0),
+         "runner report (figures from nothing)": (10.7, 3.0)}
+POLL_GOAL_S = 0.05
 RSS_GOAL_MB = 1024  # at 100,000 runs
 
 
@@ -106,7 +114,20 @@ def live_polls(d: Path) -> float:
     return statistics.median(times)
 
 
-def measure(n: int, repeat: int, root: Path) -> dict[str, tuple[float, float | None]]:
+def reference_code(root: Path) -> Path | None:
+    """The project's files at ``REFERENCE`` in ``root/reference`` (None without git history)."""
+    where = root / "reference"
+    where.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", REFERENCE], capture_output=True)
+    if archive.returncode != 0:
+        print(f"no reference: git archive {REFERENCE} failed ({archive.stderr.decode().strip()})")
+        return None
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    return where
+
+
+def measure(n: int, repeat: int, root: Path, reference: Path | None) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """{"now": figures, "reference": figures of the REFERENCE code (when given)} at ``n`` runs."""
     d = root / f"study-{n}"
     d.mkdir()
     (d / "experiments.toml").write_text(study_text(n_lr=n // 1000) + TABLES)
@@ -115,6 +136,21 @@ def measure(n: int, repeat: int, root: Path) -> dict[str, tuple[float, float | N
     t0 = time.perf_counter()
     rows = write_folders(d)
     print(f"{n:,} run folders, {rows:,} metric rows, written in {time.perf_counter() - t0:.0f} s", flush=True)
+    out = {}
+    if reference is not None:
+        out["reference"] = commands(d, {**env, "PYTHONPATH": str(reference)}, repeat, rows)
+        print(f"  the reference code ({REFERENCE}) measured", flush=True)
+    out["now"] = commands(d, env, repeat, rows)
+    out["now"]["runner plan (no cache)"] = median([sys.executable, "-m", "runner", "plan"], d,
+                                                  {**env, "RUNNER_CACHE_DIR": "off"}, repeat)
+    out["now"]["ingest per poll (100 live runs)"] = (live_polls(d), None)
+    shutil.rmtree(d)
+    return out
+
+
+def commands(d: Path, env: dict, repeat: int, rows: int) -> dict[str, tuple[float, float | None]]:
+    """Each command timed in fresh processes of ``env`` (its PYTHONPATH says whose code), from an
+    empty store on."""
     runner = [sys.executable, "-m", "runner"]
     store = d / "results" / "runner.db"
 
@@ -128,14 +164,11 @@ def measure(n: int, repeat: int, root: Path) -> dict[str, tuple[float, float | N
     out["python -c pass"] = (median([sys.executable, "-c", "pass"], d, env, repeat)[0], None)
     timed([*runner, "plan"], d, env)  # fills the plan cache, as the first command of a session does
     out["runner plan"] = median([*runner, "plan"], d, env, repeat)
-    out["runner plan (no cache)"] = median([*runner, "plan"], d, {**env, "RUNNER_CACHE_DIR": "off"}, repeat)
     out["runner status"] = median([*runner, "status"], d, env, repeat)
     out["runner plan --json"] = median([*runner, "plan", "--json"], d, env, repeat)
     figures = d / "results" / "report" / "figures"
     out["runner report (figures from nothing)"] = median(
         [*runner, "report"], d, env, repeat, before=lambda: shutil.rmtree(figures, ignore_errors=True))
-    out["ingest per poll (100 live runs)"] = (live_polls(d), None)
-    shutil.rmtree(d)
     return out
 
 
@@ -144,26 +177,35 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
-    results = {}
+    results, ref = {}, None
     with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
+        reference = reference_code(Path(tmp))
+        base = min(args.sizes)
         for n in args.sizes:
-            results[n] = measure(n, args.repeat if n <= 10_000 else 1, Path(tmp))
-    base = min(results)
-    print(f"\n{'measure':<40}" + "".join(f"{f'{n:,} runs':>14}" for n in results) + f"{'RSS MiB':>9}"
-          + "  verdict at 10,000 runs; growth over 10,000 runs at the larger sizes")
-    for name in results[base]:
-        line = f"{name:<40}"
-        for n in results:
-            value = results[n][name][0]
-            line += f"{value:>14,.0f}" if name.startswith("metric rows") else f"{value:>14.3f}"
+            got = measure(n, args.repeat if n <= 10_000 else 1, Path(tmp), reference if n == base else None)
+            results[n] = got["now"]
+            ref = got.get("reference", ref)
+    names = list(results[base])
+    print(f"\n{'measure':<40}" + (f"{'reference':>14}" if ref else "")
+          + "".join(f"{f'{n:,} runs':>14}" for n in results) + f"{'RSS MiB':>9}"
+          + f"  verdict at {base:,} runs (speedup over {REFERENCE}, the code issue 26 measured); growth at larger sizes")
+    for name in names:
+        number = (lambda v: f"{v:>14,.0f}") if name.startswith("metric rows") else (lambda v: f"{v:>14.3f}")
+        line = f"{name:<40}" + ((number(ref[name][0]) if name in ref else " " * 14) if ref else "")
+        line += "".join(number(results[n][name][0]) for n in results)
         rss = [results[n][name][1] for n in results if results[n][name][1] is not None]
         line += f"{max(rss):>9.0f}" if rss else " " * 9
         verdict = []
-        if name in GOALS and 10_000 in results:
-            ok = results[10_000][name][0] <= GOALS[name]
-            verdict.append(f"{'meets' if ok else 'MISSES'} <= {GOALS[name]:g} s")
-        if name == "metric rows per second" and 10_000 in results:
-            verdict.append("meets >= 250k" if results[10_000][name][0] >= 250_000 else "MISSES >= 250k")
+        if name in GOALS and ref:
+            was, wanted = GOALS[name]
+            speedup = ref[name][0] / results[base][name][0]
+            verdict.append(f"x{speedup:.2f}: {'meets' if speedup >= was / wanted else 'MISSES'} x{was / wanted:.1f} "
+                           f"({was:g} s -> {wanted:g} s)")
+        if name == "metric rows per second" and ref:
+            verdict.append(f"x{results[base][name][0] / ref[name][0]:.2f} the reference's rate (goal x{250 / 61:.1f})")
+        if name.startswith("ingest per poll"):
+            ok = results[base][name][0] <= POLL_GOAL_S
+            verdict.append(f"{'meets' if ok else 'MISSES'} <= {POLL_GOAL_S * 1000:.0f} ms")
         for n in results:
             if n != base and not name.startswith(("metric rows", "python")):
                 verdict.append(f"x{results[n][name][0] / results[base][name][0]:.1f} at {n // base}x the runs")
