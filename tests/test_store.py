@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from runner.errors import StoreError
 from runner.records.runfolder import RunFolder
-from runner.records.store import Store
+from runner.records.store import Store, _read_batch as _READ_BATCH
 from runner.states import State
 
 
@@ -250,3 +250,46 @@ def test_a_run_in_flight_is_indexed_by_its_new_lines_exactly_as_a_whole_read_wou
     live.finish(a, {"test_acc": 0.9})
     check(read_whole=True)
     assert store.runs(["live0"])["live0"].state == "done"
+
+
+def test_folders_read_ahead_by_forked_processes_index_as_read_in_turn(store_url, tmp_path, monkeypatch):
+    """A sync of many batches has its folders read by forked processes while it writes: the index
+    is the one a reading in turn makes, batch for batch, whatever their number."""
+    import os
+
+    import runner.records.store as store_module
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: folders are read in turn")
+    monkeypatch.setattr(store_module, "INGEST_BATCH", 2)
+    runs = tmp_path / "runs"
+    for i in range(9):  # five batches, one of them short
+        make_run(runs, f"run{i}", done=i % 3 != 0, epochs=i % 4 + 1)
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("TEST_READ_PIDS", str(pids))
+    monkeypatch.setattr(store_module, "_read_batch", _read_batch_noting_pid)
+
+    def index(readers: int, url: str) -> dict:
+        monkeypatch.setattr(store_module, "MAX_READERS", readers)
+        store = Store.open(url, runs)
+        assert store.ingest(runs) == 9
+        out = {rid: _index(store, rid) for rid in sorted(store.ids())}
+        store.engine.dispose()
+        return out
+
+    ahead = index(1, store_url)
+    readers = pids.read_text().split()
+    assert len(readers) == 5 and str(os.getpid()) not in readers  # read in a forked process
+    pids.unlink()
+    in_turn = index(0, f"sqlite:///{tmp_path / 'in_turn.db'}")
+    assert pids.read_text().split() == [str(os.getpid())] * 5
+    assert ahead == in_turn and len(ahead) == 9
+
+
+def _read_batch_noting_pid(batch):
+    """``store._read_batch``, noting which process called it (a reader's calls are not this one's)."""
+    import os
+
+    with open(os.environ["TEST_READ_PIDS"], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return _READ_BATCH(batch)

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,8 @@ meta_table = sa.Table(
 )
 
 INGEST_BATCH = 1000  # runs per ingest transaction
+READ_AHEAD_FROM = 3  # batches from which forked processes read folders while this one writes
+MAX_READERS = 3
 _NUMBER = (float, int)
 _NOT_METRICS = frozenset(("attempt", "epoch", "step", "time"))  # the keys of a metrics line that say when
 _ATTEMPT_FIELDS = ("device", "gpu_model", "gpu_count", "gpu_mem_mb", "python", "torch", "cuda", "cudnn", "timm",
@@ -365,8 +368,7 @@ class Store:
         parameters holds the interpreter, and there are a hundred rows per run.) A run whose
         metrics only grew since it was indexed gets its new metric rows only."""
         changed = 0
-        for i in range(0, len(todo), INGEST_BATCH):
-            rows = [r for f, sig, grown in todo[i:i + INGEST_BATCH] if (r := _rows_of(f, sig, grown)) is not None]
+        for rows in _read_batches([todo[i:i + INGEST_BATCH] for i in range(0, len(todo), INGEST_BATCH)]):
             whole = [r for r in rows if r[1] is not None]
             with self.engine.begin() as conn:
                 _write(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
@@ -402,6 +404,34 @@ class Store:
         n = self.ingest(runs_dir)
         self.ingest_probes(runs_dir)
         return n
+
+
+def _read_batch(batch: list[tuple[RunFolder, str, int | None]]) -> list[tuple[dict, list[dict] | None, list[tuple]]]:
+    return [r for f, sig, grown in batch if (r := _rows_of(f, sig, grown)) is not None]
+
+
+def _read_batches(batches: list[list[tuple[RunFolder, str, int | None]]]) -> Iterator[list]:
+    """Each batch's rows, in order. With ``READ_AHEAD_FROM`` batches or more and a spare core,
+    forked processes read the next batches (files, JSON, row tuples: half of a sync) while this
+    one writes the current one; at most one batch per reader waits, so memory stays a few
+    batches whatever the study's size. The readers never touch the database."""
+    import multiprocessing
+
+    readers = min(len(os.sched_getaffinity(0)) - 1, MAX_READERS)
+    if len(batches) < READ_AHEAD_FROM or readers < 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(_read_batch, batches)
+        return
+    pool = multiprocessing.get_context("fork").Pool(readers)
+    try:
+        waiting = deque(pool.apply_async(_read_batch, (b,)) for b in batches[:2 * readers])
+        for b in batches[2 * readers:] + [None] * len(waiting):
+            rows = waiting.popleft().get()
+            if b is not None:
+                waiting.append(pool.apply_async(_read_batch, (b,)))
+            yield rows
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _metrics_grown_from(old_sig: str | None, sig: str) -> int | None:
