@@ -2,11 +2,11 @@
 
 At each size the study is the CLI bench's generator (10 architectures x 10 datasets x a grid of
 learning rates and epoch counts, one seed), every run a finished run folder in the worker's
-format with 10 epochs x 10 metrics (100 metric rows a run), and the report bench's three tables
+format with 10 epochs x 10 metrics (100 metric values a run), and the report bench's three tables
 plus the 30 built-in figure panels. Timed in fresh processes (median of ``--repeat``; one at
 100,000 runs):
 
-* ``runner sync`` indexing every folder into an empty store (and its metric rows per second);
+* ``runner sync`` indexing every folder into an empty store (and its metric values per second);
 * ``runner status``, ``runner plan --json``;
 * ``runner report`` with its figures drawn from nothing;
 * the launcher's ingest per poll with 100 runs in flight (each poll appends an epoch to each and
@@ -135,7 +135,7 @@ def measure(n: int, repeat: int, root: Path, reference: Path | None) -> dict[str
     os.environ["RUNNER_CACHE_DIR"] = env["RUNNER_CACHE_DIR"]  # this process's own calls (the folders, the polls)
     t0 = time.perf_counter()
     rows = write_folders(d)
-    print(f"{n:,} run folders, {rows:,} metric rows, written in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{n:,} run folders, {rows:,} metric values, written in {time.perf_counter() - t0:.0f} s", flush=True)
     out = {}
     if reference is not None:
         out["reference"] = commands(d, {**env, "PYTHONPATH": str(reference)}, repeat, rows)
@@ -160,7 +160,7 @@ def commands(d: Path, env: dict, repeat: int, rows: int) -> dict[str, tuple[floa
 
     out: dict[str, tuple[float, float | None]] = {}
     out["runner sync"] = median([*runner, "sync"], d, env, repeat, before=no_store)
-    out["metric rows per second"] = (rows / out["runner sync"][0], None)
+    out["metric values per second"] = (rows / out["runner sync"][0], None)
     out["python -c pass"] = (median([sys.executable, "-c", "pass"], d, env, repeat)[0], None)
     timed([*runner, "plan"], d, env)  # fills the plan cache, as the first command of a session does
     out["runner plan"] = median([*runner, "plan"], d, env, repeat)
@@ -190,7 +190,7 @@ def main() -> None:
           + "".join(f"{f'{n:,} runs':>14}" for n in results) + f"{'RSS MiB':>9}"
           + f"  verdict at {base:,} runs (speedup over {REFERENCE}, the code issue 26 measured); growth at larger sizes")
     for name in names:
-        number = (lambda v: f"{v:>14,.0f}") if name.startswith("metric rows") else (lambda v: f"{v:>14.3f}")
+        number = (lambda v: f"{v:>14,.0f}") if name.startswith("metric values") else (lambda v: f"{v:>14.3f}")
         line = f"{name:<40}" + ((number(ref[name][0]) if name in ref else " " * 14) if ref else "")
         line += "".join(number(results[n][name][0]) for n in results)
         rss = [results[n][name][1] for n in results if results[n][name][1] is not None]
@@ -201,13 +201,13 @@ def main() -> None:
             speedup = ref[name][0] / results[base][name][0]
             verdict.append(f"x{speedup:.2f}: {'meets' if speedup >= was / wanted else 'MISSES'} x{was / wanted:.1f} "
                            f"({was:g} s -> {wanted:g} s)")
-        if name == "metric rows per second" and ref:
+        if name == "metric values per second" and ref:
             verdict.append(f"x{results[base][name][0] / ref[name][0]:.2f} the reference's rate (goal x{250 / 61:.1f})")
         if name.startswith("ingest per poll"):
             ok = results[base][name][0] <= POLL_GOAL_S
             verdict.append(f"{'meets' if ok else 'MISSES'} <= {POLL_GOAL_S * 1000:.0f} ms")
         for n in results:
-            if n != base and not name.startswith(("metric rows", "python")):
+            if n != base and not name.startswith(("metric values", "python")):
                 verdict.append(f"x{results[n][name][0] / results[base][name][0]:.1f} at {n // base}x the runs")
         print(line + "  " + "; ".join(verdict))
     for n in results:

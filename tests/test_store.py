@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from runner.errors import StoreError
 from runner.records.runfolder import RunFolder
-from runner.records.store import Store, _read_batch as _READ_BATCH
+from runner.records.folder_rows import read_batch as _READ_BATCH
+from runner.records.store import Store
 from runner.states import State
 
 
@@ -103,7 +104,7 @@ def test_rebuild_recreates_the_index_from_folders(store_url, tmp_path):
     store = open_store(store_url, tmp_path)
     store.ingest(runs)
     before = store.runs()
-    sql(store_url, "DELETE FROM mr_metrics")  # the index is damaged or lost
+    sql(store_url, "DELETE FROM mr_series")  # the index is damaged or lost
     sql(store_url, "DELETE FROM mr_attempts")
     sql(store_url, "DELETE FROM mr_runs")
     assert store.runs() == {}
@@ -257,6 +258,7 @@ def test_folders_read_ahead_by_forked_processes_index_as_read_in_turn(store_url,
     is the one a reading in turn makes, batch for batch, whatever their number."""
     import os
 
+    import runner.records.folder_rows as folder_rows
     import runner.records.store as store_module
 
     if len(os.sched_getaffinity(0)) < 2:
@@ -267,10 +269,10 @@ def test_folders_read_ahead_by_forked_processes_index_as_read_in_turn(store_url,
         make_run(runs, f"run{i}", done=i % 3 != 0, epochs=i % 4 + 1)
     pids = tmp_path / "pids"
     monkeypatch.setenv("TEST_READ_PIDS", str(pids))
-    monkeypatch.setattr(store_module, "_read_batch", _read_batch_noting_pid)
+    monkeypatch.setattr(folder_rows, "read_batch", _read_batch_noting_pid)
 
     def index(readers: int, url: str) -> dict:
-        monkeypatch.setattr(store_module, "MAX_READERS", readers)
+        monkeypatch.setattr(folder_rows, "MAX_READERS", readers)
         store = Store.open(url, runs)
         assert store.ingest(runs) == 9
         out = {rid: _index(store, rid) for rid in sorted(store.ids())}
@@ -287,7 +289,7 @@ def test_folders_read_ahead_by_forked_processes_index_as_read_in_turn(store_url,
 
 
 def _read_batch_noting_pid(batch):
-    """``store._read_batch``, noting which process called it (a reader's calls are not this one's)."""
+    """``folder_rows.read_batch``, noting which process called it (a reader's calls are not this one's)."""
     import os
 
     with open(os.environ["TEST_READ_PIDS"], "a") as f:

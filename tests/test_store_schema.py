@@ -15,7 +15,7 @@ from fixtures.old_stores import RUNS, make_folders
 from studies import study_toml
 
 FIXTURES = Path(__file__).parent / "fixtures"
-OLD = [1, 2]
+OLD = [1, 2, 3]
 
 
 def old_store(tmp_path: Path, version: int) -> str:
@@ -52,6 +52,8 @@ def test_an_older_store_is_upgraded_in_place_when_opened(tmp_path, version):
     assert schema_version(url) == str(SCHEMA_VERSION)
     assert set(before.runs()) == set(RUNS)  # what it indexed is still there before the next ingest
     before.ingest(tmp_path / "runs")  # every folder is read again, filling in the new columns
+    assert sorted((m["epoch"], m["name"]) for m in before.metrics(["run1"])) == [
+        (1, "train_loss"), (1, "val_acc"), (2, "train_loss"), (2, "val_acc")]
     recs = before.runs()
     assert recs["run0"].state == "done" and recs["run0"].summary["test_acc"] == 0.9
     assert recs["run0"].code_hash == "feedbeef" and recs["run2"].state == "cancelled"

@@ -15,8 +15,6 @@ import fcntl
 import json
 import math
 import os
-import time
-from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +23,14 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from runner.errors import StoreError
+from runner.records.folder_rows import Rows, dumps, metrics_grown_from, read_batches, run_folders
 from runner.records.probes import ingest_probe, probe_folders, probe_sig, probe_table
 from runner.records.runfolder import RunFolder, still_done
 from runner.records.summary import Summary
 from runner.states import State
 from runner.study.spec import sqlite_path
 
-SCHEMA_VERSION = 3  # bumped by every table or column added (tests/test_store_schema.py keeps the old files)
+SCHEMA_VERSION = 4  # bumped by every table or column added (tests/test_store_schema.py keeps the old files)
 # what makes a store of an older version this one, in place (the run folders fill in the rest);
 # `runner sync --rebuild` recreates runner's tables of a store of any version instead
 UPGRADES = {
@@ -39,7 +38,11 @@ UPGRADES = {
         "UPDATE mr_runs SET folder_sig = NULL"),  # read every folder again, to fill it in
     2: ("ALTER TABLE mr_runs ADD COLUMN warnings JSON",  # 3: what a run lost on the way, said by status
         "UPDATE mr_runs SET folder_sig = NULL"),
+    3: ("DROP TABLE mr_metrics",  # 4: mr_series (made by create_all), a row per run and metric for one per value
+        "ALTER TABLE mr_runs ADD COLUMN last_step INTEGER",
+        "UPDATE mr_runs SET folder_sig = NULL"),
 }
+GONE = ("mr_metrics",)  # tables of older schemas, dropped by a rebuild
 
 meta = sa.MetaData()
 
@@ -61,6 +64,7 @@ runs_table = sa.Table(
     sa.Column("code_hash", sa.String(64)),  # runner/records/fingerprint.py: what decides staleness
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Column("last_step", sa.Integer),  # the last metric step indexed: a poll's new points come after it
     sa.Column("folder", sa.Text, nullable=False),
     sa.Column("folder_sig", sa.Text),
     sa.Column("ingested_at", sa.Float),
@@ -83,15 +87,20 @@ attempts_table = sa.Table(
     sa.Column("provenance", sa.JSON),
 )
 
-metrics_table = sa.Table(
-    "mr_metrics", meta,
+# A run's metric as JSON arrays of its points, in step order: one row when the folder is read
+# whole (a finished run), one more per poll that saw new epochs of a run in flight (each starting
+# at ``first_step``), so a poll only inserts. A tenth of the rows a row per point made.
+series_table = sa.Table(
+    "mr_series", meta,
     sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("step", sa.Integer, primary_key=True),
-    sa.Column("epoch", sa.Integer),
-    sa.Column("value", sa.Float),
-    sa.Column("time", sa.Float),
-    sqlite_with_rowid=False,  # rows kept in key order: a fifth faster to bulk insert, 40 % smaller
+    sa.Column("first_step", sa.Integer, primary_key=True),
+    sa.Column("steps", sa.Text, nullable=False),
+    sa.Column("epochs", sa.Text, nullable=False),
+    sa.Column("vals", sa.Text, nullable=False),
+    sa.Column("times", sa.Text, nullable=False),
+    sa.Column("last_step", sa.Integer),
+    sqlite_with_rowid=False,  # rows kept in key order: smaller, and quicker to bulk insert
 )
 
 probes_table = probe_table(meta)  # runner/records/probes.py
@@ -103,12 +112,6 @@ meta_table = sa.Table(
 )
 
 INGEST_BATCH = 1000  # runs per ingest transaction
-READ_AHEAD_FROM = 3  # batches from which forked processes read folders while this one writes
-MAX_READERS = 3
-_NUMBER = (float, int)
-_NOT_METRICS = frozenset(("attempt", "epoch", "step", "time"))  # the keys of a metrics line that say when
-_ATTEMPT_FIELDS = ("device", "gpu_model", "gpu_count", "gpu_mem_mb", "python", "torch", "cuda", "cudnn", "timm",
-                   "git_commit", "git_dirty", "git_diff_hash", "command", "slurm_job_id", "slurm_array_task_id")
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 if rebuild and self._version(conn) not in (None, str(SCHEMA_VERSION)):
+                    for gone in GONE:  # first: they refer to mr_runs
+                        conn.execute(sa.text(f"DROP TABLE IF EXISTS {gone}"))
                     meta.drop_all(conn)  # runner's tables only: Optuna's are not in ``meta``
                 meta.create_all(conn)
                 row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
@@ -180,6 +185,7 @@ class Store:
                         conn.execute(sa.text(statement))
                     version += 1
                     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(version)))
+                meta.create_all(conn)  # the tables an upgrade made room for
                 if version != SCHEMA_VERSION:
                     newer = version > SCHEMA_VERSION
                     raise StoreError(
@@ -242,13 +248,43 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     def metrics(self, run_ids: Iterable[str]) -> list[dict]:
-        """Metric series rows ``{run_id, name, step, epoch, value, time}`` of the given runs."""
-        ids, out = list(run_ids), []
+        """Metric series rows ``{run_id, name, step, epoch, value, time}`` of the given runs, by run and step."""
+        out = []
+        for rid, name, steps, epochs, values, times in self._series_rows(run_ids, None):
+            out.extend({"run_id": rid, "name": name, "step": s, "epoch": e, "value": v, "time": t}
+                       for s, e, v, t in zip(steps, epochs, values, times))
+        out.sort(key=lambda m: (m["run_id"], m["step"]))
+        return out
+
+    def series(self, run_ids: Iterable[str], name: str) -> tuple[list[str], list[int], list[float]]:
+        """One metric's per-epoch values of the given runs, as columns ``(run_ids, epochs, values)``:
+        what a learning curve needs, read without building a row object per value."""
+        cols: tuple[list, list, list] = ([], [], [])
+        for rid, _, _, epochs, values, _ in self._series_rows(run_ids, name):
+            cols[0].extend([rid] * len(epochs)), cols[1].extend(epochs), cols[2].extend(values)
+        return cols
+
+    def _series_rows(self, run_ids: Iterable[str], name: str | None) -> list[tuple]:
+        """``(run_id, name, steps, epochs, values, times)`` of the runs (of one metric, or all),
+        by run: the arrays decoded, a run in flight's rows of one metric joined in step order."""
+        ids, c = list(run_ids), series_table.c
+        rows: list = []
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
-                q = sa.select(metrics_table).where(metrics_table.c.run_id.in_(ids[i:i + 500]))
-                out.extend(dict(r._mapping) for r in conn.execute(q.order_by(metrics_table.c.run_id,
-                                                                             metrics_table.c.step)))
+                q = sa.select(c.run_id, c.name, c.steps, c.epochs, c.vals, c.times).where(c.run_id.in_(ids[i:i + 500]))
+                if name is not None:
+                    q = q.where(c.name == name)
+                rows += conn.execute(q.order_by(c.run_id, c.name, c.first_step)).all()
+        if not rows:
+            return []
+        cols = list(zip(*rows))
+        out: list[tuple] = []
+        for row in zip(cols[0], cols[1], *(_decode_all(cols[k]) for k in (2, 3, 4, 5))):
+            if out and out[-1][:2] == row[:2]:
+                for have, more in zip(out[-1][2:], row[2:]):
+                    have.extend(more)
+            else:
+                out.append(row)
         return out
 
     def hardware(self) -> dict[str, tuple[str, ...]]:
@@ -261,19 +297,6 @@ class Store:
                 if model or device:
                     out.setdefault(run_id, set()).add(model or ("cpu" if device == "cpu" else device))
         return {k: tuple(sorted(v)) for k, v in out.items()}
-
-    def series(self, run_ids: Iterable[str], name: str) -> tuple[list[str], list[int], list[float]]:
-        """One metric's per-epoch values of the given runs, as columns ``(run_ids, epochs, values)``:
-        what a learning curve needs, read without building a row object per value."""
-        ids, m = list(run_ids), metrics_table.c
-        cols: tuple[list, list, list] = ([], [], [])
-        with self.engine.connect() as conn:
-            for i in range(0, len(ids), 500):
-                q = (sa.select(m.run_id, m.epoch, m.value)
-                     .where(m.run_id.in_(ids[i:i + 500]), m.name == name).order_by(m.run_id, m.step))
-                for run_id, epoch, value in conn.execute(q):
-                    cols[0].append(run_id), cols[1].append(epoch), cols[2].append(value)
-        return cols
 
     def history(self) -> list[dict]:
         """Finished runs as ``{cell, config, summary, seconds}``, seconds being the wall time of all
@@ -333,7 +356,7 @@ class Store:
     def _ingest(self, runs_dir: Path, ids: Iterable[str] | None) -> int:
         runs_dir = Path(runs_dir)
         if ids is None:
-            folders = _subdirs(runs_dir)
+            folders = run_folders(runs_dir)
         else:
             folders = [(i, str(runs_dir / i)) for i in ids if (runs_dir / i / "run.json").exists()]
         if not folders:
@@ -341,22 +364,22 @@ class Store:
         changed = 0
         with self._lock():
             c = runs_table.c
-            q = sa.select(c.id, c.folder_sig, c.state)
+            q = sa.select(c.id, c.folder_sig, c.state, c.last_step)
             with self.engine.connect() as conn:  # a launch's poll asks of its runs in flight only
                 if ids is None or len(folders) > 500:
-                    known = {r.id: (r.folder_sig, r.state) for r in conn.execute(q)}
+                    known = {r.id: tuple(r[1:]) for r in conn.execute(q)}
                 else:
-                    known = {r.id: (r.folder_sig, r.state) for r in conn.execute(q.where(c.id.in_([n for n, _ in folders])))}
+                    known = {r.id: tuple(r[1:]) for r in conn.execute(q.where(c.id.in_([n for n, _ in folders])))}
             todo = []
             for name, path in folders:
-                old_sig, old_state = known.get(name, (None, None))
+                old_sig, old_state, _ = known.get(name, (None, None, None))
                 if old_state == State.DONE and still_done(path, old_sig):
                     continue
                 f = RunFolder(path)
                 sig = f.signature()
                 # a running run can turn lost with no file changing, so it is always looked at
                 if sig != old_sig or old_state == State.RUNNING:
-                    todo.append((f, sig, _metrics_grown_from(old_sig, sig)))
+                    todo.append((f, sig, metrics_grown_from(old_sig, sig)))
             todo.sort(key=lambda t: t[0].path.name)  # in key order, the index's B-trees grow at one end
             changed = self._write_batches(todo, known)
         return changed
@@ -366,13 +389,13 @@ class Store:
         per run (a reader never waits on it: WAL), and what is in memory at once stays a batch's
         rows. (A thread writing one batch while the next is read was slower: binding a row's
         parameters holds the interpreter, and there are a hundred rows per run.) A run whose
-        metrics only grew since it was indexed gets its new metric rows only."""
+        metrics only grew since it was indexed gets its new points only."""
         changed = 0
-        for rows in _read_batches([todo[i:i + INGEST_BATCH] for i in range(0, len(todo), INGEST_BATCH)]):
+        for rows in read_batches([todo[i:i + INGEST_BATCH] for i in range(0, len(todo), INGEST_BATCH)]):
             whole = [r for r in rows if r[1] is not None]
             with self.engine.begin() as conn:
                 _write(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
-                _write_grown(conn, [r for r in rows if r[1] is None])
+                _write_grown(conn, [r for r in rows if r[1] is None], {i: k[2] for i, k in known.items()})
             changed += len(rows)
         return changed
 
@@ -380,7 +403,7 @@ class Store:
         """Bring ``mr_probes`` up to date with the ``probes/`` folders of the runs (all, or the given
         ids); returns rows changed. A result folder whose files did not change is skipped."""
         runs_dir = Path(runs_dir)
-        found = probe_folders(runs_dir, [n for n, _ in _subdirs(runs_dir)] if ids is None else list(ids))
+        found = probe_folders(runs_dir, [n for n, _ in run_folders(runs_dir)] if ids is None else list(ids))
         if not found:
             return 0
         changed = 0
@@ -399,118 +422,68 @@ class Store:
     def rebuild(self, runs_dir: Path) -> int:
         """Forget the index and recreate it from the run folders."""
         with self._lock(), self.engine.begin() as conn:
-            for t in (metrics_table, attempts_table, runs_table, probes_table):
+            for t in (series_table, attempts_table, runs_table, probes_table):
                 conn.execute(t.delete())
         n = self.ingest(runs_dir)
         self.ingest_probes(runs_dir)
         return n
 
 
-def _read_batch(batch: list[tuple[RunFolder, str, int | None]]) -> list[tuple[dict, list[dict] | None, list[tuple]]]:
-    return [r for f, sig, grown in batch if (r := _rows_of(f, sig, grown)) is not None]
-
-
-def _read_batches(batches: list[list[tuple[RunFolder, str, int | None]]]) -> Iterator[list]:
-    """Each batch's rows, in order. With ``READ_AHEAD_FROM`` batches or more and a spare core,
-    forked processes read the next batches (files, JSON, row tuples: half of a sync) while this
-    one writes the current one; at most one batch per reader waits, so memory stays a few
-    batches whatever the study's size. The readers never touch the database."""
-    import multiprocessing
-
-    readers = min(len(os.sched_getaffinity(0)) - 1, MAX_READERS)
-    if len(batches) < READ_AHEAD_FROM or readers < 1 or "fork" not in multiprocessing.get_all_start_methods():
-        yield from map(_read_batch, batches)
-        return
-    pool = multiprocessing.get_context("fork").Pool(readers)
-    try:
-        waiting = deque(pool.apply_async(_read_batch, (b,)) for b in batches[:2 * readers])
-        for b in batches[2 * readers:] + [None] * len(waiting):
-            rows = waiting.popleft().get()
-            if b is not None:
-                waiting.append(pool.apply_async(_read_batch, (b,)))
-            yield rows
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-def _metrics_grown_from(old_sig: str | None, sig: str) -> int | None:
-    """The size ``metrics.jsonl`` had when the index last read the folder, if since then no attempt
-    started or ended and the plan's copy is the same (``run.json``, ``attempts.jsonl``) and the
-    metrics only grew: its new lines are all the metric rows there are to add. None otherwise."""
-    if old_sig is None:
-        return None
-    old, new = old_sig.split("|"), sig.split("|")
-    if len(old) != len(new) or old[:2] != new[:2]:  # FILES: run.json, attempts.jsonl first
-        return None
-    before, now = old[2], new[2]
-    if now == "-":
-        return None
-    size = 0 if before == "-" else int(before.split(":")[0])
-    return size if int(now.split(":")[0]) >= size else None
-
-
-def _rows_of(folder: RunFolder, sig: str, grown: int | None = None) -> tuple[dict, list[dict] | None, list[tuple]] | None:
-    """What one run folder puts in the index: its ``mr_runs`` row, its attempt rows and its metric
-    rows (as tuples in ``mr_metrics``' column order); None for a folder that is not a run's. With
-    ``grown`` (``_metrics_grown_from``), the attempt rows are None (unchanged) and the metric rows
-    are those of the lines appended since, when they can be read alone."""
-    fs = folder.read(sig=sig)
-    if fs.run is None or fs.run.get("id") != folder.path.name:
-        return None
-    rid = folder.path.name
-    attempts = fs.attempts
-    last_prov = (attempts[-1].get("provenance") or {}) if attempts else {}
-    done_prov = last_prov if fs.state == State.DONE else {}
-    row = dict(
-        id=rid, cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
-        matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state.value, reason=fs.reason,
-        warnings=list(fs.warnings) or None,
-        summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
-        git_commit=(done_prov.get("git") or {}).get("commit"),
-        code_hash=(done_prov.get("code") or {}).get("hash"),
-        started_at=attempts[0].get("started_at") if attempts else None,
-        finished_at=attempts[-1].get("ended_at") if attempts and fs.state in (State.DONE, State.FAILED) else None,
-        folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),
-    )
-    lines = folder.metrics_after(grown) if grown is not None else None
-    series: list[tuple] = []
-    for m in (folder.metrics() if lines is None else lines):
-        epoch = m["epoch"]
-        step, at = m.get("step", epoch), m.get("time")
-        series.extend((rid, k, step, epoch, v, at) for k, v in m.items()
-                      if k not in _NOT_METRICS and type(v) in _NUMBER)  # a bool is not a metric
-    if lines is not None:
-        return row, None, series
-    return row, [_attempt_row(rid, a, fs) for a in attempts], series
-
-
-def _write_grown(conn, rows: list[tuple[dict, None, list[tuple]]]) -> None:
-    """Index runs whose metrics only grew (``_rows_of`` with ``grown``): their ``mr_runs`` row
-    updated, their attempt rows kept, and their metric rows from the first new step on replaced
-    by the new ones (a line that was half written at the last ingest was not indexed then; one of
-    an abandoned attempt beyond where the current one got was, and goes)."""
+def _write_grown(conn, rows: list[Rows], last_steps: dict[str, int | None]) -> None:
+    """Index runs whose metrics only grew (``folder_rows.rows_of`` with ``grown``): their
+    ``mr_runs`` row updated, their attempt rows kept, and their new points inserted as rows of
+    their own. A line half written at the last ingest was not indexed then, so it comes after
+    every point held (``last_steps``: the last step indexed of each run). A run that resumed from
+    an earlier checkpoint logs steps the index holds from its abandoned attempt: the held points
+    from its first new step on go first."""
     if not rows:
         return
+    cut, new = {}, []
+    for r in rows:
+        rid, held, last = r[0]["id"], last_steps.get(r[0]["id"]), r[0]["last_step"]
+        if not r[2]:
+            r[0]["last_step"] = held
+            continue
+        first = min((row[2] for row in r[2] if row[2] is not None), default=None)
+        if held is not None and (first is None or first <= held):
+            cut[rid] = first  # the held points from ``first`` on go; the new ones are the last
+        elif held is not None:
+            r[0]["last_step"] = held if last is None else max(held, last)
+        new += r[2]
     c = runs_table.c
     conn.execute(runs_table.update().where(c.id == sa.bindparam("run")),
                  [{**{k: v for k, v in r[0].items() if k != "id"}, "run": r[0]["id"]} for r in rows])
-    firsts = [{"run": r[0]["id"], "first": min(m[2] for m in r[2])} for r in rows if r[2]]
-    if not firsts:
-        return
-    m = metrics_table.c
-    conn.execute(metrics_table.delete().where(m.run_id == sa.bindparam("run"), m.step >= sa.bindparam("first")), firsts)
-    conn.exec_driver_sql(_insert_sql(conn, metrics_table), [t for r in rows for t in r[2]])
+    if cut:
+        _cut_series(conn, cut)
+    if new:
+        conn.exec_driver_sql(_insert_sql(conn, series_table), new)
 
 
-def _write(conn, rows: list[tuple[dict, list[dict], list[tuple]]], replace: list[str]) -> None:
+def _cut_series(conn, cut: dict[str, int | None]) -> None:
+    """Drop the points at or after each run's given step (all of them for None) from its series."""
+    s = series_table.c
+    kept = []
+    rows = conn.execute(sa.select(s.run_id, s.name, s.first_step, s.steps, s.epochs, s.vals, s.times)
+                        .where(s.run_id.in_(list(cut)))).all()
+    for rid, name, _, *arrays in rows:
+        cols = [json.loads(a) for a in arrays]
+        keep = [k for k, step in enumerate(cols[0]) if cut[rid] is not None and step is not None and step < cut[rid]]
+        if keep:
+            cols = [[col[k] for k in keep] for col in cols]
+            kept.append((rid, name, cols[0][0], *map(dumps, cols), max(x for x in cols[0] if x is not None)))
+    conn.execute(series_table.delete().where(s.run_id.in_(list(cut))))
+    if kept:
+        conn.exec_driver_sql(_insert_sql(conn, series_table), kept)
+
+
+def _write(conn, rows: list[Rows], replace: list[str]) -> None:
     """Index a batch of runs in one transaction: drop what the index held of the runs it already
-    knew (``replace``), then one bulk insert per table. Metric rows, a hundred per run, go to the
-    driver's ``executemany`` as plain tuples: SQLAlchemy's per-row parameter processing costs
-    more than SQLite's insert itself."""
+    knew (``replace``), then one bulk insert per table. Series rows, one per run and metric, go
+    to the driver's ``executemany`` as the plain tuples the readers made: SQLAlchemy's per-row
+    parameter processing costs more than SQLite's insert itself."""
     for i in range(0, len(replace), 500):
         ids = replace[i:i + 500]
-        for t in (metrics_table, attempts_table):
+        for t in (series_table, attempts_table):
             conn.execute(t.delete().where(t.c.run_id.in_(ids)))
         conn.execute(runs_table.delete().where(runs_table.c.id.in_(ids)))
     if not rows:
@@ -518,8 +491,8 @@ def _write(conn, rows: list[tuple[dict, list[dict], list[tuple]]], replace: list
     _insert(conn, runs_table, [r[0] for r in rows])
     if attempts := [a for r in rows for a in r[1]]:
         _insert(conn, attempts_table, attempts)
-    if series := [m for r in rows for m in r[2]]:
-        conn.exec_driver_sql(_insert_sql(conn, metrics_table), series)
+    if series := [t for r in rows for t in r[2]]:
+        conn.exec_driver_sql(_insert_sql(conn, series_table), series)
 
 
 def _insert(conn, table: sa.Table, rows: list[dict]) -> None:
@@ -532,7 +505,7 @@ def _insert(conn, table: sa.Table, rows: list[dict]) -> None:
     names = [c.name for c in table.columns]
     as_json = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
     conn.exec_driver_sql(_insert_sql(conn, table), [
-        tuple(_dumps(row.get(n)) if n in as_json else row.get(n) for n in names) for row in rows])
+        tuple(dumps(row.get(n)) if n in as_json else row.get(n) for n in names) for row in rows])
 
 
 def _insert_sql(conn, table: sa.Table) -> str:
@@ -541,29 +514,10 @@ def _insert_sql(conn, table: sa.Table) -> str:
             f"VALUES ({', '.join([mark] * len(table.columns))})")
 
 
-def _attempt_row(rid: str, a: dict, fs) -> dict:
-    prov = a.get("provenance") or {}
-    flat = {**(prov.get("host") or {}), **(prov.get("torch") or {}), **{f"git_{k}": v for k, v in (prov.get("git") or {}).items()},
-            "command": prov.get("command"), **(prov.get("slurm") or {})}
-    row = {k: flat.get(k) for k in _ATTEMPT_FIELDS}
-    tb = fs.error.get("traceback") if fs.error and fs.error.get("attempt") == a["attempt"] else None
-    return dict(run_id=rid, number=a["attempt"], host=a.get("host"), pid=a.get("pid"), started_at=a.get("started_at"),
-                ended_at=a.get("ended_at"), status=a.get("status"), reason=a.get("reason"), traceback=tb,
-                provenance={**prov, "engine": a["engine"]} if a.get("engine") else prov, **row)
-
-
-def _subdirs(runs_dir: Path) -> list[tuple[str, str]]:
-    """(name, path) of each run folder, as strings (see ``still_done``)."""
-    try:
-        return [(e.name, e.path) for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
-    except FileNotFoundError:
-        return []
-
-
 def _engine(url: str) -> sa.Engine:
     if sqlite_path(url) is None:  # a server's JSON (PostgreSQL's) has no nan or inf: they are stored as null
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=lambda obj: _dumps(_finite(obj)))
-    engine = sa.create_engine(url, connect_args={"timeout": 60}, json_serializer=_dumps)
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=lambda obj: dumps(_finite(obj)))
+    engine = sa.create_engine(url, connect_args={"timeout": 60}, json_serializer=dumps)
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:
@@ -595,10 +549,6 @@ def _decode_all(texts: tuple[str | None, ...]) -> list[Any]:
             except json.JSONDecodeError:
                 out.append(None)
         return out
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, allow_nan=True)
 
 
 def _finite(obj: Any) -> Any:
