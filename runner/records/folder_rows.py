@@ -1,6 +1,6 @@
 """What a run folder puts in the index, read without the database: the read half of an ingest.
 
-``rows_of`` turns one folder into its ``mr_runs`` row, its attempt rows and its metric rows;
+``rows_of`` turns one folder into its ``mr_runs`` row, its attempt rows and its series rows;
 ``read_batches`` reads batches of folders in forked processes while the store writes earlier
 ones. Nothing here imports SQLAlchemy or touches the store: the readers may run anywhere.
 """
@@ -38,7 +38,7 @@ def run_folders(runs_dir) -> list[tuple[str, str]]:
 def metrics_grown_from(old_sig: str | None, sig: str) -> int | None:
     """The size ``metrics.jsonl`` had when the index last read the folder, if since then no attempt
     started or ended and the plan's copy is the same (``run.json``, ``attempts.jsonl``) and the
-    metrics only grew: its new lines are all the metric rows there are to add. None otherwise."""
+    metrics only grew: its new lines are all the points there are to add. None otherwise."""
     if old_sig is None:
         return None
     old, new = old_sig.split("|"), sig.split("|")
@@ -88,7 +88,7 @@ def series_rows(rid: str, lines: list[dict]) -> list[tuple]:
     one per value made: their insert was most of a sync). A value that is NaN or infinite stays
     so, as JSON's extension spells it. The metrics in every line (all, nearly always) share the
     run's steps, epochs and times, and all their arrays are encoded by one call."""
-    whens = [(m.get("step", m["epoch"]), m["epoch"], m.get("time")) for m in lines]
+    whens = [(_number(m.get("step"), m["epoch"]), m["epoch"], _number(m.get("time"), None)) for m in lines]
     full, out = [], []
     for name in dict.fromkeys(k for m in lines for k in m if k not in _NOT_METRICS):
         values = [m.get(name) for m in lines]
@@ -102,6 +102,12 @@ def series_rows(rid: str, lines: list[dict]) -> list[tuple]:
         texts, last = _json_arrays([steps, [w[1] for w in whens], [w[2] for w in whens], *(v for _, v in full)]), _last(steps)
         out += [(rid, name, steps[0], texts[0], texts[1], text, texts[2], last) for (name, _), text in zip(full, texts[3:])]
     return out
+
+
+def _number(value, otherwise):
+    """A line's step or time when it is a number (a step is a key of ``mr_series``; a time not a
+    number is not one): what ``_json_arrays`` may split."""
+    return value if type(value) in _NUMBER else otherwise
 
 
 def _json_arrays(columns: list[list]) -> list[str]:
