@@ -155,6 +155,20 @@ def test_non_finite_numbers_survive_the_index(store_url, tmp_path):
     assert nan_or_none(series[2, "train_loss"]) and series[2, "grad_norm"] == math.inf
 
 
+def test_a_hand_edited_metrics_line_is_indexed_at_its_epoch(store_url, tmp_path):
+    """A metrics line whose step or time is not a number (edited by hand, written by other code)
+    is indexed at its epoch's step with no time, and the run's other points as they are."""
+    runs = tmp_path / "runs"
+    f = make_run(runs, "run0", done=False, epochs=1)
+    with open(f.file("metrics.jsonl"), "a") as out:
+        out.write('{"attempt": 1, "epoch": 2, "step": "x], [y", "time": "noon", "val_acc": 0.25}\n')
+    store = open_store(store_url, tmp_path)
+    store.ingest(runs)
+    points = {(m["name"], m["epoch"]): (m["step"], m["value"], m["time"]) for m in store.metrics(["run0"])}
+    assert points[("val_acc", 2)] == (2, 0.25, None)
+    assert points[("val_acc", 1)][:2] == (5, 0.1) and points[("train_loss", 1)][:2] == (5, 1.0)
+
+
 def test_a_study_whose_store_is_a_postgresql_server(postgres, tmp_path):
     """The whole loop with the index on a server: launch writes it, status and report read it."""
     import json
