@@ -38,7 +38,7 @@ UPGRADES = {
         "UPDATE mr_runs SET folder_sig = NULL"),  # read every folder again, to fill it in
     2: ("ALTER TABLE mr_runs ADD COLUMN warnings JSON",  # 3: what a run lost on the way, said by status
         "UPDATE mr_runs SET folder_sig = NULL"),
-    3: ("DROP TABLE mr_metrics",  # 4: mr_series (made by create_all), a row per run and metric for one per value
+    3: ("DROP TABLE mr_metrics",  # 4: mr_series (create_all made it), a row per run and metric for one per value
         "ALTER TABLE mr_runs ADD COLUMN last_step INTEGER",
         "UPDATE mr_runs SET folder_sig = NULL"),
 }
@@ -185,7 +185,6 @@ class Store:
                         conn.execute(sa.text(statement))
                     version += 1
                     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(version)))
-                meta.create_all(conn)  # the tables an upgrade made room for
                 if version != SCHEMA_VERSION:
                     newer = version > SCHEMA_VERSION
                     raise StoreError(
