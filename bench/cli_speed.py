@@ -55,7 +55,7 @@ def cold(cmd: list[str], cwd: Path, repeat: int, before=None) -> float:
 def fill_store(d: Path) -> int:
     """Index every run of the study as done, straight into the store (folders are not needed to time plan)."""
     from runner.commands import load, open_store
-    from runner.records.store import runs_table
+    from runner.records.tables import runs_table
 
     sel = load(d / "experiments.toml")
     store = open_store(sel.study, create=True)

@@ -5,8 +5,8 @@ idempotently (a folder whose files did not change is skipped), under a file lock
 (two launchers never interleave), a thousand runs a transaction with one bulk
 insert per table (WAL: readers never wait on it). Everything in it comes from the
 folders, so ``rebuild`` can always recreate it. Callers get frozen
-``RunRecord`` objects, never rows. Table names carry the ``mr_`` prefix so they
-never collide with Optuna's tables in the same database.
+``RunRecord`` objects, never rows. The tables are in ``tables.py``; a folder is
+read into rows by ``folder_rows.py`` and the rows written by ``index_write.py``.
 """
 
 from __future__ import annotations
@@ -23,93 +23,15 @@ from typing import Any, Iterable, Iterator
 import sqlalchemy as sa
 
 from runner.errors import StoreError
-from runner.records.folder_rows import Rows, dumps, metrics_grown_from, read_batches, run_folders
-from runner.records.probes import ingest_probe, probe_folders, probe_sig, probe_table
+from runner.records.folder_rows import dumps, metrics_grown_from, read_batches, run_folders
+from runner.records.index_write import write_grown, write_whole
+from runner.records.probes import ingest_probe, probe_folders, probe_sig
 from runner.records.runfolder import RunFolder, still_done
 from runner.records.summary import Summary
 from runner.states import State
+from runner.records.tables import (GONE, SCHEMA_VERSION, UPGRADES, attempts_table, meta, meta_table, probes_table,
+                                   runs_table, series_table)
 from runner.study.spec import sqlite_path
-
-SCHEMA_VERSION = 4  # bumped by every table or column added (tests/test_store_schema.py keeps the old files)
-# what makes a store of an older version this one, in place (the run folders fill in the rest);
-# `runner sync --rebuild` recreates runner's tables of a store of any version instead
-UPGRADES = {
-    1: ("ALTER TABLE mr_runs ADD COLUMN code_hash VARCHAR(64)",  # 2: the code fingerprint of done runs
-        "UPDATE mr_runs SET folder_sig = NULL"),  # read every folder again, to fill it in
-    2: ("ALTER TABLE mr_runs ADD COLUMN warnings JSON",  # 3: what a run lost on the way, said by status
-        "UPDATE mr_runs SET folder_sig = NULL"),
-    3: ("DROP TABLE mr_metrics",  # 4: mr_series (create_all made it), a row per run and metric for one per value
-        "ALTER TABLE mr_runs ADD COLUMN last_step INTEGER",
-        "UPDATE mr_runs SET folder_sig = NULL"),
-}
-GONE = ("mr_metrics",)  # tables of older schemas, dropped by a rebuild
-
-meta = sa.MetaData()
-
-runs_table = sa.Table(
-    "mr_runs", meta,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("cell", sa.String(32), index=True, nullable=False),
-    sa.Column("label", sa.Text, nullable=False),
-    sa.Column("study", sa.Text),
-    sa.Column("matrices", sa.JSON),
-    sa.Column("config", sa.JSON, nullable=False),
-    sa.Column("state", sa.String(16), index=True, nullable=False),
-    sa.Column("reason", sa.Text),
-    sa.Column("warnings", sa.JSON),  # what the run lost on the way (a cut metrics line, a missing checkpoint)
-    sa.Column("summary", sa.JSON),
-    sa.Column("progress", sa.JSON),  # the heartbeat: epoch, epochs, last metrics
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("git_commit", sa.String(64)),
-    sa.Column("code_hash", sa.String(64)),  # runner/records/fingerprint.py: what decides staleness
-    sa.Column("started_at", sa.Float),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("last_step", sa.Integer),  # the last metric step indexed: a poll's new points come after it
-    sa.Column("folder", sa.Text, nullable=False),
-    sa.Column("folder_sig", sa.Text),
-    sa.Column("ingested_at", sa.Float),
-)
-
-attempts_table = sa.Table(
-    "mr_attempts", meta,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("number", sa.Integer, primary_key=True),
-    sa.Column("host", sa.Text), sa.Column("pid", sa.Integer),
-    sa.Column("device", sa.Text), sa.Column("gpu_model", sa.Text), sa.Column("gpu_count", sa.Integer),
-    sa.Column("gpu_mem_mb", sa.Float),
-    sa.Column("python", sa.Text), sa.Column("torch", sa.Text), sa.Column("cuda", sa.Text),
-    sa.Column("cudnn", sa.Text), sa.Column("timm", sa.Text),
-    sa.Column("git_commit", sa.String(64)), sa.Column("git_dirty", sa.Boolean), sa.Column("git_diff_hash", sa.Text),
-    sa.Column("command", sa.Text),
-    sa.Column("slurm_job_id", sa.Text), sa.Column("slurm_array_task_id", sa.Text),
-    sa.Column("started_at", sa.Float), sa.Column("ended_at", sa.Float),
-    sa.Column("status", sa.String(16)), sa.Column("reason", sa.Text), sa.Column("traceback", sa.Text),
-    sa.Column("provenance", sa.JSON),
-)
-
-# A run's metric as JSON arrays of its points, in step order: one row when the folder is read
-# whole (a finished run), one more per poll that saw new epochs of a run in flight (each starting
-# at ``first_step``), so a poll only inserts. A tenth of the rows a row per point made.
-series_table = sa.Table(
-    "mr_series", meta,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("mr_runs.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("first_step", sa.Integer, primary_key=True),
-    sa.Column("steps", sa.Text, nullable=False),
-    sa.Column("epochs", sa.Text, nullable=False),
-    sa.Column("vals", sa.Text, nullable=False),
-    sa.Column("times", sa.Text, nullable=False),
-    sa.Column("last_step", sa.Integer),
-    sqlite_with_rowid=False,  # rows kept in key order: smaller, and quicker to bulk insert
-)
-
-probes_table = probe_table(meta)  # runner/records/probes.py
-
-meta_table = sa.Table(
-    "mr_meta", meta,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text),
-)
 
 INGEST_BATCH = 1000  # runs per ingest transaction
 
@@ -393,8 +315,8 @@ class Store:
         for rows in read_batches([todo[i:i + INGEST_BATCH] for i in range(0, len(todo), INGEST_BATCH)]):
             whole = [r for r in rows if r[1] is not None]
             with self.engine.begin() as conn:
-                _write(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
-                _write_grown(conn, [r for r in rows if r[1] is None], {i: k[2] for i, k in known.items()})
+                write_whole(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
+                write_grown(conn, [r for r in rows if r[1] is None], {i: k[2] for i, k in known.items()})
             changed += len(rows)
         return changed
 
@@ -426,91 +348,6 @@ class Store:
         n = self.ingest(runs_dir)
         self.ingest_probes(runs_dir)
         return n
-
-
-def _write_grown(conn, rows: list[Rows], last_steps: dict[str, int | None]) -> None:
-    """Index runs whose metrics only grew (``folder_rows.rows_of`` with ``grown``): their
-    ``mr_runs`` row updated, their attempt rows kept, and their new points inserted as rows of
-    their own. A line half written at the last ingest was not indexed then, so it comes after
-    every point held (``last_steps``: the last step indexed of each run). A run that resumed from
-    an earlier checkpoint logs steps the index holds from its abandoned attempt: the held points
-    from its first new step on go first."""
-    if not rows:
-        return
-    cut, new = {}, []
-    for r in rows:
-        rid, held, last = r[0]["id"], last_steps.get(r[0]["id"]), r[0]["last_step"]
-        if not r[2]:
-            r[0]["last_step"] = held
-            continue
-        first = min((row[2] for row in r[2] if row[2] is not None), default=None)
-        if held is not None and (first is None or first <= held):
-            cut[rid] = first  # the held points from ``first`` on go; the new ones are the last
-        elif held is not None:
-            r[0]["last_step"] = held if last is None else max(held, last)
-        new += r[2]
-    c = runs_table.c
-    conn.execute(runs_table.update().where(c.id == sa.bindparam("run")),
-                 [{**{k: v for k, v in r[0].items() if k != "id"}, "run": r[0]["id"]} for r in rows])
-    if cut:
-        _cut_series(conn, cut)
-    if new:
-        conn.exec_driver_sql(_insert_sql(conn, series_table), new)
-
-
-def _cut_series(conn, cut: dict[str, int | None]) -> None:
-    """Drop the points at or after each run's given step (all of them for None) from its series."""
-    s = series_table.c
-    kept = []
-    rows = conn.execute(sa.select(s.run_id, s.name, s.first_step, s.steps, s.epochs, s.vals, s.times)
-                        .where(s.run_id.in_(list(cut)))).all()
-    for rid, name, _, *arrays in rows:
-        cols = [json.loads(a) for a in arrays]
-        keep = [k for k, step in enumerate(cols[0]) if cut[rid] is not None and step is not None and step < cut[rid]]
-        if keep:
-            cols = [[col[k] for k in keep] for col in cols]
-            kept.append((rid, name, cols[0][0], *map(dumps, cols), max(x for x in cols[0] if x is not None)))
-    conn.execute(series_table.delete().where(s.run_id.in_(list(cut))))
-    if kept:
-        conn.exec_driver_sql(_insert_sql(conn, series_table), kept)
-
-
-def _write(conn, rows: list[Rows], replace: list[str]) -> None:
-    """Index a batch of runs in one transaction: drop what the index held of the runs it already
-    knew (``replace``), then one bulk insert per table. Series rows, one per run and metric, go
-    to the driver's ``executemany`` as the plain tuples the readers made: SQLAlchemy's per-row
-    parameter processing costs more than SQLite's insert itself."""
-    for i in range(0, len(replace), 500):
-        ids = replace[i:i + 500]
-        for t in (series_table, attempts_table):
-            conn.execute(t.delete().where(t.c.run_id.in_(ids)))
-        conn.execute(runs_table.delete().where(runs_table.c.id.in_(ids)))
-    if not rows:
-        return
-    _insert(conn, runs_table, [r[0] for r in rows])
-    if attempts := [a for r in rows for a in r[1]]:
-        _insert(conn, attempts_table, attempts)
-    if series := [t for r in rows for t in r[2]]:
-        conn.exec_driver_sql(_insert_sql(conn, series_table), series)
-
-
-def _insert(conn, table: sa.Table, rows: list[dict]) -> None:
-    """Bulk insert of dict rows. On SQLite straight to the driver, each JSON column serialized as
-    SQLAlchemy's JSON type would (``None`` as JSON ``null``): its per-row parameter processing
-    is a fifth of a 10,000-run sync. A server's driver gets SQLAlchemy's typed parameters."""
-    if conn.dialect.paramstyle != "qmark":
-        conn.execute(table.insert(), rows)
-        return
-    names = [c.name for c in table.columns]
-    as_json = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
-    conn.exec_driver_sql(_insert_sql(conn, table), [
-        tuple(dumps(row.get(n)) if n in as_json else row.get(n) for n in names) for row in rows])
-
-
-def _insert_sql(conn, table: sa.Table) -> str:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # SQLite's driver, psycopg's
-    return (f"INSERT INTO {table.name} ({', '.join(c.name for c in table.columns)}) "
-            f"VALUES ({', '.join([mark] * len(table.columns))})")
 
 
 def _engine(url: str) -> sa.Engine:
