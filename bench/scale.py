@@ -16,8 +16,9 @@ plus the 30 built-in figure panels. Timed in fresh processes (median of ``--repe
 
 References measured in the same run: ``python -c pass``, ``runner plan`` on the same study and
 store, and, at the smallest size, the same commands run by the code as it was when issue 26 was
-filed (commit ``REFERENCE``, unpacked with ``git archive`` and put first on ``PYTHONPATH``). The
-issue's goals were seconds on the machine it was filed on; as speedups over that code they hold on
+filed (commit ``REFERENCE``, unpacked with ``git archive`` and put first on ``PYTHONPATH``), in a
+study folder of its own over the same run folders, each of its runs right after the same run of
+this code. Both trees are byte-compiled first, as an install does. The issue's goals were seconds on the machine it was filed on; as speedups over that code they hold on
 any machine: sync 16.4 s -> 4 s is x4.1, status 1.2 s -> 0.5 s x2.4, plan --json 1.5 s -> 1 s
 x1.5, report 10.7 s -> 3 s x3.6. The verdicts are those speedups; the seconds are printed beside
 them (ingest per poll, new in the issue, keeps its 50 ms). The user cache (``runner/cache.py``)
@@ -62,7 +63,7 @@ RSS_GOAL_MB = 1024  # at 100,000 runs
 def timed(cmd: list[str], cwd: Path, env: dict, before=None) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB of the process and its largest descendant) of one fresh run."""
     if before:
-        before()
+        before(cwd)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -72,9 +73,14 @@ def timed(cmd: list[str], cwd: Path, env: dict, before=None) -> tuple[float, flo
     return seconds, usage.ru_maxrss / 1024
 
 
-def median(cmd, cwd, env, repeat, before=None) -> tuple[float, float]:
-    runs = [timed(cmd, cwd, env, before) for _ in range(repeat)]
-    return statistics.median(s for s, _ in runs), max(m for _, m in runs)
+def medians(cmd, places: list[tuple[Path, dict]], repeat, before=None) -> list[tuple[float, float]]:
+    """(median seconds, peak RSS) of ``cmd`` in each (folder, environment), the runs taking turns:
+    a spell of a busy machine slows every code alike instead of whichever was being timed."""
+    runs: list[list] = [[] for _ in places]
+    for _ in range(repeat):
+        for got, (cwd, env) in zip(runs, places):
+            got.append(timed(cmd, cwd, env, before))
+    return [(statistics.median(s for s, _ in got), max(m for _, m in got)) for got in runs]
 
 
 def live_polls(d: Path) -> float:
@@ -126,49 +132,72 @@ def reference_code(root: Path) -> Path | None:
     return where
 
 
+def compiled(tree: Path) -> None:
+    """Byte-compile a code tree's packages, as installing it does: every command then starts
+    from .pyc files, whichever code it runs (with PYTHONDONTWRITEBYTECODE set, a tree unpacked
+    for the bench would otherwise be compiled anew by each command)."""
+    packages = [str(tree / p) for p in ("runner", "architectures", "datasets", "analysis") if (tree / p).is_dir()]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True, stdout=subprocess.DEVNULL)
+
+
 def measure(n: int, repeat: int, root: Path, reference: Path | None) -> dict[str, dict[str, tuple[float, float | None]]]:
-    """{"now": figures, "reference": figures of the REFERENCE code (when given)} at ``n`` runs."""
+    """{"now": figures, "reference": figures of the REFERENCE code (when given)} at ``n`` runs.
+    The reference works in a study folder of its own (its store has its own schema) whose run
+    folders are this one's."""
     d = root / f"study-{n}"
     d.mkdir()
-    (d / "experiments.toml").write_text(study_text(n_lr=n // 1000) + TABLES)
-    env = {**os.environ, "RUNNER_CACHE_DIR": str(root / f"cache-{n}")}
+    study = study_text(n_lr=n // 1000) + TABLES
+    (d / "experiments.toml").write_text(study)
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {**base, "RUNNER_CACHE_DIR": str(root / f"cache-{n}")}
     os.environ["RUNNER_CACHE_DIR"] = env["RUNNER_CACHE_DIR"]  # this process's own calls (the folders, the polls)
     t0 = time.perf_counter()
     rows = write_folders(d)
     print(f"{n:,} run folders, {rows:,} metric values, written in {time.perf_counter() - t0:.0f} s", flush=True)
-    out = {}
+    places = [(d, env)]
     if reference is not None:
-        out["reference"] = commands(d, {**env, "PYTHONPATH": str(reference)}, repeat, rows)
-        print(f"  the reference code ({REFERENCE}) measured", flush=True)
-    out["now"] = commands(d, env, repeat, rows)
-    out["now"]["runner plan (no cache)"] = median([sys.executable, "-m", "runner", "plan"], d,
-                                                  {**env, "RUNNER_CACHE_DIR": "off"}, repeat)
+        ref = root / f"study-{n}-reference"
+        (ref / "results").mkdir(parents=True)
+        (ref / "experiments.toml").write_text(study)
+        (ref / "results" / "runs").symlink_to(d / "results" / "runs")
+        places.append((ref, {**base, "RUNNER_CACHE_DIR": str(root / f"cache-{n}-reference"), "PYTHONPATH": str(reference)}))
+    figures = commands(places, repeat, rows)
+    out = {"now": figures[0]} | ({"reference": figures[1]} if reference is not None else {})
+    out["now"]["runner plan (no cache)"] = medians([sys.executable, "-m", "runner", "plan"],
+                                                   [(d, {**env, "RUNNER_CACHE_DIR": "off"})], repeat)[0]
     out["now"]["ingest per poll (100 live runs)"] = (live_polls(d), None)
     shutil.rmtree(d)
     return out
 
 
-def commands(d: Path, env: dict, repeat: int, rows: int) -> dict[str, tuple[float, float | None]]:
-    """Each command timed in fresh processes of ``env`` (its PYTHONPATH says whose code), from an
-    empty store on."""
+def commands(places: list[tuple[Path, dict]], repeat: int, rows: int) -> list[dict[str, tuple[float, float | None]]]:
+    """Each command timed in fresh processes in each (study folder, environment: its PYTHONPATH
+    says whose code), from an empty store on."""
     runner = [sys.executable, "-m", "runner"]
-    store = d / "results" / "runner.db"
 
-    def no_store():
+    def no_store(cwd: Path):
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{store}{suffix}").unlink(missing_ok=True)
+            (cwd / "results" / f"runner.db{suffix}").unlink(missing_ok=True)
 
-    out: dict[str, tuple[float, float | None]] = {}
-    out["runner sync"] = median([*runner, "sync"], d, env, repeat, before=no_store)
-    out["metric values per second"] = (rows / out["runner sync"][0], None)
-    out["python -c pass"] = (median([sys.executable, "-c", "pass"], d, env, repeat)[0], None)
-    timed([*runner, "plan"], d, env)  # fills the plan cache, as the first command of a session does
-    out["runner plan"] = median([*runner, "plan"], d, env, repeat)
-    out["runner status"] = median([*runner, "status"], d, env, repeat)
-    out["runner plan --json"] = median([*runner, "plan", "--json"], d, env, repeat)
-    figures = d / "results" / "report" / "figures"
-    out["runner report (figures from nothing)"] = median(
-        [*runner, "report"], d, env, repeat, before=lambda: shutil.rmtree(figures, ignore_errors=True))
+    def no_figures(cwd: Path):
+        shutil.rmtree(cwd / "results" / "report" / "figures", ignore_errors=True)
+
+    out: list[dict[str, tuple[float, float | None]]] = [{} for _ in places]
+
+    def each(name: str, got: list[tuple[float, float]], rss: bool = True) -> None:
+        for o, g in zip(out, got):
+            o[name] = g if rss else (g[0], None)
+
+    each("runner sync", medians([*runner, "sync"], places, repeat, before=no_store))
+    for o in out:
+        o["metric values per second"] = (rows / o["runner sync"][0], None)
+    each("python -c pass", medians([sys.executable, "-c", "pass"], places, repeat), rss=False)
+    for cwd, env in places:  # fills the plan cache, as the first command of a session does
+        timed([*runner, "plan"], cwd, env)
+    each("runner plan", medians([*runner, "plan"], places, repeat))
+    each("runner status", medians([*runner, "status"], places, repeat))
+    each("runner plan --json", medians([*runner, "plan", "--json"], places, repeat))
+    each("runner report (figures from nothing)", medians([*runner, "report"], places, repeat, before=no_figures))
     return out
 
 
@@ -180,6 +209,9 @@ def main() -> None:
     results, ref = {}, None
     with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
         reference = reference_code(Path(tmp))
+        for tree in (ROOT, reference):
+            if tree is not None:
+                compiled(tree)
         base = min(args.sizes)
         for n in args.sizes:
             got = measure(n, args.repeat if n <= 10_000 else 1, Path(tmp), reference if n == base else None)

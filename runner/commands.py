@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -218,7 +218,7 @@ def records_in(sel: Selection, store: "Store | None", *, details: bool = True) -
         if rec.state == State.RUNNING:
             now = RunFolder(sel.study.runs_dir / run_id).read()
             if now.state in (State.CANCELLED, State.LOST):  # an ended one waits for the next ingest
-                records[run_id] = replace(rec, state=now.state, reason=now.reason)
+                records[run_id] = rec._replace(state=now.state, reason=now.reason)
     return records
 
 
@@ -230,7 +230,7 @@ def run_entries(sel: Selection, records: "dict[str, RunRecord]", *, queued: Iter
     by_id = sel.plan.by_id()
     states, why_stale = effective_states(sel.runs, records, git_commit(sel.study.dir), by_id, current_code().hash)
     why_stale = with_code_changes(why_stale, records)
-    stage = depths(sel.runs, by_id)
+    stage = depths(sel.runs, by_id) if any(r.upstream for r in sel.runs) else {}
     out = []
     for run in sel.runs:
         rec = records.get(run.id)

@@ -212,12 +212,11 @@ def test_bulk_ingest_across_batches_replaces_a_live_runs_rows_and_keeps_the_rest
     assert store.runs(["run3"])["run3"].summary == {"test_acc": 0.93, "params": 100}
 
 
-def _index(store: Store, run_id: str) -> tuple[list, list, dict]:
-    """What the index holds of a run: its metric rows, its attempt rows, its record's fields."""
+def _index(store: Store, run_id: str) -> tuple[list, list, dict, dict | None]:
+    """What the index holds of a run: its metric rows, its attempt rows, its record, its config."""
     metrics = sorted((m["step"], m["name"], m["epoch"], m["value"]) for m in store.metrics([run_id]))
     attempts = [(a["number"], a["status"], a["started_at"]) for a in store.attempts(run_id)]
-    rec = store.runs([run_id])[run_id]
-    return metrics, attempts, {"state": rec.state, "progress": rec.progress, "attempts": rec.attempts}
+    return metrics, attempts, store.runs([run_id])[run_id]._asdict(), store.config(run_id)
 
 
 def test_a_run_in_flight_is_indexed_by_its_new_lines_exactly_as_a_whole_read_would(store_url, tmp_path, monkeypatch):

@@ -55,6 +55,8 @@ def effective_states(runs: Iterable[Run], records: dict[str, Any], commit: str |
     everything = with_upstreams(list(runs), by_id)
     states = {r.id: state_of(records.get(r.id), commit, code) for r in everything}
     why = {i: stale_reason(records[i], commit, code) for i, s in states.items() if s == State.STALE}
+    if not any(r.upstream for r in everything):  # no stages: nothing is carried downstream
+        return states, why
     stage = depths(everything, by_id)
     for run in sorted(everything, key=lambda r: stage[r.id]):
         if not run.upstream or states[run.id] not in FINISHED or run.upstream not in states:

@@ -54,19 +54,19 @@ def metrics_grown_from(old_sig: str | None, sig: str) -> int | None:
 def rows_of(folder: RunFolder, sig: str, grown: int | None = None) -> Rows | None:
     """What one run folder puts in the index: its ``mr_runs`` row, its attempt rows and its
     ``mr_series`` rows; None for a folder that is not a run's. With ``grown``
-    (``metrics_grown_from``), the attempt rows are None (unchanged) and the series rows are those
-    of the lines appended since, when they can be read alone."""
-    fs = folder.read(sig=sig)
-    if fs.run is None or fs.run.get("id") != folder.path.name:
+    (``metrics_grown_from``), when the lines appended since can be read alone, the attempt rows
+    are None (unchanged), the series rows are those of the new lines, and the ``mr_runs`` row
+    lacks the columns of run.json, which did not change either (it is not read)."""
+    lines = folder.metrics_after(grown) if grown is not None else None
+    fs = folder.read(sig=sig, plan=lines is None)
+    if lines is None and (fs.run is None or fs.run.get("id") != folder.path.name):
         return None
     rid = folder.path.name
     attempts = fs.attempts
     last_prov = (attempts[-1].get("provenance") or {}) if attempts else {}
     done_prov = last_prov if fs.state == State.DONE else {}
     row = dict(
-        id=rid, cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
-        matrices=list(fs.run.get("matrices", [])), config=fs.run["config"], state=fs.state.value, reason=fs.reason,
-        warnings=list(fs.warnings) or None,
+        id=rid, state=fs.state.value, reason=fs.reason, warnings=list(fs.warnings) or None,
         summary=fs.summary, progress=fs.heartbeat, attempts=len(attempts),
         git_commit=(done_prov.get("git") or {}).get("commit"),
         code_hash=(done_prov.get("code") or {}).get("hash"),
@@ -74,11 +74,12 @@ def rows_of(folder: RunFolder, sig: str, grown: int | None = None) -> Rows | Non
         finished_at=attempts[-1].get("ended_at") if attempts and fs.state in (State.DONE, State.FAILED) else None,
         folder=str(folder.path), folder_sig=sig, ingested_at=time.time(),
     )
-    lines = folder.metrics_after(grown) if grown is not None else None
     series = series_rows(rid, folder.metrics() if lines is None else lines)
     row["last_step"] = max((r[-1] for r in series if r[-1] is not None), default=None)
     if lines is not None:
         return row, None, series
+    row.update(cell=fs.run["cell"], label=fs.run["label"], study=fs.run.get("study"),
+               matrices=list(fs.run.get("matrices", [])), config=fs.run["config"])
     return row, [attempt_row(rid, a, fs) for a in attempts], series
 
 

@@ -30,9 +30,7 @@ def write_grown(conn, rows: list[Rows], last_steps: dict[str, int | None]) -> No
         if held is not None and (first is None or first <= held):
             cut[rid] = first  # the held points from ``first`` on go; the new ones are the last
         new += r[2]  # else they all come after ``held``: the run's last step is the rows' own
-    c = runs_table.c
-    conn.execute(runs_table.update().where(c.id == sa.bindparam("run")),
-                 [{**{k: v for k, v in r[0].items() if k != "id"}, "run": r[0]["id"]} for r in rows])
+    _update_runs(conn, [r[0] for r in rows])
     if cut:
         _cut_series(conn, cut)
     if new:
@@ -75,6 +73,24 @@ def write_whole(conn, rows: list[Rows], replace: list[str]) -> None:
         conn.exec_driver_sql(_insert_sql(conn, series_table), series)
 
 
+def _update_runs(conn, rows: list[dict]) -> None:
+    """Set the columns each row has (all rows the same ones) in the ``mr_runs`` row of its ``id``.
+    On SQLite straight to the driver, as ``_insert`` does: a launch's poll updates the row of
+    every run in flight."""
+    names = [n for n in rows[0] if n != "id"]
+    if conn.dialect.paramstyle != "qmark":
+        conn.execute(runs_table.update().where(runs_table.c.id == sa.bindparam("run")),
+                     [{**{n: r[n] for n in names}, "run": r["id"]} for r in rows])
+        return
+    as_json = _json_columns(runs_table)
+    conn.exec_driver_sql(f"UPDATE {runs_table.name} SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+                         [(*(dumps(r[n]) if n in as_json else r[n] for n in names), r["id"]) for r in rows])
+
+
+def _json_columns(table: sa.Table) -> set[str]:
+    return {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+
+
 def _insert(conn, table: sa.Table, rows: list[dict]) -> None:
     """Bulk insert of dict rows. On SQLite straight to the driver, each JSON column serialized as
     SQLAlchemy's JSON type would (``None`` as JSON ``null``): its per-row parameter processing
@@ -83,7 +99,7 @@ def _insert(conn, table: sa.Table, rows: list[dict]) -> None:
         conn.execute(table.insert(), rows)
         return
     names = [c.name for c in table.columns]
-    as_json = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+    as_json = _json_columns(table)
     conn.exec_driver_sql(_insert_sql(conn, table), [
         tuple(dumps(row.get(n)) if n in as_json else row.get(n) for n in names) for row in rows])
 

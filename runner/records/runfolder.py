@@ -443,15 +443,17 @@ class RunFolder:
                 out.append(value)
         return out
 
-    def read(self, *, now: float | None = None, sig: str | None = None) -> FolderState:
+    def read(self, *, now: float | None = None, sig: str | None = None, plan: bool = True) -> FolderState:
         """What the files say. ``sig``: the folder's ``signature()`` just taken, which says which
         files exist; those it says are missing are not opened (an ingest of 10,000 folders would
         open 40,000 missing files). A file made after it changes the signature: the next ingest
-        reads the folder again."""
+        reads the folder again. Without ``plan``, run.json is not read (``run`` is None): what a
+        poll does of a run whose signature says it did not change."""
         now = time.time() if now is None else now
         parts = sig.split("|") if sig is not None else None
         there = (lambda name: True) if parts is None else (lambda name: parts[self.FILES.index(name)] != "-")
-        run = read_json(self.at("run.json"))  # the launcher's copy of the plan: rewritten by the next launch
+        # the launcher's copy of the plan: rewritten by the next launch
+        run = read_json(self.at("run.json")) if plan else None
         events, bad_attempts = parse_jsonl(self.at("attempts.jsonl"))
         attempts = _merge_attempts(events)
         summary, bad_summary = parse_json(self.at("summary.json")) if there("summary.json") else (None, None)

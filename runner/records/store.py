@@ -12,32 +12,49 @@ read into rows by ``folder_rows.py`` and the rows written by ``index_write.py``.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import json
 import math
 import os
-from contextlib import contextmanager
-from dataclasses import dataclass
+import sqlite3
+from contextlib import closing, contextmanager
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-import sqlalchemy as sa
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from runner.errors import StoreError
 from runner.records.folder_rows import dumps, metrics_grown_from, read_batches, run_folders
-from runner.records.index_write import write_grown, write_whole
-from runner.records.probes import ingest_probe, probe_folders, probe_sig
 from runner.records.runfolder import RunFolder, still_done
+from runner.records.schema import GONE, SCHEMA_VERSION, UPGRADES
 from runner.records.summary import Summary
 from runner.states import State
-from runner.records.tables import (GONE, SCHEMA_VERSION, UPGRADES, attempts_table, meta, meta_table, probes_table,
-                                   runs_table, series_table)
 from runner.study.spec import sqlite_path
+
+
+class _OnFirstUse:
+    """A module imported when first used. SQLAlchemy (0.4 s here) and what is built on it are
+    needed to make, upgrade or write the index; on SQLite, the reads of ``status``, ``plan`` and a
+    poll with nothing new go through the sqlite3 module (``Store._read``) and never import it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+sa = _OnFirstUse("sqlalchemy")
+tables = _OnFirstUse("runner.records.tables")
+index_write = _OnFirstUse("runner.records.index_write")
+probes = _OnFirstUse("runner.records.probes")
 
 INGEST_BATCH = 1000  # runs per ingest transaction
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(NamedTuple):
+    """A run as the index holds it (a named tuple: ``status`` builds 10,000 of them, five times
+    quicker than a frozen dataclass; ``rec._replace(state=...)`` makes a changed copy)."""
+
     id: str
     cell: str
     label: str
@@ -61,13 +78,22 @@ class Store:
         anew (``runner sync --rebuild`` then fills them from the run folders); Optuna's tables in
         the same database are left as they are."""
         self.url = url
-        try:
-            self.engine = _engine(url)
-        except (sa.exc.ArgumentError, ImportError) as e:  # a malformed URL, an unknown dialect, no driver
-            raise StoreError(f"{url}: not a database this runner can open ({type(e).__name__}: {e}); "
-                             'use "sqlite:///results/runner.db" or "postgresql+psycopg://user@host/db"') from None
         self.lock_path = lock_dir / ".ingest.lock"
-        self._check_schema(rebuild)
+        path = sqlite_path(url)
+        self._file = path if path is not None and "?" not in url else None  # read through sqlite3
+        if self._file is None:
+            self.engine  # made now: a server URL that cannot be opened is said at once
+        if not self._is_current():
+            self._check_schema(rebuild)
+
+    @cached_property
+    def engine(self) -> "sa.Engine":
+        """The SQLAlchemy engine, made when first needed (see ``_OnFirstUse``)."""
+        try:
+            return _engine(self.url)
+        except (sa.exc.ArgumentError, ImportError) as e:  # a malformed URL, an unknown dialect, no driver
+            raise StoreError(f"{self.url}: not a database this runner can open ({type(e).__name__}: {e}); "
+                             'use "sqlite:///results/runner.db" or "postgresql+psycopg://user@host/db"') from None
 
     # ------------------------------------------------ opening
 
@@ -85,28 +111,41 @@ class Store:
         return cls(url, lock_dir=lock_dir, rebuild=rebuild)
 
     def _version(self, conn) -> str | None:
-        if not sa.inspect(conn).has_table(meta_table.name):
+        m = tables.meta_table
+        if not sa.inspect(conn).has_table(m.name):
             return None
-        return conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+        return conn.execute(sa.select(m.c.value).where(m.c.key == "schema_version")).scalar()
+
+    def _is_current(self) -> bool:
+        """True for a SQLite store of this schema version: nothing to make or upgrade, found out
+        without SQLAlchemy. Anything else (a new file, another version, not a database) goes
+        through ``_check_schema``, which says what is wrong."""
+        if self._file is None or not self._file.exists():
+            return False
+        try:
+            return self._read("SELECT value FROM mr_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+        except sqlite3.Error:
+            return False
 
     def _check_schema(self, rebuild: bool = False) -> None:
         try:
+            m = tables.meta_table
             with self.engine.begin() as conn:
                 if rebuild and self._version(conn) not in (None, str(SCHEMA_VERSION)):
                     for gone in GONE:  # first: they refer to mr_runs
                         conn.execute(sa.text(f"DROP TABLE IF EXISTS {gone}"))
-                    meta.drop_all(conn)  # runner's tables only: Optuna's are not in ``meta``
-                meta.create_all(conn)
-                row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
+                    tables.meta.drop_all(conn)  # runner's tables only: Optuna's are not in ``meta``
+                tables.meta.create_all(conn)
+                row = conn.execute(sa.select(m.c.value).where(m.c.key == "schema_version")).first()
                 if row is None:
-                    conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    conn.execute(m.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
                     return
                 version = int(row.value)
                 while version in UPGRADES and version < SCHEMA_VERSION:
                     for statement in UPGRADES[version]:
                         conn.execute(sa.text(statement))
                     version += 1
-                    conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(version)))
+                    conn.execute(m.update().where(m.c.key == "schema_version").values(value=str(version)))
                 if version != SCHEMA_VERSION:
                     newer = version > SCHEMA_VERSION
                     raise StoreError(
@@ -119,53 +158,58 @@ class Store:
 
     # ------------------------------------------------ reading
 
+    def _read(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        """The rows of a plain SELECT (``:name`` parameters): on SQLite through the sqlite3 module,
+        a connection per call (no SQLAlchemy import, no pool to carry across the forks of an
+        ingest); on a server through the engine. JSON columns come back as text from SQLite and
+        decoded from a server (``_decode_all`` evens that out)."""
+        if self._file is not None:
+            with closing(sqlite3.connect(self._file, timeout=60)) as db:
+                return db.execute(sql, params or {}).fetchall()
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params or {})]
+
     def runs(self, ids: Iterable[str] | None = None, *, details: bool = True, progress: bool = True,
              state: State | None = None) -> dict[str, RunRecord]:
         """Records by id (all, or the given ids, or those in ``state``). Configs stay in the database:
         the plan has them. Without ``details`` the summary and progress are left out (``plan`` needs
         only states); without ``progress`` the last heartbeat is (``report`` reads summaries only)."""
-        c = runs_table.c
-        text = self.engine.dialect.name == "sqlite"  # JSON read as text, decoded at once below
-        as_read = (lambda col: sa.type_coerce(col, sa.Text)) if text else (lambda col: col)
-        summary = as_read(c.summary) if details else sa.null()
-        progress = as_read(c.progress) if details and progress else sa.null()
         # columns in RunRecord's field order, so a row becomes a record without lookups
-        q = sa.select(c.id, c.cell, c.label, as_read(c.matrices), c.state, c.reason, summary, progress, c.attempts,
-                      c.git_commit, c.started_at, c.finished_at, c.folder, c.code_hash,
-                      as_read(c.warnings) if details else sa.null())
+        columns = ["id", "cell", "label", "matrices", "state", "reason", "summary" if details else "NULL",
+                   "progress" if details and progress else "NULL", "attempts", "git_commit", "started_at",
+                   "finished_at", "folder", "code_hash", "warnings" if details else "NULL"]
         ids = None if ids is None else list(ids)
-        with self.engine.connect() as conn:
-            if ids is not None and len(ids) <= 500:
-                q = q.where(c.id.in_(ids))
-            if state is not None:
-                q = q.where(c.state == state.value)
-            rows = conn.execute(q).all()
+        where, params = [], {}
+        if ids is not None and len(ids) <= 500:
+            where.append(_among("id", ids, params))
+        if state is not None:
+            where.append("state = :state")
+            params["state"] = state.value
+        rows = self._read(f"SELECT {', '.join(columns)} FROM mr_runs" + _where(where), params)
         if not rows:
             return {}
         cols = list(zip(*rows))
-        if text:
+        if self._file is not None:
             for k in _JSON_AT:
                 cols[k] = _decode_all(cols[k])
-        records = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), State(r[4]), *r[5:-1], tuple(r[-1] or ()))
+        records = {r[0]: RunRecord(r[0], r[1], r[2], tuple(r[3] or ()), _STATES[r[4]], *r[5:-1], tuple(r[-1] or ()))
                    for r in zip(*cols)}
         return records if ids is None else {i: records[i] for i in ids if i in records}
 
     def ids(self, *, state: State | None = None) -> list[str]:
         """The ids of every run indexed (in ``state``): no record built, no JSON read."""
-        q = sa.select(runs_table.c.id)
-        if state is not None:
-            q = q.where(runs_table.c.state == state.value)
-        with self.engine.connect() as conn:
-            return list(conn.execute(q).scalars())
+        if state is None:
+            return [r[0] for r in self._read("SELECT id FROM mr_runs")]
+        return [r[0] for r in self._read("SELECT id FROM mr_runs WHERE state = :state", {"state": state.value})]
 
     def config(self, run_id: str) -> dict | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(runs_table.c.config).where(runs_table.c.id == run_id)).scalar()
+            return conn.execute(sa.select(tables.runs_table.c.config).where(tables.runs_table.c.id == run_id)).scalar()
 
     def attempts(self, run_id: str) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(attempts_table).where(attempts_table.c.run_id == run_id)
-                                .order_by(attempts_table.c.number))
+            rows = conn.execute(sa.select(tables.attempts_table).where(tables.attempts_table.c.run_id == run_id)
+                                .order_by(tables.attempts_table.c.number))
             return [dict(r._mapping) for r in rows]
 
     def metrics(self, run_ids: Iterable[str]) -> list[dict]:
@@ -188,7 +232,7 @@ class Store:
     def _series_rows(self, run_ids: Iterable[str], name: str | None) -> list[tuple]:
         """``(run_id, name, steps, epochs, values, times)`` of the runs (of one metric, or all),
         by run: the arrays decoded, a run in flight's rows of one metric joined in step order."""
-        ids, c = list(run_ids), series_table.c
+        ids, c = list(run_ids), tables.series_table.c
         rows: list = []
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
@@ -211,7 +255,7 @@ class Store:
     def hardware(self) -> dict[str, tuple[str, ...]]:
         """Per run, the devices its attempts trained on: the GPU model, or ``cpu`` (what a table
         flags when the seeds of one cell ran on different hardware)."""
-        a = attempts_table.c
+        a = tables.attempts_table.c
         out: dict[str, set[str]] = {}
         with self.engine.connect() as conn:
             for run_id, model, device in conn.execute(sa.select(a.run_id, a.gpu_model, a.device)):
@@ -222,9 +266,9 @@ class Store:
     def history(self) -> list[dict]:
         """Finished runs as ``{cell, config, summary, seconds}``, seconds being the wall time of all
         their attempts: what the launcher estimates the length of similar runs from."""
-        r, a = runs_table.c, attempts_table.c
+        r, a = tables.runs_table.c, tables.attempts_table.c
         seconds = sa.func.sum(a.ended_at - a.started_at)
-        q = (sa.select(r.cell, r.config, r.summary, seconds).join(attempts_table, a.run_id == r.id)
+        q = (sa.select(r.cell, r.config, r.summary, seconds).join(tables.attempts_table, a.run_id == r.id)
              .where(r.state == State.DONE.value, a.ended_at.is_not(None), a.started_at.is_not(None)).group_by(r.id))
         with self.engine.connect() as conn:
             return [{"cell": row[0], "config": row[1], "summary": row[2], "seconds": row[3]} for row in conn.execute(q)]
@@ -232,8 +276,8 @@ class Store:
     def probes(self, run_ids: Iterable[str] | None = None, *, probe: str | None = None) -> list[dict]:
         """Probe results (runner/probes/launch.py) as dicts of the ``mr_probes`` columns, of the given runs
         (all if None) and probe name."""
-        c = probes_table.c
-        q = sa.select(probes_table)
+        c = tables.probes_table.c
+        q = sa.select(tables.probes_table)
         if probe is not None:
             q = q.where(c.probe == probe)
         ids = None if run_ids is None else set(run_ids)
@@ -242,15 +286,12 @@ class Store:
         return rows if ids is None else [r for r in rows if r["run_id"] in ids]
 
     def find(self, prefix: str) -> list[str]:
-        with self.engine.connect() as conn:
-            return [r.id for r in conn.execute(sa.select(runs_table.c.id).where(runs_table.c.id.like(prefix + "%")))]
+        return [r[0] for r in self._read("SELECT id FROM mr_runs WHERE id LIKE :p", {"p": prefix + "%"})]
 
     def find_cell(self, prefix: str) -> list[tuple[str, str, str, str]]:
         """(cell, run id, label, state) of the runs of the cells whose id starts with ``prefix``."""
-        c = runs_table.c
-        with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.select(c.cell, c.id, c.label, c.state)
-                                                   .where(c.cell.like(prefix + "%")).order_by(c.label))]
+        return self._read("SELECT cell, id, label, state FROM mr_runs WHERE cell LIKE :p ORDER BY label",
+                          {"p": prefix + "%"})
 
     # ------------------------------------------------ ingestion
 
@@ -284,13 +325,13 @@ class Store:
             return 0
         changed = 0
         with self._lock():
-            c = runs_table.c
-            q = sa.select(c.id, c.folder_sig, c.state, c.last_step)
-            with self.engine.connect() as conn:  # a launch's poll asks of its runs in flight only
-                if ids is None or len(folders) > 500:
-                    known = {r.id: tuple(r[1:]) for r in conn.execute(q)}
-                else:
-                    known = {r.id: tuple(r[1:]) for r in conn.execute(q.where(c.id.in_([n for n, _ in folders])))}
+            q = "SELECT id, folder_sig, state, last_step FROM mr_runs"
+            if ids is None or len(folders) > 500:  # a launch's poll asks of its runs in flight only
+                known = {r[0]: r[1:] for r in self._read(q)}
+            else:
+                params: dict[str, Any] = {}
+                known = {r[0]: r[1:] for r in self._read(q + _where([_among("id", [n for n, _ in folders], params)]),
+                                                         params)}
             todo = []
             for name, path in folders:
                 old_sig, old_state, _ = known.get(name, (None, None, None))
@@ -315,8 +356,8 @@ class Store:
         for rows in read_batches([todo[i:i + INGEST_BATCH] for i in range(0, len(todo), INGEST_BATCH)]):
             whole = [r for r in rows if r[1] is not None]
             with self.engine.begin() as conn:
-                write_whole(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
-                write_grown(conn, [r for r in rows if r[1] is None], {i: k[2] for i, k in known.items()})
+                index_write.write_whole(conn, whole, replace=[r[0]["id"] for r in whole if r[0]["id"] in known])
+                index_write.write_grown(conn, [r for r in rows if r[1] is None], {i: k[2] for i, k in known.items()})
             changed += len(rows)
         return changed
 
@@ -324,26 +365,26 @@ class Store:
         """Bring ``mr_probes`` up to date with the ``probes/`` folders of the runs (all, or the given
         ids); returns rows changed. A result folder whose files did not change is skipped."""
         runs_dir = Path(runs_dir)
-        found = probe_folders(runs_dir, [n for n, _ in run_folders(runs_dir)] if ids is None else list(ids))
+        found = probes.probe_folders(runs_dir, [n for n, _ in run_folders(runs_dir)] if ids is None else list(ids))
         if not found:
             return 0
         changed = 0
         with self._lock():
             with self.engine.connect() as conn:
-                known = {r.folder: r.folder_sig for r in conn.execute(sa.select(probes_table.c.folder,
-                                                                                probes_table.c.folder_sig))}
+                known = {r.folder: r.folder_sig for r in conn.execute(sa.select(tables.probes_table.c.folder,
+                                                                                tables.probes_table.c.folder_sig))}
             todo = [(run_id, path, sig) for run_id, path in found
-                    if (sig := probe_sig(path)) is not None and known.get(path) != sig]
+                    if (sig := probes.probe_sig(path)) is not None and known.get(path) != sig]
             for i in range(0, len(todo), 200):
                 with self.engine.begin() as conn:
                     for run_id, path, sig in todo[i:i + 200]:
-                        changed += ingest_probe(conn, probes_table, run_id, Path(path), sig)
+                        changed += probes.ingest_probe(conn, tables.probes_table, run_id, Path(path), sig)
         return changed
 
     def rebuild(self, runs_dir: Path) -> int:
         """Forget the index and recreate it from the run folders."""
         with self._lock(), self.engine.begin() as conn:
-            for t in (series_table, attempts_table, runs_table, probes_table):
+            for t in (tables.series_table, tables.attempts_table, tables.runs_table, tables.probes_table):
                 conn.execute(t.delete())
         n = self.ingest(runs_dir)
         self.ingest_probes(runs_dir)
@@ -369,6 +410,19 @@ def _engine(url: str) -> sa.Engine:
     return engine
 
 
+def _among(column: str, values: list, params: dict[str, Any]) -> str:
+    """``column IN (:v0, :v1, ...)``, its values added to ``params``: the same text for sqlite3 and
+    for SQLAlchemy's ``text()``, which have no list parameter in common."""
+    start = len(params)
+    params.update({f"v{start + i}": v for i, v in enumerate(values)})
+    return f"{column} IN ({', '.join(f':v{start + i}' for i in range(len(values)))})"
+
+
+def _where(conditions: list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+_STATES = {s.value: s for s in State}  # a dict lookup, not Enum's call
 _JSON_AT = (3, 6, 7, 14)  # where ``runs`` reads JSON columns: matrices, summary, progress, warnings
 
 
