@@ -12,6 +12,7 @@ redraws nothing. No torch.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -251,7 +252,8 @@ def draw(figures: list[Figure], data: ReportData, out_dir: Path, meanwhile: Call
 
 class _Renderer:
     """Draws panels as they are computed: in this process when there are few, else in one forked
-    process per core, started once ``MIN_PANELS_PER_PROCESS`` wait. Drawing is matplotlib's Python
+    process per core, started once ``MIN_PANELS_PER_PROCESS`` wait (with the garbage collector on,
+    whatever the command set). Drawing is matplotlib's Python
     code, a core's work per panel: 30 panels were three quarters of a report. The processes get
     each panel (its data, pickled) while this one computes the next and then writes the tables;
     they never touch the store, and return nothing but errors."""
@@ -270,13 +272,15 @@ class _Renderer:
         workers = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
         if len(self.waiting) >= MIN_PANELS_PER_PROCESS and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             _load_fonts()  # once, before the fork, rather than in every process
-            self.pool = multiprocessing.get_context("fork").Pool(workers)
+            self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=gc.enable)
             waiting, self.waiting = self.waiting, []
             for p in waiting:
                 self.add(p)
 
     def finish(self) -> None:
         """Wait for every panel (the first error is raised here)."""
+        if self.waiting:
+            gc.enable()  # a matplotlib figure is a cycle: drawn here, each would stay (runner/cli/app.py)
         for p in self.waiting:
             render(p, self.out_dir)
         self.waiting = []
