@@ -264,6 +264,10 @@ class FolderState:
     warnings: tuple[str, ...] = ()  # what the run lost on the way (a torn metrics line, a missing checkpoint)
 
 
+_ATTEMPTS_KEPT = 1024  # runs whose parsed attempts.jsonl this process keeps (RunFolder._attempt_events)
+_ATTEMPTS_SEEN: dict[str, tuple[str, list[dict], str | None]] = {}
+
+
 class RunFolder:
     # new names go last: ``still_done`` finds parts of an indexed signature by position
     FILES = ("run.json", "attempts.jsonl", "metrics.jsonl", "heartbeat.json", "error.json", "cancel.json",
@@ -454,7 +458,7 @@ class RunFolder:
         there = (lambda name: True) if parts is None else (lambda name: parts[self.FILES.index(name)] != "-")
         # the launcher's copy of the plan: rewritten by the next launch
         run = read_json(self.at("run.json")) if plan else None
-        events, bad_attempts = parse_jsonl(self.at("attempts.jsonl"))
+        events, bad_attempts = self._attempt_events(parts[self.FILES.index("attempts.jsonl")] if parts else None)
         attempts = _merge_attempts(events)
         summary, bad_summary = parse_json(self.at("summary.json")) if there("summary.json") else (None, None)
         error, bad_error = parse_json(self.at("error.json")) if there("error.json") else (None, None)
@@ -490,6 +494,22 @@ class RunFolder:
             warnings.append(f"metrics.jsonl: its last line ({cut} bytes) was cut by a crash and is not read; "
                             "the next attempt drops it and trains that epoch again")
         return FolderState(run, state, attempts, summary, error, heartbeat, reason, tuple(warnings))
+
+    def _attempt_events(self, stamp: str | None) -> tuple[list[dict], str | None]:
+        """``parse_jsonl`` of attempts.jsonl, remembered by its ``stamp`` in a signature (size and
+        modification time): a launch's poll reads every run in flight every few seconds, and their
+        attempts change twice a run. (A stamp taken before an append is never met again: the
+        append changes the size.)"""
+        path = self.at("attempts.jsonl")
+        seen = _ATTEMPTS_SEEN.get(path)
+        if stamp is not None and seen is not None and seen[0] == stamp:
+            return seen[1], seen[2]
+        events, problem = parse_jsonl(path)
+        if stamp is not None and stamp != "-":
+            if len(_ATTEMPTS_SEEN) >= _ATTEMPTS_KEPT:
+                _ATTEMPTS_SEEN.clear()
+            _ATTEMPTS_SEEN[path] = (stamp, events, problem)
+        return events, problem
 
     def unparseable(self) -> list[str]:
         """The results files of this folder that cannot be parsed (what makes it corrupt)."""

@@ -320,7 +320,8 @@ class Store:
         if ids is None:
             folders = run_folders(runs_dir)
         else:
-            folders = [(i, str(runs_dir / i)) for i in ids if (runs_dir / i / "run.json").exists()]
+            base = f"{runs_dir}{os.sep}"  # plain strings: a launch's poll asks of every run in flight
+            folders = [(i, base + i) for i in ids]
         if not folders:
             return 0
         changed = 0
@@ -339,6 +340,8 @@ class Store:
                     continue
                 f = RunFolder(path)
                 sig = f.signature()
+                if sig.startswith("-|"):  # no run.json (yet): not a run's folder
+                    continue
                 # a running run can turn lost with no file changing, so it is always looked at
                 if sig != old_sig or old_state == State.RUNNING:
                     todo.append((f, sig, metrics_grown_from(old_sig, sig)))
