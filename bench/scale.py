@@ -24,7 +24,7 @@ x1.5, report 10.7 s -> 3 s x3.6. The verdicts are those speedups; the seconds ar
 them (ingest per poll, new in the issue, keeps its 50 ms). The user cache (``runner/cache.py``)
 lives in a temporary folder, filled by an untimed ``runner plan`` first, as a session's first
 command fills a user's; ``plan (no cache)`` shows what it saves. At 100,000 runs the growth of
-each figure over its 10,000-run value (10x is linear). Takes about fifteen minutes and 3 GB of
+each figure over its 10,000-run value (10x is linear). Takes about twenty minutes and 3 GB of
 disk at both sizes.
 
     python bench/scale.py [--sizes 10000 100000] [--repeat 3]
